@@ -1,0 +1,186 @@
+"""Synthesized test audio with known answers: clicks, drum patterns and chords in a known key.
+
+Every test makes its own audio from these functions; nothing is downloaded. All functions return mono
+float32 arrays in [-1, 1] unless they say otherwise.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import soundfile as sf
+
+PITCH_CLASSES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+
+# Scale degrees (semitones above the tonic) of the chords in I-IV-V-I (major) and i-iv-V-i (harmonic minor).
+_MAJOR_PROGRESSION = [(0, 4, 7), (5, 9, 12), (7, 11, 14), (0, 4, 7)]
+_MINOR_PROGRESSION = [(0, 3, 7), (5, 8, 12), (7, 11, 14), (0, 3, 7)]
+
+
+def _silence(seconds: float, sr: int) -> np.ndarray:
+    return np.zeros(int(round(seconds * sr)), dtype=np.float32)
+
+
+def _add_at(signal: np.ndarray, event: np.ndarray, start: int) -> None:
+    end = min(len(signal), start + len(event))
+    if start < end:
+        signal[start:end] += event[: end - start]
+
+
+def _decay(n: int, sr: int, tau_s: float) -> np.ndarray:
+    return np.exp(-np.arange(n) / (tau_s * sr)).astype(np.float32)
+
+
+def click_track(bpm: float, seconds: float = 12.0, sr: int = 22050, *, accent_every: int = 4) -> np.ndarray:
+    """Short 1 kHz clicks on every beat; every `accent_every`-th click is louder (the downbeat)."""
+    y = _silence(seconds, sr)
+    n = int(0.02 * sr)
+    t = np.arange(n) / sr
+    click = (np.sin(2 * np.pi * 1000 * t) * _decay(n, sr, 0.004)).astype(np.float32)
+    period = 60.0 / bpm
+    for i, beat_time in enumerate(np.arange(0.0, seconds, period)):
+        gain = 1.0 if accent_every and i % accent_every == 0 else 0.6
+        _add_at(y, gain * click, int(round(beat_time * sr)))
+    return _normalize(y)
+
+
+def _kick(sr: int) -> np.ndarray:
+    n = int(0.25 * sr)
+    t = np.arange(n) / sr
+    freq = 50 + 100 * np.exp(-t / 0.03)  # pitch drop gives the "thump"
+    phase = 2 * np.pi * np.cumsum(freq) / sr
+    return (np.sin(phase) * _decay(n, sr, 0.08)).astype(np.float32)
+
+
+def _snare(sr: int, rng: np.random.Generator) -> np.ndarray:
+    n = int(0.18 * sr)
+    t = np.arange(n) / sr
+    body = np.sin(2 * np.pi * 190 * t) * _decay(n, sr, 0.03)
+    noise = rng.standard_normal(n) * _decay(n, sr, 0.05)
+    return (0.5 * body + 0.6 * noise).astype(np.float32)
+
+
+def _hihat(sr: int, rng: np.random.Generator) -> np.ndarray:
+    n = int(0.05 * sr)
+    noise = np.diff(rng.standard_normal(n + 1))  # differentiated noise: bright, hat-like
+    return (0.25 * noise * _decay(n, sr, 0.01)).astype(np.float32)
+
+
+def drum_pattern(bpm: float, seconds: float = 12.0, sr: int = 22050, *, half_time: bool = False,
+                 seed: int = 0) -> np.ndarray:
+    """A 4/4 rock pattern: kick on beats 1 and 3, snare on 2 and 4, closed hi-hat on every eighth note.
+
+    With `half_time=True` the snare falls only on beat 3 and the kick only on beat 1, the groove that makes
+    estimators read half the tempo; the hi-hat still marks eighth notes at `bpm`.
+    """
+    rng = np.random.default_rng(seed)
+    y = _silence(seconds, sr)
+    kick, snare, hat = _kick(sr), _snare(sr, rng), _hihat(sr, rng)
+    beat = 60.0 / bpm
+    n_beats = int(seconds / beat) + 1
+    for b in range(n_beats):
+        start = b * beat
+        pos = b % 4
+        if half_time:
+            if pos == 0:
+                _add_at(y, kick, int(start * sr))
+            if pos == 2:
+                _add_at(y, snare, int(start * sr))
+        else:
+            if pos in (0, 2):
+                _add_at(y, kick, int(start * sr))
+            if pos in (1, 3):
+                _add_at(y, snare, int(start * sr))
+        for eighth in (0.0, 0.5):
+            _add_at(y, hat, int((start + eighth * beat) * sr))
+    return _normalize(y)
+
+
+def _tone(freq: float, n: int, sr: int) -> np.ndarray:
+    """A piano-like tone: a few decaying harmonics."""
+    t = np.arange(n) / sr
+    tone = sum((0.6 ** h) * np.sin(2 * np.pi * freq * (h + 1) * t) for h in range(4))
+    envelope = np.minimum(1.0, t / 0.01) * np.exp(-t / 1.2)
+    return (tone * envelope).astype(np.float32)
+
+
+def midi_to_hz(midi: float) -> float:
+    return 440.0 * 2 ** ((midi - 69) / 12)
+
+
+def chord_progression(tonic: str | int, mode: str = "major", seconds: float = 12.0, sr: int = 22050, *,
+                      chord_seconds: float = 1.5, bass: bool = True) -> np.ndarray:
+    """Block chords I-IV-V-I (or i-iv-V-i) in the given key, repeated to fill `seconds`.
+
+    `tonic` is a pitch-class name ("A#") or number (0 = C); `mode` is "major" or "minor".
+    """
+    pc = PITCH_CLASSES.index(tonic) if isinstance(tonic, str) else int(tonic) % 12
+    progression = _MAJOR_PROGRESSION if mode == "major" else _MINOR_PROGRESSION
+    y = _silence(seconds, sr)
+    n = int(chord_seconds * sr)
+    root_midi = 60 + pc if pc < 6 else 48 + pc  # keep chords around middle C
+    for i, start in enumerate(np.arange(0.0, seconds, chord_seconds)):
+        chord = progression[i % len(progression)]
+        voice = sum(_tone(midi_to_hz(root_midi + step), n, sr) for step in chord)
+        if bass:
+            voice = voice + 0.8 * _tone(midi_to_hz(root_midi - 12 + chord[0]), n, sr)
+        _add_at(y, voice, int(start * sr))
+    return _normalize(y)
+
+
+def song(bpm: float, tonic: str | int = "A", mode: str = "minor", seconds: float = 12.0, sr: int = 22050,
+         *, half_time: bool = False) -> np.ndarray:
+    """Drums at `bpm` over a chord progression in the given key, chords changing every bar."""
+    drums = drum_pattern(bpm, seconds, sr, half_time=half_time)
+    chords = chord_progression(tonic, mode, seconds, sr, chord_seconds=4 * 60.0 / bpm)
+    return _normalize(0.6 * drums + 0.5 * chords)
+
+
+def sine(freq: float = 440.0, seconds: float = 5.0, sr: int = 22050, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def white_noise(seconds: float = 5.0, sr: int = 22050, amplitude: float = 0.3, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (amplitude * rng.uniform(-1, 1, int(seconds * sr))).astype(np.float32)
+
+
+def _normalize(y: np.ndarray, peak: float = 0.9) -> np.ndarray:
+    top = float(np.max(np.abs(y))) if y.size else 0.0
+    return (y * (peak / top)).astype(np.float32) if top > 0 else y.astype(np.float32)
+
+
+def encode(y: np.ndarray, sr: int = 22050, fmt: str = "WAV", subtype: str | None = None) -> bytes:
+    """Encode samples (mono, or frames x channels) to WAV/FLAC/OGG bytes with libsndfile."""
+    buf = io.BytesIO()
+    sf.write(buf, y, sr, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+def wav_bytes(y: np.ndarray, sr: int = 22050) -> bytes:
+    return encode(y, sr, "WAV", "PCM_16")
+
+
+def encode_with_pyav(y: np.ndarray, sr: int = 44100, container: str = "mp4", codec: str = "aac",
+                     channels: int = 1) -> bytes:
+    """Encode to a compressed container (m4a/AAC, mp3) in memory with PyAV, as a phone would send it."""
+    import av
+
+    buf = io.BytesIO()
+    layout = "mono" if channels == 1 else "stereo"
+    with av.open(buf, mode="w", format=container) as out:
+        stream = out.add_stream(codec, rate=sr, layout=layout)
+        data = np.atleast_2d(y.astype(np.float32))
+        if data.shape[0] != channels:
+            data = np.repeat(data[:1], channels, axis=0)
+        step = 1024
+        for start in range(0, data.shape[1], step):
+            chunk = np.ascontiguousarray(data[:, start:start + step])
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+            frame.sample_rate = sr
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
