@@ -1,0 +1,131 @@
+"""Settings: the one place configuration is read from the environment (ESSENTIA_* variables).
+
+Every value has a documented default; an invalid value stops start-up with a message naming the variable.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A setting has a value the server cannot run with; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    production: bool = False
+    host: str = "127.0.0.1"
+    port: int = 5050
+    db_path: str = str(PROJECT_ROOT / "instance" / "essentia.db")
+    db_pool_size: int = 8
+    # Requests per minute per client; 0 switches the limiter off. Default: 60 in production, off in development.
+    rate_limit: int = 0
+    daily_limit: int = 1000                 # default daily quota for new keys; 0 = unlimited
+    key_cache_ttl: float = 300.0            # seconds a validated key is trusted before it is looked up again
+    negative_key_cache_ttl: float = 30.0    # unknown keys are remembered more briefly
+    key_cache_size: int = 10_000
+    max_upload_mb: float = 50.0
+    max_download_mb: float = 50.0
+    analysis_seconds: float = 30.0          # analysis window for longer files
+    allow_loopback_urls: bool = False       # tests only: lets /analyze fetch from 127.0.0.1
+    fetch_timeout: float = 15.0
+    max_redirects: int = 5
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # analysis processes; 0 = in-thread
+    queue_depth: int = 16                   # analyses waiting beyond this answer 503 server_busy
+    analysis_timeout: float = 60.0          # seconds one analysis may take
+    stats_flush_seconds: float = 2.0        # in-memory hit/miss counters reach the database this often
+    cors_origins: tuple[str, ...] = ()      # production CORS allow-list; empty = CORS off
+    log_level: str = "INFO"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_download_bytes(self) -> int:
+        return int(self.max_download_mb * 1024 * 1024)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Read ESSENTIA_* variables from `env` (default: os.environ); raise ConfigError on a bad value."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name, (parse, check, hint) in _PARSERS.items():
+            var = "ESSENTIA_" + name.upper()
+            raw = env.get(var)
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                value = parse(raw.strip())
+            except ValueError:
+                raise ConfigError(f"{var}={raw!r} is not valid: expected {hint}") from None
+            if not check(value):
+                raise ConfigError(f"{var}={raw!r} is out of range: expected {hint}")
+            values[name] = value
+        production = values.get("production", False)
+        if production and "host" not in values:
+            values["host"] = "0.0.0.0"
+        if production and "rate_limit" not in values:
+            values["rate_limit"] = 60
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _parse_origins(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _always(_: Any) -> bool:
+    return True
+
+
+def _positive(value: float) -> bool:
+    return value > 0
+
+
+def _non_negative(value: float) -> bool:
+    return value >= 0
+
+
+_Parser = tuple[Callable[[str], Any], Callable[[Any], bool], str]
+_PARSERS: dict[str, _Parser] = {
+    "production": (_parse_bool, _always, "0 or 1"),
+    "host": (str, _always, "an address to bind, e.g. 127.0.0.1"),
+    "port": (int, lambda p: 1 <= p <= 65535, "an integer port from 1 to 65535"),
+    "db_path": (str, _always, "a file path"),
+    "db_pool_size": (int, lambda n: 1 <= n <= 64, "an integer from 1 to 64"),
+    "rate_limit": (int, _non_negative, "requests per minute, an integer >= 0 (0 = off)"),
+    "daily_limit": (int, _non_negative, "requests per day, an integer >= 0 (0 = unlimited)"),
+    "key_cache_ttl": (float, _non_negative, "seconds, a number >= 0"),
+    "negative_key_cache_ttl": (float, _non_negative, "seconds, a number >= 0"),
+    "key_cache_size": (int, _positive, "an integer > 0"),
+    "max_upload_mb": (float, _positive, "megabytes, a number > 0"),
+    "max_download_mb": (float, _positive, "megabytes, a number > 0"),
+    "analysis_seconds": (float, lambda s: 5 <= s <= 600, "seconds, a number from 5 to 600"),
+    "allow_loopback_urls": (_parse_bool, _always, "0 or 1"),
+    "fetch_timeout": (float, _positive, "seconds, a number > 0"),
+    "max_redirects": (int, _non_negative, "an integer >= 0"),
+    "workers": (int, lambda n: 0 <= n <= 64, "an integer from 0 to 64 (0 = analyze in the request thread)"),
+    "queue_depth": (int, _positive, "an integer > 0"),
+    "analysis_timeout": (float, _positive, "seconds, a number > 0"),
+    "stats_flush_seconds": (float, _non_negative, "seconds, a number >= 0"),
+    "cors_origins": (_parse_origins, _always, "a comma-separated list of origins"),
+    "log_level": (str.upper, lambda s: s in ("DEBUG", "INFO", "WARNING", "ERROR"), "DEBUG, INFO, WARNING or ERROR"),
+}

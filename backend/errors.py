@@ -1,0 +1,57 @@
+"""Errors are data: every error response is JSON with a stable `error` code and a `message` a person can act on."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+# Codes for the HTTP errors Flask/Werkzeug raise themselves (unknown route, wrong method, body too large...).
+_HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+    408: "request_timeout", 413: "payload_too_large", 415: "unsupported_media_type", 429: "rate_limited",
+}
+
+
+class ApiError(Exception):
+    """An error the client should see: HTTP status, stable code, human message, optional extra headers/fields."""
+
+    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
+                 **fields):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+        self.fields = fields
+
+    def to_response(self):
+        response = jsonify(error=self.code, message=self.message, **self.fields)
+        response.status_code = self.status
+        response.headers.update(self.headers)
+        return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(ApiError, lambda error: error.to_response())
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        status = error.code or 500
+        message = error.description or error.name
+        if status == 413:
+            limit = app.config.get("MAX_CONTENT_LENGTH")
+            message = f"The request body is larger than this server accepts ({limit // (1024 * 1024)} MB)." \
+                if limit else "The request body is too large."
+        response = ApiError(status, _HTTP_CODES.get(status, "http_error"), message).to_response()
+        if status == 405 and error.valid_methods:
+            response.headers["Allow"] = ", ".join(error.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception):
+        # The details go to the log, never to the client.
+        log.exception("unhandled error")
+        return ApiError(500, "internal_error", "The server hit an unexpected error; it has been logged.").to_response()

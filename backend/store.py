@@ -1,0 +1,214 @@
+"""Every SQL statement of the app. Functions take an open connection (see db.Database.connection) and return
+plain rows or values; transactions belong to the caller."""
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Iterable, Sequence
+
+Row = sqlite3.Row
+
+# Columns a new analysis row is written with, in order.
+ANALYSIS_COLUMNS = (
+    "cache_key", "source_kind", "preview_url", "content_sha256", "title", "artist",
+    "bpm", "bpm_confidence", "key", "key_confidence", "energy", "danceability", "acousticness",
+    "spectral_centroid", "analysis_duration", "analyzed_at", "result_json",
+)
+
+# Orders the cache listing may be sorted by: API name -> SQL (whitelisted, never interpolated from input).
+SORT_ORDERS = {
+    "newest": "id DESC",
+    "oldest": "id ASC",
+    "title": "title COLLATE NOCASE ASC, id DESC",
+    "artist": "artist COLLATE NOCASE ASC, id DESC",
+    "bpm": "COALESCE(manual_bpm, bpm) ASC, id DESC",
+    "key": "COALESCE(manual_key, key) ASC, id DESC",
+}
+
+# -- analysis cache -------------------------------------------------------------------------------------------
+
+
+def find_analysis_by_cache_key(conn: sqlite3.Connection, cache_key: str) -> Row | None:
+    return conn.execute("SELECT * FROM analyses WHERE cache_key = ?", (cache_key,)).fetchone()
+
+
+def find_analysis_by_id(conn: sqlite3.Connection, analysis_id: int) -> Row | None:
+    return conn.execute("SELECT * FROM analyses WHERE id = ?", (analysis_id,)).fetchone()
+
+
+def find_analysis_by_preview_url(conn: sqlite3.Connection, preview_url: str) -> Row | None:
+    return conn.execute("SELECT * FROM analyses WHERE preview_url = ? ORDER BY id LIMIT 1",
+                        (preview_url,)).fetchone()
+
+
+def insert_analysis(conn: sqlite3.Connection, values: dict[str, Any]) -> Row:
+    """Store a new analysis and return its row. If another request stored the same content first, keep theirs
+    (same content, same answer) and return it."""
+    placeholders = ", ".join("?" for _ in ANALYSIS_COLUMNS)
+    conn.execute(
+        f"INSERT INTO analyses ({', '.join(ANALYSIS_COLUMNS)}) VALUES ({placeholders}) "
+        "ON CONFLICT (cache_key) DO NOTHING",
+        [values[column] for column in ANALYSIS_COLUMNS],
+    )
+    return find_analysis_by_cache_key(conn, values["cache_key"])
+
+
+def fill_unknown_metadata(conn: sqlite3.Connection, analysis_id: int, title: str | None,
+                          artist: str | None, unknown: str) -> None:
+    """Give a cached song the title/artist a later request supplied, where it had none."""
+    if title:
+        conn.execute("UPDATE analyses SET title = ? WHERE id = ? AND title = ?", (title, analysis_id, unknown))
+    if artist:
+        conn.execute("UPDATE analyses SET artist = ? WHERE id = ? AND artist = ?", (artist, analysis_id, unknown))
+
+
+def list_analyses(conn: sqlite3.Connection, *, limit: int, offset: int, sort: str = "newest") -> list[Row]:
+    order = SORT_ORDERS[sort]
+    return conn.execute(f"SELECT * FROM analyses ORDER BY {order} LIMIT ? OFFSET ?", (limit, offset)).fetchall()
+
+
+def count_analyses(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT COUNT(*) FROM analyses").fetchone()[0]
+
+
+def search_analyses(conn: sqlite3.Connection, query: str, *, limit: int, offset: int) -> list[Row]:
+    """Songs whose title or artist contains `query`, case-insensitively, newest first."""
+    if len(query) >= 3:
+        # The trigram index answers substring queries of three or more characters; a quoted phrase is literal.
+        phrase = '"' + query.replace('"', '""') + '"'
+        return conn.execute(
+            "SELECT a.* FROM analyses_search s JOIN analyses a ON a.id = s.rowid "
+            "WHERE analyses_search MATCH ? ORDER BY a.id DESC LIMIT ? OFFSET ?",
+            (phrase, limit, offset),
+        ).fetchall()
+    pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return conn.execute(
+        "SELECT * FROM analyses WHERE title LIKE ? ESCAPE '\\' OR artist LIKE ? ESCAPE '\\' "
+        "ORDER BY id DESC LIMIT ? OFFSET ?",
+        (pattern, pattern, limit, offset),
+    ).fetchall()
+
+
+def delete_analysis(conn: sqlite3.Connection, analysis_id: int) -> bool:
+    return conn.execute("DELETE FROM analyses WHERE id = ?", (analysis_id,)).rowcount > 0
+
+
+def clear_analyses(conn: sqlite3.Connection) -> int:
+    return conn.execute("DELETE FROM analyses").rowcount
+
+
+def all_analyses(conn: sqlite3.Connection) -> list[Row]:
+    return conn.execute("SELECT * FROM analyses ORDER BY id").fetchall()
+
+
+def verify_analysis(conn: sqlite3.Connection, analysis_id: int, *, manual_bpm: float | None,
+                    manual_key: str | None, bpm_notes: str | None, verified_at: str) -> Row | None:
+    conn.execute(
+        "UPDATE analyses SET user_verified = 1, manual_bpm = ?, manual_key = ?, bpm_notes = ?, verified_at = ? "
+        "WHERE id = ?",
+        (manual_bpm, manual_key, bpm_notes, verified_at, analysis_id),
+    )
+    return find_analysis_by_id(conn, analysis_id)
+
+
+# -- stats ----------------------------------------------------------------------------------------------------
+
+
+def add_to_stats(conn: sqlite3.Connection, *, hits: int, misses: int, now: str) -> None:
+    conn.execute("UPDATE stats SET value = value + ? WHERE name = 'cache_hits'", (hits,))
+    conn.execute("UPDATE stats SET value = value + ? WHERE name = 'cache_misses'", (misses,))
+    conn.execute("UPDATE stats_meta SET last_updated = ? WHERE id = 1", (now,))
+
+
+def read_stats(conn: sqlite3.Connection) -> dict[str, Any]:
+    counters = {row["name"]: row["value"] for row in conn.execute("SELECT name, value FROM stats")}
+    last_updated = conn.execute("SELECT last_updated FROM stats_meta WHERE id = 1").fetchone()[0]
+    return {"cache_hits": counters.get("cache_hits", 0), "cache_misses": counters.get("cache_misses", 0),
+            "last_updated": last_updated}
+
+
+# -- API keys -------------------------------------------------------------------------------------------------
+
+
+def insert_key(conn: sqlite3.Connection, *, name: str, email: str | None, key_hash: str, key_prefix: str,
+               is_admin: bool, daily_limit: int, created_at: str) -> int:
+    cursor = conn.execute(
+        "INSERT INTO api_keys (name, email, key_hash, key_prefix, is_admin, active, daily_limit, created_at) "
+        "VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
+        (name, email, key_hash, key_prefix, int(is_admin), daily_limit, created_at),
+    )
+    return cursor.lastrowid
+
+
+def find_key_by_hash(conn: sqlite3.Connection, key_hash: str) -> Row | None:
+    return conn.execute(
+        "SELECT id, name, key_hash, key_prefix, is_admin, active, daily_limit FROM api_keys WHERE key_hash = ?",
+        (key_hash,),
+    ).fetchone()
+
+
+def get_key(conn: sqlite3.Connection, key_id: int) -> Row | None:
+    return conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+
+
+def list_keys(conn: sqlite3.Connection) -> list[Row]:
+    return conn.execute("SELECT * FROM api_keys ORDER BY id").fetchall()
+
+
+def set_key_active(conn: sqlite3.Connection, key_id: int, active: bool) -> bool:
+    return conn.execute("UPDATE api_keys SET active = ? WHERE id = ?", (int(active), key_id)).rowcount > 0
+
+
+def set_key_daily_limit(conn: sqlite3.Connection, key_id: int, daily_limit: int) -> bool:
+    return conn.execute("UPDATE api_keys SET daily_limit = ? WHERE id = ?", (daily_limit, key_id)).rowcount > 0
+
+
+def delete_key(conn: sqlite3.Connection, key_id: int) -> bool:
+    return conn.execute("DELETE FROM api_keys WHERE id = ?", (key_id,)).rowcount > 0
+
+
+# -- quota and usage ------------------------------------------------------------------------------------------
+
+
+def consume_daily_quota(conn: sqlite3.Connection, key_id: int, day: str, daily_limit: int) -> int | None:
+    """Count one request against the key's quota for `day`; return the new count, or None when the quota is
+    already used up (the request is then not counted). One indexed upsert, whatever the history size."""
+    if daily_limit <= 0:  # unlimited: still counted, for `keys show`
+        row = conn.execute(
+            "INSERT INTO daily_usage (key_id, day, count) VALUES (?, ?, 1) "
+            "ON CONFLICT (key_id, day) DO UPDATE SET count = count + 1 RETURNING count",
+            (key_id, day),
+        ).fetchone()
+    else:
+        row = conn.execute(
+            "INSERT INTO daily_usage (key_id, day, count) VALUES (?, ?, 1) "
+            "ON CONFLICT (key_id, day) DO UPDATE SET count = count + 1 WHERE daily_usage.count < ? "
+            "RETURNING count",
+            (key_id, day, daily_limit),
+        ).fetchone()
+    return None if row is None else row[0]
+
+
+def record_usage(conn: sqlite3.Connection, rows: Iterable[Sequence[Any]]) -> None:
+    """Append usage records: (key_id, endpoint, status, created_at) each. Rows of deleted keys are skipped."""
+    conn.executemany(
+        "INSERT INTO api_usage (key_id, endpoint, status, created_at) "
+        "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = ?1)",
+        [tuple(row) for row in rows],
+    )
+
+
+def usage_today(conn: sqlite3.Connection, key_id: int, day: str) -> int:
+    row = conn.execute("SELECT count FROM daily_usage WHERE key_id = ? AND day = ?", (key_id, day)).fetchone()
+    return 0 if row is None else row[0]
+
+
+def usage_total(conn: sqlite3.Connection, key_id: int) -> int:
+    return conn.execute("SELECT COUNT(*) FROM api_usage WHERE key_id = ?", (key_id,)).fetchone()[0]
+
+
+def recent_usage(conn: sqlite3.Connection, key_id: int, limit: int = 10) -> list[Row]:
+    return conn.execute(
+        "SELECT endpoint, status, created_at FROM api_usage WHERE key_id = ? ORDER BY created_at DESC, id DESC "
+        "LIMIT ?",
+        (key_id, limit),
+    ).fetchall()
