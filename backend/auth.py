@@ -1,0 +1,97 @@
+"""API keys: generation, hashing, the TTL-cached validator, and the guard every endpoint but /health passes.
+
+Keys are 256-bit random secrets, so a fast hash (SHA-256) is the right storage: nothing short of the key
+itself finds it. The database keeps the hash and a short display prefix, never the key.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+KEY_PREFIX = "ess_"
+DISPLAY_PREFIX_LENGTH = 12  # "ess_" + 8 characters: enough to tell keys apart, useless to an attacker
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: int
+    name: str
+    prefix: str
+    is_admin: bool
+    active: bool
+    daily_limit: int
+
+
+def generate_key() -> str:
+    """A new secret key, e.g. 'ess_3q2...'. Shown once to whoever creates it."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode("utf-8")).hexdigest()
+
+
+def display_prefix(raw_key: str) -> str:
+    return raw_key[:DISPLAY_PREFIX_LENGTH]
+
+
+class KeyValidator:
+    """Answers "which key is this?" from a bounded, TTL-limited cache, falling back to one database query.
+
+    Known keys are cached for `ttl` seconds, unknown ones for `negative_ttl` (briefly, so a key created a moment
+    ago soon works, while a flood of made-up keys costs no queries). A key deactivated in the database stops
+    working within `ttl`. The cache holds at most `max_entries`, evicting the least recently used.
+    """
+
+    def __init__(self, lookup: Callable[[str], ApiKey | None], *, ttl: float = 300.0, negative_ttl: float = 30.0,
+                 max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic):
+        self._lookup = lookup
+        self.ttl = ttl
+        self.negative_ttl = negative_ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[float, ApiKey | None]] = OrderedDict()  # hash -> (expires, key)
+        self.lookups = 0  # database queries made, for tests and benchmarks
+
+    def validate(self, raw_key: str) -> ApiKey | None:
+        """The key record for `raw_key` (active or not), or None if no such key exists."""
+        key_hash = hash_key(raw_key)
+        now = self._clock()
+        with self._lock:
+            cached = self._entries.get(key_hash)
+            if cached is not None and cached[0] > now:
+                self._entries.move_to_end(key_hash)
+                return cached[1]
+        # Query outside the lock: a slow database must not serialize every request.
+        record = self._lookup(key_hash)
+        self.lookups += 1
+        expires = now + (self.ttl if record is not None else self.negative_ttl)
+        with self._lock:
+            self._entries[key_hash] = (expires, record)
+            self._entries.move_to_end(key_hash)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return record
+
+    def forget(self, raw_key: str | None = None) -> None:
+        """Drop one key (or all) from the cache, e.g. after this process changed it."""
+        with self._lock:
+            if raw_key is None:
+                self._entries.clear()
+            else:
+                self._entries.pop(hash_key(raw_key), None)
+
+
+def key_from_row(row, expected_hash: str) -> ApiKey | None:
+    """Turn a stored key row into an ApiKey, confirming the hash in constant time."""
+    if row is None or not hmac.compare_digest(row["key_hash"], expected_hash):
+        return None
+    return ApiKey(id=row["id"], name=row["name"], prefix=row["key_prefix"], is_admin=bool(row["is_admin"]),
+                  active=bool(row["active"]), daily_limit=row["daily_limit"])

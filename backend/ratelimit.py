@@ -1,0 +1,78 @@
+"""A fixed-window rate limiter that prunes itself in amortized O(1) and never holds more than `max_clients`.
+
+Each client has one window: (start time, requests in it). Windows all last `window_seconds`, and a client's
+entry is moved to the end of an ordered dict only when its new window starts, so the dict stays sorted by window
+start. Expired windows therefore sit at the front, and each call drops the expired ones there: every entry is
+dropped at most once, which makes pruning O(1) amortized per call, with no scan of all clients.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Hashable
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after: float  # seconds until the client's window ends and its count starts again
+
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds to wait before a retry can succeed (at least 1)."""
+        return max(1, math.ceil(self.reset_after))
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.retry_after),
+        }
+
+
+class RateLimiter:
+    """At most `limit` requests per client in each `window_seconds` window. Thread-safe."""
+
+    def __init__(self, limit: int, window_seconds: float = 60.0, *, max_clients: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic):
+        if limit <= 0:
+            raise ValueError("limit must be positive; switch the limiter off instead of setting 0")
+        self.limit = limit
+        self.window_seconds = window_seconds
+        self.max_clients = max_clients
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._windows: OrderedDict[Hashable, list] = OrderedDict()  # client -> [window_start, count]
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def hit(self, client: Hashable) -> RateDecision:
+        """Count one request by `client` and say whether it may proceed."""
+        now = self._clock()
+        with self._lock:
+            self._prune(now)
+            window = self._windows.get(client)
+            if window is None:
+                if len(self._windows) >= self.max_clients:
+                    # Bounded memory: forget the client whose window started longest ago.
+                    self._windows.popitem(last=False)
+                window = self._windows[client] = [now, 0]
+            if window[1] >= self.limit:
+                return RateDecision(False, self.limit, 0, window[0] + self.window_seconds - now)
+            window[1] += 1
+            return RateDecision(True, self.limit, self.limit - window[1], window[0] + self.window_seconds - now)
+
+    def _prune(self, now: float) -> None:
+        horizon = now - self.window_seconds
+        windows = self._windows
+        while windows:
+            client, window = next(iter(windows.items()))
+            if window[0] > horizon:
+                break
+            del windows[client]
