@@ -1,0 +1,187 @@
+"""The analysis engine: samples in, numbers out. Knows nothing about HTTP.
+
+`perform_audio_analysis(y, sr)` downmixes, resamples once to ANALYSIS_SAMPLE_RATE, computes one spectral front end
+(frontend.py) and runs the estimators on it: tempo.py, key.py, descriptors.py, loudness.py.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import descriptors, frontend, key as key_mod, loudness, tempo as tempo_mod
+
+log = logging.getLogger(__name__)
+
+#: The rate the decoder should deliver. 22050 Hz keeps everything up to 11 kHz: all the harmonic content the key
+#: needs (< 5 kHz), the hi-hats the tempo needs and a spectral centroid that still means "brightness", at half the
+#: FFT cost of 44.1 kHz. Lower rates (11025/16000) would cut the cymbals and bias centroid and loudness.
+ANALYSIS_SAMPLE_RATE: int = 22050
+
+#: Shortest audio the estimators can handle: the tempo needs a few beat periods to correlate (3 s is 4 beats at
+#: 80 BPM). Shorter input is reported with too_short=True and no tempo.
+MIN_ANALYSIS_SECONDS: float = 3.0
+
+# An integrated loudness below this (or none at all: every block under BS.1770's -70 LUFS gate) is "silent".
+_SILENT_LUFS = -70.0
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    bpm: float | None
+    bpm_confidence: float
+    bpm_candidates: list[dict]
+    key: str | None
+    key_confidence: float
+    mode: str | None
+    key_index: int | None
+    camelot: str | None
+    energy: float
+    danceability: float
+    acousticness: float
+    spectral_centroid: float
+    loudness_lufs: float | None
+    duration: float
+    time_signature: int | None
+    silent: bool
+    too_short: bool
+    detail: dict | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-safe dict: plain floats/ints/str/None/lists, no NaN or Infinity, floats rounded."""
+        return _json_safe(asdict(self))
+
+
+def _json_safe(value, digits: int = 4):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v, digits) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_json_safe(v, digits) for v in value.tolist()]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        return round(f, digits) if math.isfinite(f) else None
+    return value
+
+
+def _fin(x: float | None, default: float = 0.0) -> float:
+    return float(x) if x is not None and math.isfinite(float(x)) else default
+
+
+def _empty_result(duration: float, *, silent: bool, too_short: bool, loudness_lufs: float | None = None,
+                  detail: bool = False) -> AnalysisResult:
+    return AnalysisResult(bpm=None, bpm_confidence=0.0, bpm_candidates=[], key=None, key_confidence=0.0, mode=None,
+                          key_index=None, camelot=None, energy=0.0, danceability=0.0, acousticness=0.0,
+                          spectral_centroid=0.0, loudness_lufs=loudness_lufs, duration=_fin(duration),
+                          time_signature=None, silent=silent, too_short=too_short,
+                          detail={} if detail else None)
+
+
+def _as_channels(y) -> np.ndarray:
+    """Channel-first float64-safe 2-D view with non-finite samples zeroed (for loudness)."""
+    a = np.asarray(y, dtype=np.float32)
+    if a.ndim == 0:
+        a = a.reshape(1)
+    if a.ndim == 1:
+        a = a[None, :]
+    elif a.ndim > 2:
+        a = a.reshape(a.shape[0], -1)
+    elif a.shape[0] > a.shape[1]:
+        a = a.T
+    return np.where(np.isfinite(a), a, 0.0)
+
+
+def perform_audio_analysis(y: np.ndarray, sr: int, *, detail: bool = False) -> AnalysisResult:
+    """Analyse mono (n,) or channel-first (channels, n) float audio at `sr` Hz (8..96 kHz).
+
+    Never raises and never returns NaN: on unexpected internal failure it logs and returns an empty result.
+    """
+    try:
+        return _analyse(y, int(sr), detail)
+    except Exception:  # the contract is "never raise": a bug here must not become a 500 for one odd file
+        log.exception("analysis failed")
+        try:
+            n = np.asarray(y).shape[-1]
+            duration = n / sr if sr > 0 else 0.0
+        except Exception:
+            duration = 0.0
+        return _empty_result(duration, silent=False, too_short=duration < MIN_ANALYSIS_SECONDS, detail=detail)
+
+
+def _analyse(y, sr: int, detail: bool) -> AnalysisResult:
+    if sr <= 0:
+        return _empty_result(0.0, silent=True, too_short=True, detail=detail)
+    channels = _as_channels(y)
+    n = channels.shape[1]
+    duration = n / sr
+    too_short = duration < MIN_ANALYSIS_SECONDS
+    # DC is inaudible and would dominate the 0 Hz bin, the peak floor and the centroid: remove it first
+    channels = channels - channels.mean(axis=1, keepdims=True) if n else channels
+    lufs = loudness.integrated_loudness(channels, sr) if n else None
+    if lufs is None or lufs < _SILENT_LUFS:
+        return _empty_result(duration, silent=True, too_short=too_short, detail=detail)
+
+    mono = frontend.to_mono(channels)
+    x = frontend.resample(mono, sr, ANALYSIS_SAMPLE_RATE)
+    asr = ANALYSIS_SAMPLE_RATE
+    fe = frontend.compute_front_end(x, asr)
+    freqs = frontend.bin_frequencies(asr)
+
+    if too_short:
+        tempo = tempo_mod.TempoEstimate(bpm=None, confidence=0.0)
+    else:
+        tempo = tempo_mod.estimate_tempo(fe.onset_bands, fe.frame_rate)
+    k = key_mod.estimate_key(fe.S, freqs)
+
+    density = descriptors.onset_density(fe.onset)
+    result = AnalysisResult(
+        bpm=None if tempo.bpm is None else round(float(tempo.bpm), 2),
+        bpm_confidence=round(_fin(tempo.confidence), 3),
+        bpm_candidates=[{"bpm": round(_fin(c["bpm"]), 2), "score": round(_fin(c["score"]), 3)}
+                        for c in tempo.candidates],
+        key=k.name,
+        key_confidence=round(_fin(k.confidence), 3),
+        mode=k.mode,
+        key_index=k.key_index,
+        camelot=k.camelot,
+        energy=round(descriptors.energy(lufs, density), 3),
+        danceability=round(descriptors.danceability(tempo.pulse_clarity, tempo.bpm), 3),
+        acousticness=round(descriptors.acousticness(fe.S, freqs, density), 3),
+        spectral_centroid=round(_fin(descriptors.spectral_centroid(fe.S, freqs, fe.frame_rms)), 1),
+        loudness_lufs=round(max(lufs, -99.0), 2),
+        duration=round(duration, 3),
+        time_signature=tempo.meter,
+        silent=False,
+        too_short=too_short,
+        detail=_detail(fe, tempo, k) if detail else None,
+    )
+    return result
+
+
+def _detail(fe: frontend.FrontEnd, tempo: tempo_mod.TempoEstimate, k: key_mod.KeyEstimate) -> dict:
+    """Small arrays for charts: onset envelope (<= 512 points) with its rate, beat times, chroma, key scores."""
+    env = fe.onset
+    step = max(1, int(math.ceil(env.size / 512)))
+    usable = env[: (env.size // step) * step]
+    down = usable.reshape(-1, step).max(axis=1) if usable.size else np.zeros(0)
+    top = float(down.max()) if down.size else 0.0
+    beats = tempo_mod.beat_times(env, fe.frame_rate, tempo.beat_period_frames)
+    names = [f"{p} Major" for p in key_mod.PITCH_CLASSES] + [f"{p} Minor" for p in key_mod.PITCH_CLASSES]
+    return {
+        "onset_envelope": [round(float(v / top), 4) if top > 0 else 0.0 for v in down],
+        "onset_frame_rate": round(fe.frame_rate / step, 4),
+        "beat_times": [round(float(t), 3) for t in beats],
+        "chroma": [round(float(v), 4) for v in k.chroma],
+        "key_correlations": {n: round(float(c), 4) for n, c in zip(names, k.correlations)},
+        "tuning_semitones": round(float(k.tuning), 3),
+    }
+
+
+__all__ = ["ANALYSIS_SAMPLE_RATE", "MIN_ANALYSIS_SECONDS", "AnalysisResult", "perform_audio_analysis"]

@@ -1,0 +1,70 @@
+"""Perceptual descriptors on the shared front end: energy, danceability, acousticness, spectral centroid.
+
+Each is a documented, monotone mapping of measurable quantities into 0..1 (centroid in Hz). They are
+descriptive heuristics, not trained models: the definitions below are the whole story.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _clip01(x: float) -> float:
+    return float(min(1.0, max(0.0, x))) if math.isfinite(x) else 0.0
+
+
+def spectral_centroid(S: np.ndarray, freqs: np.ndarray, frame_rms: np.ndarray) -> float:
+    """Magnitude-weighted mean frequency in Hz, averaged over frames weighted by their RMS (0..Nyquist)."""
+    tot = S.sum(axis=0)
+    active = tot > 1e-9
+    if not np.any(active):
+        return 0.0
+    per_frame = (freqs @ S[:, active]) / tot[active]
+    w = frame_rms[active]
+    if w.sum() <= 0:
+        return float(per_frame.mean())
+    return float(np.sum(per_frame * w) / w.sum())
+
+
+def onset_density(onset: np.ndarray) -> float:
+    """Mean spectral flux per frame (log-mel units); ~0 for static sound, ~0.3..1.0 for busy, percussive music."""
+    return float(onset.mean()) if onset.size else 0.0
+
+
+def energy(loudness_lufs: float | None, density: float) -> float:
+    """0..1: 70% loudness (-40 LUFS -> 0, -6 LUFS -> 1, linear in dB) + 30% onset density (0 -> 0, 0.8 -> 1).
+
+    Louder or busier audio never scores lower.
+    """
+    loud = 0.0 if loudness_lufs is None else _clip01((loudness_lufs + 40.0) / 34.0)
+    dens = _clip01(density / 0.8)
+    return _clip01(0.7 * loud + 0.3 * dens)
+
+
+def danceability(pulse_clarity: float, bpm: float | None) -> float:
+    """0..1: how steady and strong the beat is (pulse clarity: the autocorrelation peak at the beat period),
+    scaled by how well the tempo suits dancing (1 near 90..135 BPM, falling off by octave distance, floor 0.4).
+    """
+    if bpm is None:
+        return 0.0
+    octaves_off = max(0.0, math.log2(90.0 / bpm), math.log2(bpm / 135.0))
+    tempo_fit = max(0.4, 1.0 - 0.6 * octaves_off)
+    return _clip01(math.sqrt(_clip01(pulse_clarity)) * tempo_fit)
+
+
+def acousticness(S: np.ndarray, freqs: np.ndarray, density: float) -> float:
+    """0..1: the absence of three cues of produced/electronic sound, multiplied (any one strong cue is enough):
+
+    - high-frequency share: fraction of spectral energy above 5 kHz (0 -> acoustic, >= 15% -> not);
+    - sub-bass share: fraction of energy below 60 Hz (808s, synth bass; >= 25% -> not acoustic);
+    - percussive density: onset flux (>= 0.8 -> not acoustic).
+    """
+    power = (S.astype(np.float64) ** 2).sum(axis=1)
+    total = float(power.sum())
+    if total <= 0:
+        return 0.0
+    hf = float(power[freqs >= 5000.0].sum()) / total
+    sub = float(power[freqs < 60.0].sum()) / total
+    cues = [_clip01(hf / 0.15), _clip01(sub / 0.25), _clip01(density / 0.8)]
+    return _clip01(float(np.prod([1.0 - c for c in cues])))
