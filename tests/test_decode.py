@@ -1,0 +1,436 @@
+"""backend.audio.decode: every supported format decodes from memory; hostile and broken input maps to stable errors."""
+from __future__ import annotations
+
+import io
+import struct
+import time
+import zipfile
+
+import numpy as np
+import pytest
+
+from backend.audio.decode import AudioDecodeError, DecodedAudio, decode_audio, sniff_format
+from tests.synth import encode, encode_with_pyav, sine, song, white_noise
+
+SR = 22050  # the analysis rate used throughout
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------------------------
+
+def dominant_hz(y: np.ndarray, sr: int) -> float:
+    """Frequency of the strongest spectral peak (Hann-windowed FFT)."""
+    spec = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    return float(np.argmax(spec) * sr / len(y))
+
+
+def multichannel(y: np.ndarray, channels: int) -> np.ndarray:
+    return np.repeat(y[:, None], channels, axis=1) if channels > 1 else y
+
+
+def m4a_faststart(data: bytes, tmp_path) -> bytes:
+    """Remux an m4a so its index (moov) comes before the media data, as streaming-friendly encoders write it.
+
+    FFmpeg's faststart pass re-reads its output by name, hence the temporary file.
+    """
+    import av
+
+    path = tmp_path / "faststart.m4a"
+    with av.open(io.BytesIO(data)) as src, av.open(str(path), "w", format="mp4",
+                                                   options={"movflags": "faststart"}) as dst:
+        out_stream = dst.add_stream_from_template(src.streams.audio[0])
+        for packet in src.demux(src.streams.audio[0]):
+            if packet.dts is None:
+                continue  # the flush packet
+            packet.stream = out_stream
+            dst.mux(packet)
+    return path.read_bytes()
+
+
+def top_level_boxes(data: bytes) -> list[bytes]:
+    names, pos = [], 0
+    while pos + 8 <= len(data):
+        size, name = struct.unpack(">I4s", data[pos:pos + 8])
+        names.append(name)
+        if size < 8:
+            break
+        pos += size
+    return names
+
+
+def wav_header(*, channels: int, rate: int, bits: int = 16, data_size: int, fmt_tag: int = 1) -> bytes:
+    """A canonical 44-byte WAV header with whatever (possibly absurd) values the test wants."""
+    block_align = channels * bits // 8
+    fmt = struct.pack("<HHIIHH", fmt_tag, channels, rate, rate * block_align, block_align, bits)
+    return (b"RIFF" + struct.pack("<I", min(36 + data_size, 0xFFFFFFFF)) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+            + b"data" + struct.pack("<I", data_size))
+
+
+def expect_error(data: bytes, code: str, status: int) -> AudioDecodeError:
+    with pytest.raises(AudioDecodeError) as info:
+        decode_audio(data, target_sr=SR)
+    err = info.value
+    assert err.code == code, err
+    assert err.status == status
+    assert isinstance(err.message, str) and len(err.message) > 20
+    return err
+
+
+def check_result(out: DecodedAudio, seconds: float, *, tol: float = 0.1) -> None:
+    assert isinstance(out, DecodedAudio)
+    assert out.sample_rate == SR
+    assert out.samples.dtype == np.float32 and out.samples.ndim == 1
+    assert np.isfinite(out.samples).all()
+    assert float(np.max(np.abs(out.samples))) <= 1.0
+    assert abs(len(out.samples) / SR - seconds) < tol
+    assert abs((out.window_end - out.window_start) - len(out.samples) / SR) < 0.05
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# happy paths
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"])
+def test_wav_sample_formats(subtype):
+    y = sine(440.0, seconds=3.0, sr=44100)
+    out = decode_audio(encode(y, 44100, "WAV", subtype), target_sr=SR)
+    check_result(out, 3.0)
+    assert out.source_format == "wav" and out.source_sample_rate == 44100 and out.channels == 1
+    assert out.source_duration == pytest.approx(3.0, abs=1e-3)
+    assert dominant_hz(out.samples, SR) == pytest.approx(440.0, abs=2.0)
+    # level is preserved (0.5 peak sine), so energy-like features mean the same across formats
+    assert float(np.max(np.abs(out.samples))) == pytest.approx(0.5, abs=0.03)
+
+
+@pytest.mark.parametrize("fmt,subtype,name", [("FLAC", "PCM_16", "flac"), ("FLAC", "PCM_24", "flac"),
+                                              ("OGG", "VORBIS", "ogg")])
+def test_libsndfile_formats(fmt, subtype, name):
+    out = decode_audio(encode(sine(330.0, 4.0, 44100), 44100, fmt, subtype), target_sr=SR)
+    check_result(out, 4.0)
+    assert out.source_format == name
+    assert dominant_hz(out.samples, SR) == pytest.approx(330.0, abs=2.0)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_m4a_aac(channels):
+    data = encode_with_pyav(sine(523.25, 4.0, 44100), 44100, "mp4", "aac", channels)
+    assert top_level_boxes(data)[-1] == b"moov"  # PyAV writes the index last: the iPhone-unfriendly layout
+    out = decode_audio(data, target_sr=SR)
+    check_result(out, 4.0, tol=0.15)
+    assert out.source_format == "m4a" and out.channels == channels and out.source_sample_rate == 44100
+    assert dominant_hz(out.samples, SR) == pytest.approx(523.25, abs=2.0)
+
+
+def test_m4a_with_index_first(tmp_path):
+    data = m4a_faststart(encode_with_pyav(sine(440.0, 3.0, 44100), 44100, "mp4", "aac", 2), tmp_path)
+    assert top_level_boxes(data).index(b"moov") < top_level_boxes(data).index(b"mdat")
+    out = decode_audio(data, target_sr=SR)
+    check_result(out, 3.0, tol=0.15)
+    assert dominant_hz(out.samples, SR) == pytest.approx(440.0, abs=2.0)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_mp3(channels):
+    data = encode_with_pyav(sine(440.0, 4.0, 44100), 44100, "mp3", "libmp3lame", channels)
+    out = decode_audio(data, target_sr=SR)
+    check_result(out, 4.0, tol=0.15)
+    assert out.source_format == "mp3" and out.channels == channels
+    assert dominant_hz(out.samples, SR) == pytest.approx(440.0, abs=2.0)
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 16000, 22050, 32000, 44100, 48000, 88200, 96000])
+def test_sample_rates(rate):
+    out = decode_audio(encode(sine(440.0, 2.0, rate), rate, "WAV", "PCM_16"), target_sr=SR)
+    check_result(out, 2.0)
+    assert out.source_sample_rate == rate
+    assert dominant_hz(out.samples, SR) == pytest.approx(440.0, abs=2.0)
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 48000])
+def test_compressed_sample_rates(rate):
+    mp3 = decode_audio(encode_with_pyav(sine(440.0, 2.0, rate), rate, "mp3", "libmp3lame"), target_sr=SR)
+    m4a = decode_audio(encode_with_pyav(sine(440.0, 2.0, rate), rate, "mp4", "aac"), target_sr=SR)
+    for out in (mp3, m4a):
+        check_result(out, 2.0, tol=0.2)
+        assert out.source_sample_rate == rate
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC"])
+def test_surround_51_is_averaged(fmt):
+    y = multichannel(sine(440.0, 2.0, 48000), 6)
+    out = decode_audio(encode(y, 48000, fmt, "PCM_16"), target_sr=SR)
+    check_result(out, 2.0)
+    assert out.channels == 6
+    assert float(np.max(np.abs(out.samples))) == pytest.approx(0.5, abs=0.03)
+
+
+def test_stereo_is_the_average_of_channels():
+    left, right = sine(440.0, 2.0, SR), np.zeros(2 * SR, np.float32)
+    out = decode_audio(encode(np.stack([left, right], axis=1), SR, "WAV", "FLOAT"), target_sr=SR)
+    assert out.channels == 2
+    np.testing.assert_allclose(out.samples, left / 2, atol=1e-6)  # same rate: no resampling, exact
+
+
+def test_output_rate_is_the_requested_one():
+    data = encode(sine(440.0, 2.0, 44100), 44100, "WAV", "PCM_16")
+    for target in (11025, 22050, 44100, 48000):
+        out = decode_audio(data, target_sr=target)
+        assert out.sample_rate == target and abs(len(out.samples) - 2 * target) <= 2
+
+
+def test_non_finite_samples_become_zero():
+    y = sine(440.0, 1.0, SR)
+    y[100], y[200], y[300] = np.nan, np.inf, -np.inf
+    y[400] = 7.5  # float WAVs may exceed full scale
+    out = decode_audio(encode(y, SR, "WAV", "FLOAT"), target_sr=SR)
+    assert np.isfinite(out.samples).all()
+    assert out.samples[100] == 0.0 and out.samples[200] == 0.0 and out.samples[300] == 0.0
+    assert float(np.max(np.abs(out.samples))) <= 1.0
+
+
+def test_sniff_format_names():
+    y = sine(440.0, 0.5, 44100)
+    assert sniff_format(encode(y, 44100, "WAV")) == "wav"
+    assert sniff_format(encode(y, 44100, "FLAC")) == "flac"
+    assert sniff_format(encode(y, 44100, "OGG")) == "ogg"
+    assert sniff_format(encode_with_pyav(y, 44100, "mp3", "libmp3lame")) == "mp3"
+    assert sniff_format(encode_with_pyav(y, 44100, "mp4", "aac")) == "m4a"
+    assert sniff_format(b"hello world, this is text") is None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the analysis window
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_short_file_is_decoded_whole():
+    out = decode_audio(encode(song(120, seconds=12.0, sr=SR), SR, "FLAC"), target_sr=SR, window_seconds=30.0)
+    check_result(out, 12.0)
+    assert out.window_start == 0.0 and out.window_end == pytest.approx(12.0, abs=1e-3)
+
+
+def _marked_file(seconds: int, sr: int) -> np.ndarray:
+    """A tone whose pitch says where it is: 200 Hz + 10 Hz per second into the file (steps each second)."""
+    return np.concatenate([sine(200.0 + 10.0 * s, 1.0, sr) for s in range(seconds)])
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac", "ogg", "mp3", "m4a"])
+def test_long_file_uses_the_middle_window(fmt):
+    sr = 16000
+    y = _marked_file(90, sr)
+    data = {
+        "wav": lambda: encode(y, sr, "WAV", "PCM_16"),
+        "flac": lambda: encode(y, sr, "FLAC"),
+        "ogg": lambda: encode(y, sr, "OGG"),
+        "mp3": lambda: encode_with_pyav(y, sr, "mp3", "libmp3lame"),
+        "m4a": lambda: encode_with_pyav(y, sr, "mp4", "aac"),
+    }[fmt]()
+    out = decode_audio(data, target_sr=SR, window_seconds=20.0)
+    check_result(out, 20.0, tol=0.05)
+    assert out.source_duration == pytest.approx(90.0, abs=0.2)
+    assert out.window_start == pytest.approx(35.0, abs=0.1)
+    assert out.window_end == pytest.approx(55.0, abs=0.1)
+    # the decoded audio really is the window it claims: second 40 of the file sits 5 s into the window
+    second = out.samples[int(5.2 * SR):int(5.8 * SR)]
+    assert dominant_hz(second, SR) == pytest.approx(200.0 + 10.0 * 40, abs=6.0)
+
+
+def test_window_is_configurable():
+    data = encode(sine(440.0, 20.0, 8000), 8000, "WAV", "PCM_16")
+    out = decode_audio(data, target_sr=SR, window_seconds=5.0)
+    check_result(out, 5.0)
+    assert out.window_start == pytest.approx(7.5)
+
+
+def _silent_mp3_hours(hours: float) -> bytes:
+    """A long silent MP3 built by repeating one encoded silent frame: tiny per second, hours long.
+
+    The Xing/Info frame is dropped, so the length is only known from the bitrate (as for many real files).
+    """
+    from backend.audio.decode import _mp3_frame, _skip_id3
+
+    data = encode_with_pyav(np.zeros(8000 * 3, np.float32), 8000, "mp3", "libmp3lame")
+    pos, frames = _skip_id3(data), []
+    while (frame := _mp3_frame(data, pos)) is not None:
+        frames.append(data[pos:pos + frame.length])
+        pos += frame.length
+    silent = frames[len(frames) // 2]
+    per_frame_seconds = 576 / 8000  # MPEG-2.5 layer III
+    return silent * int(hours * 3600 / per_frame_seconds)
+
+
+def test_long_compressed_file_decodes_only_the_window():
+    data = _silent_mp3_hours(2.0)
+    t0 = time.perf_counter()
+    out = decode_audio(data, target_sr=SR, window_seconds=30.0)
+    elapsed = time.perf_counter() - t0
+    check_result(out, 30.0, tol=0.1)
+    assert out.source_duration == pytest.approx(7200.0, rel=0.02)
+    assert 3000 < out.window_start < 4200
+    assert elapsed < 2.0
+
+
+def test_long_flac_decodes_only_the_window():
+    sr = 8000
+    buf = io.BytesIO()
+    import soundfile as sf
+
+    with sf.SoundFile(buf, "w", samplerate=sr, channels=1, format="FLAC", subtype="PCM_16") as f:
+        block = np.zeros(sr * 60, np.float32)
+        for _ in range(60):  # one hour of silence: a few hundred kilobytes
+            f.write(block)
+    data = buf.getvalue()
+    t0 = time.perf_counter()
+    out = decode_audio(data, target_sr=SR)
+    assert time.perf_counter() - t0 < 2.0
+    check_result(out, 30.0)
+    assert out.source_duration == pytest.approx(3600.0)
+    assert out.window_start == pytest.approx(1785.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# not audio, broken audio
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_empty_upload():
+    expect_error(b"", "empty_audio", 400)
+
+
+def _zip_bytes() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("song.txt", "not a song" * 100)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("data", [
+    b"\x00",
+    b"\xff",
+    np.random.default_rng(1).bytes(4096),
+    np.random.default_rng(2).bytes(100_000),
+    b"Hello, this is a text file and not a song at all.\n" * 20,
+    b"<!DOCTYPE html><html><head><title>404 Not Found</title></head><body>nope</body></html>",
+    b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(200),
+    _zip_bytes(),
+    b"%PDF-1.7\n" + bytes(500),
+    b"ID3\x03\x00\x00\x00\x00\x00\x00" + b"text after an id3 tag",
+], ids=["1byte-nul", "1byte-ff", "random4k", "random100k", "text", "html", "png", "zip", "pdf", "id3-only"])
+def test_not_audio_is_unsupported(data):
+    expect_error(data, "unsupported_format", 415)
+
+
+@pytest.mark.parametrize("channels,rate", [(0, 44100), (1, 0), (0, 0)])
+def test_zero_channels_or_rate_is_undecodable(channels, rate):
+    expect_error(wav_header(channels=channels, rate=rate, data_size=1000) + bytes(1000), "undecodable_audio", 422)
+
+
+@pytest.mark.parametrize("data", [
+    b"OggS" + np.random.default_rng(3).bytes(3000),
+    b"fLaC" + np.random.default_rng(4).bytes(3000),
+    b"RIFF\x24\x00\x00\x00WAVEjunk",
+    wav_header(channels=1, rate=44100, data_size=0),
+    wav_header(channels=1, rate=44100, data_size=100, fmt_tag=0x1234) + bytes(100),
+], ids=["ogg-garbage", "flac-garbage", "wav-no-chunks", "wav-no-samples", "wav-unknown-codec"])
+def test_recognized_container_with_broken_content(data):
+    expect_error(data, "undecodable_audio", 422)
+
+
+def test_m4a_without_audio_samples():
+    # an MP4 box structure with an empty index and no media: recognized as m4a, decodes to nothing
+    moov = struct.pack(">I4s", 8, b"moov")
+    data = struct.pack(">I4s4sI4s", 20, b"ftyp", b"M4A ", 0, b"isom") + moov
+    err = expect_error(data, "undecodable_audio", 422)
+    assert "m4a" in err.message
+
+
+def test_wav_header_claiming_hours_with_little_data():
+    ten_hours = 10 * 3600 * 44100 * 2
+    data = wav_header(channels=1, rate=44100, data_size=ten_hours) + bytes(88200)
+    expect_error(data, "truncated_audio", 422)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# truncated uploads: the container declares more audio than the bytes hold
+# ---------------------------------------------------------------------------------------------------------------
+
+_Y = song(120, seconds=15.0, sr=44100)
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory) -> dict[str, bytes]:
+    m4a = encode_with_pyav(_Y, 44100, "mp4", "aac", 2)
+    return {
+        "wav": encode(_Y, 44100, "WAV", "PCM_16"),
+        "wav24": encode(multichannel(_Y, 2), 44100, "WAV", "PCM_24"),
+        "flac": encode(multichannel(_Y, 2), 44100, "FLAC"),
+        "mp3": encode_with_pyav(_Y, 44100, "mp3", "libmp3lame", 2),
+        "m4a": m4a,
+        "m4a-faststart": m4a_faststart(m4a, tmp_path_factory.mktemp("m4a")),
+    }
+
+
+@pytest.mark.parametrize("name", ["wav", "wav24", "flac", "mp3", "m4a", "m4a-faststart"])
+def test_complete_files_are_not_mistaken_for_truncated(encoded, name):
+    check_result(decode_audio(encoded[name], target_sr=SR), 15.0, tol=0.15)
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.6, 0.9, 0.98])
+@pytest.mark.parametrize("name", ["wav", "wav24", "flac", "mp3", "m4a", "m4a-faststart"])
+def test_truncated_uploads(encoded, name, cut):
+    data = encoded[name]
+    err = expect_error(data[:int(len(data) * cut)], "truncated_audio", 422)
+    assert "incomplete" in err.message
+
+
+def test_mp3_with_trailing_tag_is_not_truncated(encoded):
+    id3v1 = b"TAG" + b"Title".ljust(30, b"\x00") + bytes(95)
+    check_result(decode_audio(encoded["mp3"] + id3v1, target_sr=SR), 15.0, tol=0.15)
+
+
+def test_wav_with_streaming_placeholder_size_is_not_truncated():
+    samples = (sine(440.0, 1.0, 8000) * 32767).astype("<i2").tobytes()
+    data = wav_header(channels=1, rate=8000, data_size=0xFFFFFFFF) + samples
+    out = decode_audio(data, target_sr=SR)
+    assert out.source_sample_rate == 8000
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fuzz: whatever the bytes, the only exception is AudioDecodeError
+# ---------------------------------------------------------------------------------------------------------------
+
+def _mutations(data: bytes, rng: np.random.Generator, count: int):
+    for i in range(count):
+        buf = bytearray(data)
+        kind = i % 3
+        if kind == 0:  # flip bytes, headers included
+            for pos in rng.integers(0, min(len(buf), 4096), size=8):
+                buf[pos] = int(rng.integers(0, 256))
+        elif kind == 1:  # overwrite a run in the body
+            pos = int(rng.integers(0, len(buf) - 64))
+            buf[pos:pos + 64] = rng.bytes(64)
+        else:  # cut anywhere
+            del buf[int(rng.integers(1, len(buf))):]
+        yield bytes(buf)
+
+
+@pytest.mark.parametrize("name", ["wav", "flac", "mp3", "m4a", "m4a-faststart"])
+def test_mutated_files_raise_only_decode_errors(encoded, name):
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    for data in _mutations(encoded[name], rng, 30):
+        try:
+            out = decode_audio(data, target_sr=SR)
+        except AudioDecodeError as err:
+            assert err.status in (400, 415, 422)
+            continue
+        assert np.isfinite(out.samples).all() and out.samples.dtype == np.float32
+
+
+def test_ogg_and_noise_mutations(encoded):
+    rng = np.random.default_rng(7)
+    ogg = encode(white_noise(3.0, 44100), 44100, "OGG")
+    for data in _mutations(ogg, rng, 30):
+        try:
+            out = decode_audio(data, target_sr=SR)
+        except AudioDecodeError:
+            continue
+        assert np.isfinite(out.samples).all()
