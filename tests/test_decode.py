@@ -366,16 +366,17 @@ def encoded(tmp_path_factory) -> dict[str, bytes]:
         "mp3": encode_with_pyav(_Y, 44100, "mp3", "libmp3lame", 2),
         "m4a": m4a,
         "m4a-faststart": m4a_faststart(m4a, tmp_path_factory.mktemp("m4a")),
+        "ogg": encode(multichannel(_Y, 2), 44100, "OGG"),
     }
 
 
-@pytest.mark.parametrize("name", ["wav", "wav24", "flac", "mp3", "m4a", "m4a-faststart"])
+@pytest.mark.parametrize("name", ["wav", "wav24", "flac", "mp3", "m4a", "m4a-faststart", "ogg"])
 def test_complete_files_are_not_mistaken_for_truncated(encoded, name):
     check_result(decode_audio(encoded[name], target_sr=SR), 15.0, tol=0.15)
 
 
 @pytest.mark.parametrize("cut", [0.3, 0.6, 0.9, 0.98])
-@pytest.mark.parametrize("name", ["wav", "wav24", "flac", "mp3", "m4a", "m4a-faststart"])
+@pytest.mark.parametrize("name", ["wav", "wav24", "flac", "mp3", "m4a", "m4a-faststart", "ogg"])
 def test_truncated_uploads(encoded, name, cut):
     data = encoded[name]
     err = expect_error(data[:int(len(data) * cut)], "truncated_audio", 422)
@@ -385,6 +386,29 @@ def test_truncated_uploads(encoded, name, cut):
 def test_mp3_with_trailing_tag_is_not_truncated(encoded):
     id3v1 = b"TAG" + b"Title".ljust(30, b"\x00") + bytes(95)
     check_result(decode_audio(encoded["mp3"] + id3v1, target_sr=SR), 15.0, tol=0.15)
+
+
+def _id3v2(payload_size: int) -> bytes:
+    """An ID3v2.4 tag holding one big (fake) picture frame, as files with album art carry."""
+    frame = b"APIC" + payload_size.to_bytes(4, "big") + b"\0\0" + bytes(payload_size)
+    size = len(frame)
+    syncsafe = bytes([(size >> 21) & 0x7F, (size >> 14) & 0x7F, (size >> 7) & 0x7F, size & 0x7F])
+    return b"ID3\x04\x00\x00" + syncsafe + frame
+
+
+def test_mp3_with_album_art(encoded):
+    mp3 = encoded["mp3"]
+    tagged = _id3v2(200_000) + mp3[mp3.index(b"\xff\xfb"):]  # replace the encoder's small tag with a big one
+    out = decode_audio(tagged, target_sr=SR)
+    check_result(out, 15.0, tol=0.15)
+    assert out.source_format == "mp3"
+    for cut in (0.5, 0.9):  # and cut: detected although the tag is larger than what is missing
+        expect_error(tagged[:int(len(tagged) * cut)], "truncated_audio", 422)
+
+
+@pytest.mark.parametrize("rate", [1, 100, 10_000_000])
+def test_absurd_sample_rate_is_undecodable(rate):
+    expect_error(wav_header(channels=1, rate=rate, data_size=1000) + bytes(1000), "undecodable_audio", 422)
 
 
 def test_wav_with_streaming_placeholder_size_is_not_truncated():

@@ -26,6 +26,9 @@ __all__ = ["AudioDecodeError", "DecodedAudio", "decode_audio", "sniff_format"]
 # Formats libsndfile reads natively; everything else recognized goes to PyAV.
 _SNDFILE_FORMATS = frozenset({"wav", "flac", "ogg", "aiff", "caf"})
 
+# Sample rates outside this range are not music files, whatever the header says.
+_MIN_RATE, _MAX_RATE = 1000, 768_000
+
 # Corrupt packets we tolerate before giving up on a compressed stream (each costs a little time).
 _MAX_DECODE_ERRORS = 200
 
@@ -141,7 +144,8 @@ def sniff_format(data: bytes) -> str | None:
     start = _skip_id3(data)
     if data[start:start + 4] == b"fLaC":
         return "flac"
-    if _find_mp3_sync(data, start) is not None:
+    # After an ID3 tag encoders sometimes pad before the first frame; bare data must start with one.
+    if _find_mp3_sync(data, start, 4096 if start else 1) is not None:
         return "mp3"
     if _is_adts(data, start):
         return "aac"
@@ -200,13 +204,12 @@ def _mp3_frame(data: bytes, pos: int) -> _Mp3Frame | None:
     return _Mp3Frame(length=length, mpeg1=mpeg1, mono=(b3 >> 6) == 3)
 
 
-def _find_mp3_sync(data: bytes, start: int, scan: int = 4096) -> int | None:
-    """Offset of the first MPEG audio frame at or shortly after ``start`` that is followed by another one.
+def _find_mp3_sync(data: bytes, start: int, scan: int) -> int | None:
+    """Offset of the first MPEG audio frame in ``data[start:start + scan]`` that is followed by another one.
 
     Requiring two consecutive valid headers keeps random bytes that happen to start with 0xFFE from passing.
-    Scanning only happens after an ID3 tag (encoders sometimes pad after it); bare data must start with a frame.
     """
-    limit = min(len(data), start + (scan if start else 1))
+    limit = min(len(data), start + scan)
     pos = data.find(b"\xff", start, limit)
     while pos != -1:
         frame = _mp3_frame(data, pos)
@@ -249,6 +252,7 @@ def _check_not_truncated(data: bytes, fmt: str) -> None:
     """Raise ``truncated_audio`` when the container's own bookkeeping says bytes are missing.
 
     Header arithmetic only (cheap); FLAC is checked during decoding because its total length is in samples.
+    OGG declares no length, but every complete stream ends with a page flagged end-of-stream.
     """
     if fmt == "wav":
         _check_wav(data)
@@ -256,6 +260,8 @@ def _check_not_truncated(data: bytes, fmt: str) -> None:
         _check_mp4(data)
     elif fmt == "mp3":
         _check_mp3(data)
+    elif fmt == "ogg":
+        _check_ogg(data)
 
 
 def _check_wav(data: bytes) -> None:
@@ -306,7 +312,8 @@ def _is_box_name(box: bytes) -> bool:
 
 def _check_mp3(data: bytes) -> None:
     """Compare the Xing/Info header's declared byte (or frame) count with what the upload holds."""
-    first = _find_mp3_sync(data, _skip_id3(data))
+    start = _skip_id3(data)
+    first = _find_mp3_sync(data, start, 4096 if start else 1)
     if first is None:
         return
     frame = _mp3_frame(data, first)
@@ -321,18 +328,46 @@ def _check_mp3(data: bytes) -> None:
     byte_field = fields[4:8] if flags & 1 else fields[:4]
     declared_bytes = struct.unpack(">I", byte_field)[0] if flags & 2 else None
     slack = 3 * frame.length  # encoder padding and rounding: tolerate a frame or two
-    if declared_bytes:
-        if declared_bytes > len(data) - first + slack:
-            raise _truncated("mp3")
-    elif declared_frames:
+    bytes_short = bool(declared_bytes) and declared_bytes > len(data) - first + slack
+    if declared_frames and (bytes_short or not declared_bytes):
+        # Count the frames really present: exact whatever an encoder put in its byte count (some include
+        # the ID3 tag), and only needed when the byte count is missing or already says bytes are missing.
         if declared_frames > _count_mp3_frames(data, first + frame.length) + 2:
             raise _truncated("mp3")
+    elif bytes_short:
+        raise _truncated("mp3")
+
+
+def _check_ogg(data: bytes) -> None:
+    """A complete Ogg stream ends with an end-of-stream page; look for one, whole, in the last 64 KiB."""
+    if len(data) < 28 or data[4] != 0 or 27 + data[26] > len(data):
+        return  # not even a well-formed first page: the decoder will call it undecodable
+    max_page = 27 + 255 + 255 * 255
+    pos = data.find(b"OggS", max(0, len(data) - max_page - 4096))
+    while pos != -1:
+        if pos + 27 <= len(data) and data[pos + 4] == 0:  # stream structure version 0
+            segments = data[pos + 26]
+            table_end = pos + 27 + segments
+            if table_end <= len(data) and data[pos + 5] & 0x04:  # header type: end of stream
+                if table_end + sum(data[pos + 27:table_end]) <= len(data):
+                    return
+        pos = data.find(b"OggS", pos + 1)
+    raise _truncated("ogg")
 
 
 def _count_mp3_frames(data: bytes, pos: int) -> int:
-    """Count consecutive MPEG audio frames from ``pos``, stopping at the first gap (tags or junk)."""
+    """Count the complete MPEG audio frames from ``pos`` on, resynchronizing after junk (a tag, a glitch)."""
     count = 0
-    while (frame := _mp3_frame(data, pos)) is not None and pos + frame.length <= len(data):
+    while pos < len(data):
+        frame = _mp3_frame(data, pos)
+        if frame is None:
+            nxt = _find_mp3_sync(data, pos + 1, scan=65536)
+            if nxt is None:
+                break
+            pos = nxt
+            continue
+        if pos + frame.length > len(data):
+            break
         count += 1
         pos += frame.length
     return count
@@ -355,19 +390,32 @@ def _plan_window(total_frames: int | None, rate: int, window_seconds: float) -> 
 def _decode_sndfile(data: bytes, fmt: str, target_sr: int, window_seconds: float) -> DecodedAudio:
     with sf.SoundFile(io.BytesIO(data)) as f:
         rate, channels, frames = int(f.samplerate), int(f.channels), int(f.frames)
-        if rate <= 0 or channels <= 0:
-            raise AudioDecodeError("undecodable_audio", f"The {fmt} header declares {channels} channels at "
-                                                        f"{rate} Hz: that is not playable audio.")
+        _check_stream_shape(fmt, rate, channels)
         if fmt == "flac" and frames > 0:
             _check_flac_end(f, frames)
         start, count = _plan_window(frames, rate, window_seconds)
         if start:
             f.seek(start)
-        block = f.read(frames=-1 if count is None else count, dtype="float32", always_2d=True)
-    mono = _downmix(block)
+        mono = _read_mono(f, count)
     if mono.size == 0:
         raise AudioDecodeError("undecodable_audio", f"The {fmt} file contains no audio samples.")
     return _finish(mono, rate, target_sr, fmt, channels, frames / rate if frames > 0 else None, start / rate)
+
+
+def _read_mono(f: sf.SoundFile, count: int | None) -> np.ndarray:
+    """Read ``count`` frames (None: to the end) as mono, a block at a time, so that a many-channel file
+    never holds more than one block of interleaved samples in memory."""
+    parts, left = [], count
+    for block in f.blocks(blocksize=1 << 17, frames=-1 if left is None else left, dtype="float32",
+                          always_2d=True):
+        parts.append(_downmix(block))
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def _check_stream_shape(fmt: str, rate: int, channels: int) -> None:
+    if channels <= 0 or not _MIN_RATE <= rate <= _MAX_RATE:
+        raise AudioDecodeError("undecodable_audio", f"The {fmt} header declares {channels} channels at "
+                                                    f"{rate} Hz: that is not playable audio.")
 
 
 def _check_flac_end(f: sf.SoundFile, frames: int) -> None:
@@ -398,8 +446,7 @@ def _decode_pyav(data: bytes, fmt: str, target_sr: int, window_seconds: float) -
             raise AudioDecodeError("undecodable_audio", f"The {fmt} file contains no audio stream.")
         stream = container.streams.audio[0]
         rate, channels = int(stream.rate or 0), int(stream.channels or 0)
-        if rate <= 0:
-            raise AudioDecodeError("undecodable_audio", f"The {fmt} stream declares no sample rate.")
+        _check_stream_shape(fmt, rate, max(channels, 1))  # some containers only know channels once decoding
         duration = _pyav_duration(container, stream)
         start_s = 0.0
         if duration is not None and duration > window_seconds:
