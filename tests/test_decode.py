@@ -458,3 +458,42 @@ def test_ogg_and_noise_mutations(encoded):
         except AudioDecodeError:
             continue
         assert np.isfinite(out.samples).all()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MP3 without a Xing header: FFmpeg guesses the duration from the first frames' bitrate
+# ---------------------------------------------------------------------------------------------------------------
+
+def _mp3_frames(y: np.ndarray, sr: int, bit_rate: int) -> list[bytes]:
+    """The MPEG frames of a CBR MP3 at ``bit_rate``, Info frame dropped."""
+    import av
+
+    from backend.audio.decode import _mp3_frame, _skip_id3
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp3") as out:
+        stream = out.add_stream("libmp3lame", rate=sr, layout="mono")
+        stream.bit_rate = bit_rate
+        for i in range(0, len(y), 1152):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(y[None, i:i + 1152]), format="fltp",
+                                               layout="mono")
+            frame.sample_rate = sr
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    data = buf.getvalue()
+    pos, frames = _skip_id3(data), []
+    while (frame := _mp3_frame(data, pos)) is not None:
+        frames.append(data[pos:pos + frame.length])
+        pos += frame.length
+    return frames[1:]
+
+
+@pytest.mark.parametrize("first_rate,rest_rate", [(32_000, 320_000), (320_000, 32_000)])
+def test_mp3_with_a_wrong_duration_guess_still_fills_the_window(first_rate, rest_rate):
+    head = _mp3_frames(sine(440.0, 2.0, 44100), 44100, first_rate)[:30]
+    rest = _mp3_frames(sine(440.0, 60.0, 44100), 44100, rest_rate)
+    out = decode_audio(b"".join(head + rest), target_sr=SR, window_seconds=30.0)
+    check_result(out, 30.0, tol=0.05)  # whatever the guess (3x too long or too short), a full window
+    assert out.window_end <= 62.0

@@ -448,15 +448,29 @@ def _decode_pyav(data: bytes, fmt: str, target_sr: int, window_seconds: float) -
         rate, channels = int(stream.rate or 0), int(stream.channels or 0)
         _check_stream_shape(fmt, rate, max(channels, 1))  # some containers only know channels once decoding
         duration = _pyav_duration(container, stream)
-        start_s = 0.0
-        if duration is not None and duration > window_seconds:
-            start_s = (duration - window_seconds) / 2
-            _seek(container, stream, start_s)
-        mono, first_time, rate, channels = _read_window(container, stream, start_s, window_seconds, rate,
+        mono, first_time, rate, channels = _decode_window(container, stream, duration, window_seconds, rate,
                                                           channels)
     if mono.size == 0:
         raise AudioDecodeError("undecodable_audio", f"The {fmt} stream decoded to no audio.")
     return _finish(mono, rate, target_sr, fmt, channels, duration, first_time)
+
+
+def _decode_window(container, stream, duration: float | None, window_seconds: float, rate: int, channels: int):
+    """Decode the middle window when the duration is known and longer than the window, else from the start."""
+    start_s = 0.0
+    if duration is not None and duration > window_seconds:
+        start_s = (duration - window_seconds) / 2
+        if not _seek(container, stream, start_s):
+            start_s = 0.0
+    mono, first_time, rate, channels = _read_window(container, stream, start_s, window_seconds, rate, channels)
+    if start_s > 0 and mono.size < (window_seconds - 0.5) * rate:
+        # The declared duration overstated the audio (an MP3 length guessed from its first bitrate): the
+        # middle window ran into the end. Take the last full window that exists instead.
+        retry = max(0.0, first_time + mono.size / rate - window_seconds)
+        if _seek(container, stream, retry):
+            mono, first_time, rate, channels = _read_window(container, stream, retry, window_seconds, rate,
+                                                              channels)
+    return mono, first_time, rate, channels
 
 
 def _pyav_duration(container, stream) -> float | None:
@@ -468,14 +482,20 @@ def _pyav_duration(container, stream) -> float | None:
     return None
 
 
-def _seek(container, stream, seconds: float) -> None:
-    """Seek to (at or before) ``seconds``; a failed seek just means we decode from the start."""
+def _seek(container, stream, seconds: float) -> bool:
+    """Seek to (at or before) ``seconds``; on failure rewind to the start and return False."""
     import av
 
     try:
         container.seek(int(seconds / stream.time_base), stream=stream, backward=True, any_frame=False)
-    except (av.FFmpegError, OverflowError, ValueError):
+        return True
+    except (av.FFmpegError, OverflowError, ValueError, ZeroDivisionError, TypeError):
+        pass
+    try:
         container.seek(0, stream=stream)
+    except av.FFmpegError:
+        pass  # reading continues from wherever the demuxer is
+    return False
 
 
 @dataclass(frozen=True)
