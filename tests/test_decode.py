@@ -1,4 +1,4 @@
-"""backend.audio.decode: every supported format decodes from memory; hostile and broken input maps to stable errors."""
+"""backend.audio.decode: every supported format decodes from memory; hostile or broken input gets a clear error."""
 from __future__ import annotations
 
 import io
@@ -64,7 +64,8 @@ def wav_header(*, channels: int, rate: int, bits: int = 16, data_size: int, fmt_
     """A canonical 44-byte WAV header with whatever (possibly absurd) values the test wants."""
     block_align = channels * bits // 8
     fmt = struct.pack("<HHIIHH", fmt_tag, channels, rate, rate * block_align, block_align, bits)
-    return (b"RIFF" + struct.pack("<I", min(36 + data_size, 0xFFFFFFFF)) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+    riff_size = min(36 + data_size, 0xFFFFFFFF)
+    return (b"RIFF" + struct.pack("<I", riff_size) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
             + b"data" + struct.pack("<I", data_size))
 
 

@@ -112,6 +112,11 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "1000")
             self.end_headers()
             self._trickle(1000, 0.1)
+        elif path == "/slow-close-delimited":  # no length, "Connection: close": the response owns the socket
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self._trickle(1000, 0.1)
         elif path == "/slow-headers":
             try:
                 self.wfile.write(b"HTTP/1.1 200 OK\r\n")
@@ -266,7 +271,7 @@ def test_error_status(server, path, status):
     assert status in err.message and err.status == 502
 
 
-@pytest.mark.parametrize("path", ["/slow-body", "/slow-headers"])
+@pytest.mark.parametrize("path", ["/slow-body", "/slow-close-delimited", "/slow-headers"])
 def test_overall_deadline_holds_against_trickling(server, path):
     t0 = time.monotonic()
     fails("download_timeout", f"{server}{path}", timeout=0.8)
@@ -283,6 +288,17 @@ def test_connection_refused():
 def test_https_to_a_plain_http_server_fails_cleanly(server):
     port = server.rsplit(":", 1)[1]
     fails("download_failed", f"https://127.0.0.1:{port}/audio.wav")
+
+
+def test_deadline_covers_a_stalled_tls_handshake():
+    # A server that accepts the connection and never says a word: the handshake must not outlive the deadline.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        t0 = time.monotonic()
+        fails("download_timeout", f"https://127.0.0.1:{port}/a.m4a", timeout=0.5)
+        assert time.monotonic() - t0 < 1.2
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -289,45 +289,7 @@ def _literal_ip(host: str) -> IPAddress | None:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Connections pinned to a checked address
-# --------------------------------------------------------------------------------------------------------------
-
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """An HTTP connection that talks to ``host`` (Host header) but opens its socket to ``address`` only."""
-
-    def __init__(self, host: str, port: int, *, address: IPAddress, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self._address = address
-
-    def connect(self) -> None:
-        family = socket.AF_INET6 if self._address.version == 6 else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect((str(self._address), self.port))
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-class _PinnedHTTPSConnection(_PinnedHTTPConnection):
-    """As above, then TLS with the system trust store and the original host name for SNI and verification."""
-
-    def connect(self) -> None:
-        super().connect()
-        self.sock = _tls_context().wrap_socket(self.sock, server_hostname=self.host)
-
-
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """Built on first use, not at import: loading the trust store costs a few milliseconds."""
-    return ssl.create_default_context()
-
-
-# --------------------------------------------------------------------------------------------------------------
-# fetch_url
+# The overall time limit
 # --------------------------------------------------------------------------------------------------------------
 
 class _Deadline:
@@ -344,9 +306,10 @@ class _Deadline:
             raise _timeout(self.seconds)
         return left
 
-    def guard(self, conn: http.client.HTTPConnection) -> None:
+    def guard(self, sock: socket.socket) -> None:
+        """Shut ``sock`` down when the time is up (replacing any earlier guard)."""
         self.cancel()
-        self._timer = threading.Timer(max(0.0, self.end - time.monotonic()), _abort, args=(conn,))
+        self._timer = threading.Timer(max(0.0, self.end - time.monotonic()), _abort, args=(sock,))
         self._timer.daemon = True
         self._timer.start()
 
@@ -359,14 +322,63 @@ class _Deadline:
             self._timer = None
 
 
-def _abort(conn: http.client.HTTPConnection) -> None:
-    sock = conn.sock
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)  # wakes a recv blocked in another thread
-        except OSError:
-            pass
+def _abort(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a recv blocked in another thread
+    except OSError:
+        pass  # not connected yet (connect has its own timeout) or already closed
 
+
+# --------------------------------------------------------------------------------------------------------------
+# Connections pinned to a checked address
+# --------------------------------------------------------------------------------------------------------------
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection that talks to ``host`` (Host header) but opens its socket to ``address`` only.
+
+    The socket is handed to ``deadline`` as soon as it exists, so the overall time limit covers connecting,
+    the TLS handshake, the headers and the body alike.
+    """
+
+    def __init__(self, host: str, port: int, *, address: IPAddress, deadline: _Deadline) -> None:
+        super().__init__(host, port, timeout=deadline.remaining())
+        self._address = address
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        family = socket.AF_INET6 if self._address.version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        self._deadline.guard(sock)
+        try:
+            sock.settimeout(self._deadline.remaining())
+            sock.connect((str(self._address), self.port))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class _PinnedHTTPSConnection(_PinnedHTTPConnection):
+    """As above, then TLS with the system trust store and the original host name for SNI and verification."""
+
+    def connect(self) -> None:
+        super().connect()
+        # wrap_socket takes the file descriptor over: guard the TLS socket before the handshake starts.
+        self.sock = _tls_context().wrap_socket(self.sock, server_hostname=self.host, do_handshake_on_connect=False)
+        self._deadline.guard(self.sock)
+        self.sock.do_handshake()
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """Built on first use, not at import: loading the trust store costs a few milliseconds."""
+    return ssl.create_default_context()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# fetch_url
+# --------------------------------------------------------------------------------------------------------------
 
 def _timeout(seconds: float) -> FetchError:
     return FetchError("download_timeout", f"The download did not finish within {seconds:g} seconds.")
@@ -435,9 +447,7 @@ def _request(target: _Target, addresses: list[IPAddress], max_bytes: int,
 
 def _connection(target: _Target, address: IPAddress, deadline: _Deadline) -> _PinnedHTTPConnection:
     cls = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
-    conn = cls(target.host, target.port, address=address, timeout=deadline.remaining())
-    deadline.guard(conn)
-    return conn
+    return cls(target.host, target.port, address=address, deadline=deadline)
 
 
 def _exchange(conn: _PinnedHTTPConnection, target: _Target, max_bytes: int,
@@ -449,7 +459,8 @@ def _exchange(conn: _PinnedHTTPConnection, target: _Target, max_bytes: int,
     conn.putheader("Accept-Encoding", "identity")  # a compressed body would dodge the size cap
     conn.putheader("Connection", "close")
     conn.endheaders()
-    conn.sock.settimeout(deadline.remaining())
+    sock = conn.sock  # kept: http.client hands the socket to the response and forgets it on "close"
+    sock.settimeout(deadline.remaining())
     response = conn.getresponse()
     if response.status in _REDIRECTS:
         return response.status, response.getheader("Location"), None
@@ -459,18 +470,17 @@ def _exchange(conn: _PinnedHTTPConnection, target: _Target, max_bytes: int,
     declared = response.getheader("Content-Length")
     if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)  # refuse early, before reading a byte of the body
-    data = _read_body(conn, response, max_bytes, deadline)
+    data = _read_body(sock, response, max_bytes, deadline)
     return response.status, None, FetchedAudio(data, target.url, response.getheader("Content-Type"))
 
 
-def _read_body(conn: _PinnedHTTPConnection, response: http.client.HTTPResponse, max_bytes: int,
+def _read_body(sock: socket.socket, response: http.client.HTTPResponse, max_bytes: int,
                deadline: _Deadline) -> bytes:
     """Read the body, counting bytes ourselves (Content-Length may lie) and watching the deadline."""
     chunks: list[bytes] = []
     total = 0
     while True:
-        if conn.sock is not None:
-            conn.sock.settimeout(deadline.remaining())
+        sock.settimeout(deadline.remaining())  # raises download_timeout once the time is up
         chunk = response.read1(min(_CHUNK, max_bytes + 1 - total))
         if not chunk:
             if deadline.expired():
