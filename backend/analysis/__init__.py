@@ -137,7 +137,7 @@ def _analyse(y, sr: int, detail: bool) -> AnalysisResult:
     if too_short:
         tempo = tempo_mod.TempoEstimate(bpm=None, confidence=0.0)
     else:
-        tempo = tempo_mod.estimate_tempo(fe.onset_bands, fe.frame_rate)
+        tempo = tempo_mod.estimate_tempo(fe.onset_bands, fe.onset, fe.frame_rate)
     k = key_mod.estimate_key(fe.S, freqs)
 
     density = descriptors.onset_density(fe.onset)

@@ -102,8 +102,9 @@ class FrontEnd:
         return self.sr / self.hop
 
 
-#: Mel-band groups for the multi-band flux: kick/bass, low-mid (snare body, chords), high (hats, snare noise).
-_BAND_EDGES_HZ = (0.0, 200.0, 2000.0, 1e9)
+#: Mel-band groups for the multi-band flux: kick/bass, snare body and low chords, mid (voices, snare crack),
+#: high (hi-hats, cymbals, snare noise). Separate bands keep a loud bass line from masking the hi-hat grid.
+BAND_EDGES_HZ = (0.0, 150.0, 500.0, 3000.0, 1e9)
 
 
 def compute_front_end(y: np.ndarray, sr: int) -> FrontEnd:
@@ -118,7 +119,7 @@ def compute_front_end(y: np.ndarray, sr: int) -> FrontEnd:
 
     centers = librosa.mel_frequencies(n_mels=mfb.shape[0] + 2, fmin=30.0, fmax=min(8000.0, sr / 2.0))[1:-1]
     bands = []
-    for lo, hi in zip(_BAND_EDGES_HZ[:-1], _BAND_EDGES_HZ[1:]):
+    for lo, hi in zip(BAND_EDGES_HZ[:-1], BAND_EDGES_HZ[1:]):
         sel = (centers >= lo) & (centers < hi)
         bands.append(flux[sel].mean(axis=0) if np.any(sel) else np.zeros(flux.shape[1], np.float32))
     onset_bands = np.asarray(bands, dtype=np.float32)
