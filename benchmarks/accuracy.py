@@ -1,0 +1,216 @@
+"""Accuracy and speed of the analysis engine on an annotated corpus.
+
+    python benchmarks/accuracy.py [--corpus DIR] [--json out.json] [--repeat N]
+
+The corpus directory holds audio clips and a truth.json list of {file, primary, bpm, alt_bpm, key, meter, style}.
+Default: ../shared/corpus relative to the repository root. Every file is decoded with the project's decoder
+(backend.audio.decode.decode_audio) and analysed with backend.analysis.perform_audio_analysis, in this one process,
+pinned to one thread (BLAS/OpenMP), after a warm-up run that is not timed.
+
+Printed: one row per file, the summary over the primary clips (tempo Acc1 / Acc1-or-alt / Acc2, key exact and
+MIREX score, median and p90 seconds per clip for the analysis alone and for decode + analysis), the agreement of
+the alternative encodings (mp3/ogg/flac/wav) with their primary clip, and the confidence calibration table.
+"""
+from __future__ import annotations
+
+import os
+
+# One core, as the target says: keep numpy/scipy from spreading a clip over several threads.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+import numpy as np  # noqa: E402
+
+from backend.analysis import ANALYSIS_SAMPLE_RATE, perform_audio_analysis  # noqa: E402
+from backend.audio.decode import decode_audio  # noqa: E402
+
+PITCH_CLASSES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+_FLAT_TO_SHARP = {"Db": "C#", "Eb": "D#", "Gb": "F#", "Ab": "G#", "Bb": "A#"}
+
+
+def parse_key(name: str | None) -> tuple[int, str] | None:
+    """"A# Minor" / "a# minor" / "Bb major" -> (pitch class, "major"/"minor"); None when absent."""
+    if not name:
+        return None
+    tonic, mode = name.strip().split()
+    tonic = tonic[0].upper() + tonic[1:]
+    tonic = _FLAT_TO_SHARP.get(tonic, tonic)
+    return PITCH_CLASSES.index(tonic), mode.lower()
+
+
+def mirex_score(est: tuple[int, str] | None, ref: tuple[int, str]) -> float:
+    """MIREX key score: 1 same key, 0.5 fifth above/below in the same mode, 0.3 relative, 0.2 parallel, else 0."""
+    if est is None:
+        return 0.0
+    (e, em), (r, rm) = est, ref
+    if e == r and em == rm:
+        return 1.0
+    if em == rm and (e - r) % 12 in (5, 7):
+        return 0.5
+    if rm == "major" and em == "minor" and (e - r) % 12 == 9:
+        return 0.3
+    if rm == "minor" and em == "major" and (e - r) % 12 == 3:
+        return 0.3
+    if e == r and em != rm:
+        return 0.2
+    return 0.0
+
+
+def within(est: float | None, ref: float, tol: float = 0.04) -> bool:
+    return est is not None and ref > 0 and abs(est / ref - 1.0) <= tol
+
+
+def tempo_flags(est: float | None, ref: float, alts: list[float]) -> dict[str, bool]:
+    acc1 = within(est, ref)
+    return {
+        "acc1": acc1,
+        "acc1_or_alt": acc1 or any(within(est, a) for a in alts),
+        "acc2": any(within(est, ref * f) for f in (1.0, 2.0, 0.5, 3.0, 1.0 / 3.0)),
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def calibration_rows(pairs: list[tuple[float, bool]]) -> list[dict]:
+    """Accuracy per confidence band: the promise is that >= 0.8 is right far more often than < 0.5."""
+    bands = [("< 0.5", 0.0, 0.5), ("0.5 - 0.8", 0.5, 0.8), (">= 0.8", 0.8, 1.01)]
+    rows = []
+    for label, lo, hi in bands:
+        hits = [ok for c, ok in pairs if lo <= c < hi]
+        rows.append({"band": label, "n": len(hits),
+                     "accuracy": (sum(hits) / len(hits)) if hits else None})
+    return rows
+
+
+def run(corpus: Path, repeat: int) -> dict:
+    truth = json.loads((corpus / "truth.json").read_text())
+    # warm-up: imports, FFT plans, filter banks, so no clip pays for first use
+    first = (corpus / truth[0]["file"]).read_bytes()
+    perform_audio_analysis(decode_audio(first, target_sr=ANALYSIS_SAMPLE_RATE).samples, ANALYSIS_SAMPLE_RATE)
+
+    rows = []
+    for item in truth:
+        data = (corpus / item["file"]).read_bytes()
+        t0 = time.perf_counter()
+        decoded = decode_audio(data, target_sr=ANALYSIS_SAMPLE_RATE)
+        t1 = time.perf_counter()
+        res = perform_audio_analysis(decoded.samples, decoded.sample_rate)
+        t2 = time.perf_counter()
+        analysis_times = [t2 - t1]
+        for _ in range(max(0, repeat - 1)):
+            ta = time.perf_counter()
+            perform_audio_analysis(decoded.samples, decoded.sample_rate)
+            analysis_times.append(time.perf_counter() - ta)
+        analysis_s = statistics.median(analysis_times)
+        ref_key = parse_key(item["key"])
+        est_key = parse_key(res.key)
+        flags = tempo_flags(res.bpm, float(item["bpm"]), [float(a) for a in item.get("alt_bpm", [])])
+        rows.append({
+            "file": item["file"], "primary": bool(item.get("primary", True)), "style": item.get("style"),
+            "truth_bpm": item["bpm"], "alt_bpm": item.get("alt_bpm", []), "truth_key": item["key"],
+            "truth_meter": item.get("meter"),
+            "bpm": res.bpm, "bpm_confidence": res.bpm_confidence,
+            "candidates": [c["bpm"] for c in res.bpm_candidates[:3]],
+            "key": res.key, "key_confidence": res.key_confidence, "time_signature": res.time_signature,
+            **flags,
+            "key_exact": est_key == ref_key, "key_mirex": mirex_score(est_key, ref_key),
+            "decode_s": t1 - t0, "analysis_s": analysis_s, "total_s": (t1 - t0) + analysis_s,
+        })
+    return {"rows": rows, "summary": summarize(rows)}
+
+
+def summarize(rows: list[dict]) -> dict:
+    prim = [r for r in rows if r["primary"]]
+    n = len(prim)
+
+    def rate(key: str) -> float:
+        return sum(bool(r[key]) for r in prim) / n if n else float("nan")
+
+    by_file = {r["file"].rsplit(".", 1)[0]: r for r in prim}
+    alternates = [r for r in rows if not r["primary"]]
+    agree = [r for r in alternates if (base := by_file.get(r["file"].rsplit(".", 1)[0]))
+             and within(r["bpm"], base["bpm"] or 0.0, 0.02) and r["key"] == base["key"]]
+    return {
+        "clips": n,
+        "tempo_acc1": rate("acc1"), "tempo_acc1_or_alt": rate("acc1_or_alt"), "tempo_acc2": rate("acc2"),
+        "key_exact": rate("key_exact"),
+        "key_mirex": sum(r["key_mirex"] for r in prim) / n if n else float("nan"),
+        "analysis_s_median": percentile([r["analysis_s"] for r in prim], 50),
+        "analysis_s_p90": percentile([r["analysis_s"] for r in prim], 90),
+        "total_s_median": percentile([r["total_s"] for r in prim], 50),
+        "total_s_p90": percentile([r["total_s"] for r in prim], 90),
+        "alternate_encodings": len(alternates), "alternate_encodings_agreeing": len(agree),
+        "tempo_calibration": calibration_rows([(r["bpm_confidence"], r["acc1"]) for r in prim]),
+        "key_calibration": calibration_rows([(r["key_confidence"], r["key_exact"]) for r in prim]),
+    }
+
+
+def _fmt_key(k: str | None) -> str:
+    return k if k else "-"
+
+
+def print_report(result: dict) -> None:
+    rows, s = result["rows"], result["summary"]
+    head = (f"{'file':15s} {'style':11s} {'truth':>6s} {'bpm':>7s} {'conf':>5s} {'A1':>2s} {'Aa':>2s} {'A2':>2s} "
+            f"{'truth key':10s} {'key':10s} {'conf':>5s} {'ok':>3s} {'anal s':>7s} {'dec+an s':>8s}")
+    print(head)
+    print("-" * len(head))
+    yes = {True: "y", False: "."}
+    for r in rows:
+        bpm = f"{r['bpm']:.1f}" if r["bpm"] is not None else "-"
+        print(f"{r['file']:15s} {str(r['style'])[:11]:11s} {r['truth_bpm']:6.1f} {bpm:>7s} {r['bpm_confidence']:5.2f} "
+              f"{yes[r['acc1']]:>2s} {yes[r['acc1_or_alt']]:>2s} {yes[r['acc2']]:>2s} "
+              f"{r['truth_key']:10s} {_fmt_key(r['key']):10s} {r['key_confidence']:5.2f} "
+              f"{r['key_mirex']:3.1f} {r['analysis_s']:7.3f} {r['total_s']:8.3f}"
+              + ("" if r["primary"] else "   (alternate encoding)"))
+    print()
+    print(f"Summary over {s['clips']} primary clips")
+    print(f"  tempo Acc1            {s['tempo_acc1']:.1%}")
+    print(f"  tempo Acc1 or alt     {s['tempo_acc1_or_alt']:.1%}")
+    print(f"  tempo Acc2            {s['tempo_acc2']:.1%}")
+    print(f"  key exact             {s['key_exact']:.1%}")
+    print(f"  key MIREX score       {s['key_mirex']:.1%}")
+    print(f"  analysis s/clip       median {s['analysis_s_median']:.3f}  p90 {s['analysis_s_p90']:.3f}")
+    print(f"  decode+analysis s     median {s['total_s_median']:.3f}  p90 {s['total_s_p90']:.3f}")
+    print(f"  alternate encodings agreeing with their primary clip (bpm within 2%, same key): "
+          f"{s['alternate_encodings_agreeing']}/{s['alternate_encodings']}")
+    print()
+    print("Confidence calibration (primary clips): accuracy per confidence band")
+    print(f"  {'band':10s} {'tempo n':>7s} {'Acc1':>6s}   {'key n':>5s} {'exact':>6s}")
+    for t, k in zip(s["tempo_calibration"], s["key_calibration"]):
+        ta = f"{t['accuracy']:.0%}" if t["accuracy"] is not None else "-"
+        ka = f"{k['accuracy']:.0%}" if k["accuracy"] is not None else "-"
+        print(f"  {t['band']:10s} {t['n']:7d} {ta:>6s}   {k['n']:5d} {ka:>6s}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", type=Path, default=REPO_ROOT.parent / "shared" / "corpus",
+                        help="directory with truth.json and the clips (default: ../shared/corpus)")
+    parser.add_argument("--json", type=Path, help="also write rows and summary as JSON here")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="analysis runs per clip; the median is reported (default 3)")
+    args = parser.parse_args(argv)
+    if not (args.corpus / "truth.json").is_file():
+        parser.error(f"no truth.json in {args.corpus}")
+    result = run(args.corpus, args.repeat)
+    print_report(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, allow_nan=False, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
