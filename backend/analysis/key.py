@@ -141,6 +141,25 @@ def key_correlations(chroma_mean: np.ndarray, profile: str = DEFAULT_PROFILE) ->
     return _profile_matrix(profile) @ z / 12.0
 
 
+#: Below this spread (effective number of pitch classes) the chroma is one note and its harmonics: no key.
+MIN_PITCH_SPREAD = 2.5
+#: Below this contrast ((max - min) / max of the mean chroma) the chroma is flat: noise or unpitched percussion.
+#: Broadband noise measures ~0.3; every clip of the dev corpus 0.59 or more.
+MIN_CHROMA_CONTRAST = 0.4
+
+
+def _is_tonal(chroma_mean: np.ndarray) -> bool:
+    """Whether a mean chroma can carry a key: several pitch classes, clearly uneven."""
+    top = float(chroma_mean.max())
+    if top <= 0:
+        return False
+    q = chroma_mean / chroma_mean.sum()
+    q = q[q > 0]
+    spread = float(np.exp(-np.sum(q * np.log(q))))
+    contrast = (top - float(chroma_mean.min())) / top
+    return spread >= MIN_PITCH_SPREAD and contrast >= MIN_CHROMA_CONTRAST
+
+
 def estimate_key(S: np.ndarray, freqs: np.ndarray, *, profile: str = DEFAULT_PROFILE,
                  frame_weights: np.ndarray | None = None) -> KeyEstimate:
     """Estimate the key from a magnitude spectrogram `S` (n_bins, n_frames) with bin centre `freqs` in Hz."""
@@ -164,10 +183,11 @@ def estimate_key(S: np.ndarray, freqs: np.ndarray, *, profile: str = DEFAULT_PRO
     order = np.argsort(corr)[::-1]
     best, second = int(order[0]), int(order[1])
     margin = float(corr[best] - corr[second])
-    # confidence: the winner must be both a good fit and clearly ahead of the runner-up
-    fit = float(np.clip((corr[best] - 0.3) / 0.5, 0.0, 1.0))
-    sep = float(np.clip(margin / 0.15, 0.0, 1.0))
-    confidence = float(np.clip(fit * (0.3 + 0.7 * sep), 0.0, 1.0))
-    if corr[best] < 0.2:
+    # Calibrated probability that the key is exactly right: a logistic function of the margin over the runner-up
+    # and of the fit itself, fitted on the dev corpus and degraded copies of it (8 s and 5 s excerpts, noise at
+    # 0 and -6 dB SNR): among those, >= 0.8 was right 93% of the time, < 0.5 about 40%.
+    z = 9.04 * margin + 5.65 * float(corr[best]) - 4.34
+    confidence = float(1.0 / (1.0 + np.exp(-z)))
+    if corr[best] < 0.2 or not _is_tonal(mean):
         return KeyEstimate(None, None, 0.0, mean, corr, tuning)
     return KeyEstimate(best % 12, "major" if best < 12 else "minor", confidence, mean, corr, tuning)
