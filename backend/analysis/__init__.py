@@ -95,7 +95,8 @@ def _as_channels(y) -> np.ndarray:
         a = a.reshape(a.shape[0], -1)
     elif a.shape[0] > a.shape[1]:
         a = a.T
-    return np.where(np.isfinite(a), a, 0.0)
+    finite = np.isfinite(a)
+    return a if finite.all() else np.where(finite, a, 0.0).astype(np.float32)
 
 
 def perform_audio_analysis(y: np.ndarray, sr: int, *, detail: bool = False) -> AnalysisResult:
@@ -128,7 +129,8 @@ def _analyse(y, sr: int, detail: bool) -> AnalysisResult:
     if lufs is None or lufs < _SILENT_LUFS:
         return _empty_result(duration, silent=True, too_short=too_short, detail=detail)
 
-    mono = frontend.to_mono(channels)
+    # channels are already finite and channel-first here: a plain average is the downmix
+    mono = channels[0] if channels.shape[0] == 1 else channels.mean(axis=0)
     x = frontend.resample(mono, sr, ANALYSIS_SAMPLE_RATE)
     asr = ANALYSIS_SAMPLE_RATE
     fe = frontend.compute_front_end(x, asr)
@@ -153,7 +155,7 @@ def _analyse(y, sr: int, detail: bool) -> AnalysisResult:
         camelot=k.camelot,
         energy=round(descriptors.energy(lufs, density), 3),
         danceability=round(descriptors.danceability(tempo.pulse_clarity, tempo.bpm), 3),
-        acousticness=round(descriptors.acousticness(fe.S, freqs, density), 3),
+        acousticness=round(descriptors.acousticness(fe.bin_power, freqs, density), 3),
         spectral_centroid=round(_fin(descriptors.spectral_centroid(fe.S, freqs, fe.frame_rms)), 1),
         loudness_lufs=round(max(lufs, -99.0), 2),
         duration=round(duration, 3),

@@ -53,18 +53,19 @@ def danceability(pulse_clarity: float, bpm: float | None) -> float:
     return _clip01(math.sqrt(_clip01(pulse_clarity)) * tempo_fit)
 
 
-def acousticness(S: np.ndarray, freqs: np.ndarray, density: float) -> float:
+def acousticness(bin_power: np.ndarray, freqs: np.ndarray, density: float) -> float:
     """0..1: the absence of three cues of produced/electronic sound, multiplied (any one strong cue is enough):
 
-    - high-frequency share: fraction of spectral energy above 5 kHz (0 -> acoustic, >= 15% -> not);
-    - sub-bass share: fraction of energy below 60 Hz (808s, synth bass; >= 25% -> not acoustic);
+    - high-frequency share: fraction of spectral power above 5 kHz (0 -> acoustic, >= 15% -> not);
+    - sub-bass share: fraction of power below 60 Hz (808s, synth bass; >= 25% -> not acoustic);
     - percussive density: onset flux (>= 0.8 -> not acoustic).
+
+    `bin_power` is the power spectrum summed over frames, `freqs` its bin frequencies in Hz.
     """
-    power = (S.astype(np.float64) ** 2).sum(axis=1)
-    total = float(power.sum())
+    total = float(bin_power.sum())
     if total <= 0:
         return 0.0
-    hf = float(power[freqs >= 5000.0].sum()) / total
-    sub = float(power[freqs < 60.0].sum()) / total
+    hf = float(bin_power[freqs >= 5000.0].sum()) / total
+    sub = float(bin_power[freqs < 60.0].sum()) / total
     cues = [_clip01(hf / 0.15), _clip01(sub / 0.25), _clip01(density / 0.8)]
     return _clip01(float(np.prod([1.0 - c for c in cues])))

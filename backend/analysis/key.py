@@ -169,7 +169,9 @@ def estimate_key(S: np.ndarray, freqs: np.ndarray, *, profile: str = DEFAULT_PRO
     frames, f, mag = _spectral_peaks(S, freqs)
     if f.size < 12:
         return empty
-    tuning = estimate_tuning(f, mag)
+    # the tuning is one number for the clip: the peaks of every 4th frame estimate it as well as all of them
+    sub = (frames % 4) == 0
+    tuning = estimate_tuning(f[sub], mag[sub])
     chroma = chroma_from_peaks(frames, f, mag, int(frames.max()) + 1, tuning)
     # each frame normalised to its own maximum so loud passages do not outvote the rest
     peak = chroma.max(axis=0)
