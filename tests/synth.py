@@ -184,3 +184,50 @@ def encode_with_pyav(y: np.ndarray, sr: int = 44100, container: str = "mp4", cod
         for packet in stream.encode(None):
             out.mux(packet)
     return buf.getvalue()
+
+
+def waltz(bpm: float, tonic: str | int = "D", mode: str = "major", seconds: float = 15.0, sr: int = 22050,
+          *, seed: int = 0) -> np.ndarray:
+    """3/4 "oom-pah-pah": a bass note (with a soft kick) on beat 1, the chord on beats 2 and 3, I-IV-V-I per bar.
+
+    Beats are `bpm` per minute; bars are three beats long.
+    """
+    pc = PITCH_CLASSES.index(tonic) if isinstance(tonic, str) else int(tonic) % 12
+    progression = _MAJOR_PROGRESSION if mode == "major" else _MINOR_PROGRESSION
+    y = _silence(seconds, sr)
+    beat = 60.0 / bpm
+    n = int(beat * sr)
+    kick = 0.5 * _kick(sr)
+    root_midi = 60 + pc if pc < 6 else 48 + pc
+    for b in range(int(seconds / beat) + 1):
+        start = int(round(b * beat * sr))
+        chord = progression[(b // 3) % len(progression)]
+        if b % 3 == 0:
+            _add_at(y, 1.2 * _tone(midi_to_hz(root_midi - 12 + chord[0]), n, sr), start)
+            _add_at(y, kick, start)
+        else:
+            _add_at(y, 0.5 * sum(_tone(midi_to_hz(root_midi + step), n, sr) for step in chord), start)
+    return _normalize(y)
+
+
+def breakbeat(bpm: float, seconds: float = 15.0, sr: int = 22050, *, seed: int = 0) -> np.ndarray:
+    """Drum'n'bass "two-step": kick on beat 1 and on the "and" of beat 2, snare on beats 2 and 4, hi-hat eighths.
+
+    At 170-180 BPM many listeners nod at half speed; the snare backbeat on 2 and 4 marks the notated tempo.
+    """
+    rng = np.random.default_rng(seed)
+    y = _silence(seconds, sr)
+    kick, snare, hat = _kick(sr), _snare(sr, rng), _hihat(sr, rng)
+    beat = 60.0 / bpm
+    for b in range(int(seconds / beat) + 1):
+        start = b * beat
+        pos = b % 4
+        if pos == 0:
+            _add_at(y, kick, int(start * sr))
+        if pos == 1:
+            _add_at(y, 0.8 * kick, int((start + 0.5 * beat) * sr))
+        if pos in (1, 3):
+            _add_at(y, snare, int(start * sr))
+        for eighth in (0.0, 0.5):
+            _add_at(y, hat, int((start + eighth * beat) * sr))
+    return _normalize(y)

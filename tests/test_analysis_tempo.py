@@ -62,3 +62,26 @@ def test_candidates_offer_half_and_double():
     res = perform_audio_analysis(synth.drum_pattern(120, seconds=15), SR)
     assert any(near(c["bpm"], 60) for c in res.bpm_candidates)
     assert any(near(c["bpm"], 240) for c in res.bpm_candidates)
+
+
+@pytest.mark.parametrize("bpm", [100, 160])
+def test_waltz_three_four(bpm):
+    """Oom-pah-pah: the beat (not the bar, not 1.5 beats) and a 3/4 time signature."""
+    res = perform_audio_analysis(synth.waltz(bpm), SR)
+    assert near(res.bpm, bpm), res.bpm_candidates
+    assert res.time_signature == 3
+    assert res.key == "D Major"
+
+
+@pytest.mark.parametrize("bpm", [170, 175])
+def test_drum_and_bass_reads_fast(bpm):
+    """Drum'n'bass two-step: annotated at the snare-backbeat tempo (~174), not the half-time nod (~87)."""
+    res = perform_audio_analysis(synth.breakbeat(bpm), SR)
+    assert near(res.bpm, bpm), res.bpm_candidates
+    assert any(near(c["bpm"], bpm / 2) for c in res.bpm_candidates)
+    assert res.time_signature in (4, None)
+
+
+def test_noise_with_another_seed_has_no_confident_tempo():
+    quiet = perform_audio_analysis(synth.white_noise(seconds=10, amplitude=0.2, seed=3), SR)
+    assert quiet.bpm is None or quiet.bpm_confidence < 0.3
