@@ -253,10 +253,10 @@ def beat_times(onset: np.ndarray, frame_rate: float, period: float | None) -> np
     if period is None or period <= 1 or onset.size < period * 2:
         return np.zeros(0)
     n = onset.size
-    phase_scores = []
-    for ph in range(int(round(period))):
-        idx = np.round(np.arange(ph, n, period)).astype(int)
-        phase_scores.append(float(onset[idx[idx < n]].sum()))
+    # score every integer phase at once: onset summed over the grid ph, ph + period, ph + 2 period, ...
+    idx = np.round(np.arange(int(round(period)))[:, None] + np.arange(int(n / period) + 1)[None, :] * period)
+    idx = idx.astype(np.int64)
+    phase_scores = np.where(idx < n, onset[np.minimum(idx, n - 1)], 0.0).sum(axis=1)
     grid = np.arange(int(np.argmax(phase_scores)), n, period)
     half = max(1, int(0.1 * period))
     out = []
