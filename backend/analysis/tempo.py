@@ -8,15 +8,23 @@ Pipeline (all on the shared front end's onset bands, 86 frames/s):
    which removes most 2/3 and 3/2 confusions that either one alone makes.
 2. Hypotheses. The strongest salience peaks and their metrical relatives (x1/3 .. x3) are the candidate tempi.
 3. The metrical-level decision: a log-linear choice between hypotheses over six documented cues:
-   - `acf`, `dft`: periodicity salience of the hypothesis (log);
-   - `tempo prior`: listeners' tempi cluster around ~100 BPM (log-octave distance squared);
-   - `events per beat`: music typically has 1..2 onsets per beat (eighth-note grid); hypotheses that imply a beat
-     with ~0.5 or ~4 onsets are unlikely (this is what reads drum'n'bass at 175 and ballads at 65);
+   - `log_acf`, `log_dft`: periodicity salience of the hypothesis (log);
+   - `tempo_prior`: listeners' tempi cluster around ~100 BPM (minus the squared octave distance from 100);
+   - `events_per_beat`: minus the squared log2 of (onsets per second x seconds per beat): a beat that would hold
+     4 onsets, or half of one, is unlikely. Without it the fast dnb, trap and swing clips are read at half speed;
    - `syncopation`: a periodicity at 1.5 beats (the 3+3+2 "tresillo" of hip-hop, trap, reggaeton, bossa, dnb)
      pins the beat at two thirds of that lag;
-   - `ternary bar`: a bar of 3 beats (ACF at 3 beats above 2 and 4) marks waltzes and keeps their beat level.
-   The weights were fit (regularised conditional logit) on the dev corpus plus synthesized patterns and checked
-   by leave-one-out; the softmax of the scores is the probability reported for each candidate.
+   - `ternary`: how much the ACF at 3 periods exceeds the ACF at 2 and 4 periods. Its fitted weight is negative:
+     it mostly rejects false hypotheses at 3/4 or 3/2 of the true tempo (174 -> 130), whose triple period
+     lands on the true bar line; real waltzes still win on the other cues (and `_meter` reports their 3/4).
+   The weights were fit (L2-regularised conditional logit, softmax over each clip's hypotheses) on the 30 dev
+   clips plus 14 synthesized patterns; leave-one-out (fit on 43, decide the 44th) chose the right level 41
+   times, and every cue removed made it worse. The softmax of the scores is the probability of each candidate.
+4. Precision: the chosen period is refined on the ACF peak at 4 (or 3, 2) beats with parabolic interpolation.
+
+Confidence = probability of the chosen level x a pulse-strength factor (ACF at the beat / 0.3, capped at 1). It
+is conservative: on degraded copies of the dev corpus (excerpts, added noise) answers with >= 0.8 were right
+98% of the time, 0.5-0.8 87%, < 0.5 79%.
 
 Output tempo is in beats per minute, 30..300 BPM.
 """
