@@ -3,6 +3,16 @@
 A chroma vector is a 12-bin pitch-class energy distribution (index 0 = C). The key is the rotation of a major or
 minor profile that correlates best with the clip's mean chroma; the confidence comes from how far the winner is
 ahead of the runner-up.
+
+Chroma: spectral peaks of the shared STFT (every 2nd frame, 80..2500 Hz, parabolic frequency refinement), tuned
+to the clip's own reference (circular mean of the peaks' deviation from A440), sqrt-compressed, each frame
+normalised to its maximum, averaged. A peak also gives 0.3 of its weight to the pitch class a twelfth below (it
+may be that note's third harmonic); without this the dominant key wins too often.
+
+Profile chosen by measurement on the dev corpus (30 clips, exact / MIREX): with this chroma Krumhansl 30 / 1.000,
+bgate 30 / 1.000, EDMA 29 / 0.983, Temperley 24 / 0.860. bgate is the default because in a sweep over the chroma
+settings (frequency range 1.5-4 kHz, linear/sqrt/log magnitudes, harmonic vote 0/0.3/0.6) it stayed exact in
+the widest region around the chosen point, Krumhansl in a narrower one.
 """
 from __future__ import annotations
 
