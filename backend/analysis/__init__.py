@@ -30,24 +30,32 @@ _SILENT_LUFS = -70.0
 
 @dataclass(frozen=True)
 class AnalysisResult:
-    bpm: float | None
-    bpm_confidence: float
-    bpm_candidates: list[dict]
-    key: str | None
-    key_confidence: float
-    mode: str | None
-    key_index: int | None
-    camelot: str | None
-    energy: float
-    danceability: float
-    acousticness: float
-    spectral_centroid: float
-    loudness_lufs: float | None
-    duration: float
-    time_signature: int | None
-    silent: bool
-    too_short: bool
-    detail: dict | None = None
+    """What one analysis found. Confidences are 0..1 and mean "how often an answer like this is right" (see the
+    calibration table in benchmarks/ANALYSIS_RESULTS.md)."""
+
+    bpm: float | None              # beats per minute (30..300), None when there is no periodic pulse
+    bpm_confidence: float          # 0..1; 0 when bpm is None
+    bpm_candidates: list[dict]     # [{"bpm", "score"}] best first (score = probability of that metrical level),
+    #                                always including half and double of the winner
+    key: str | None                # "A# Minor": tonic with sharps + " Major"/" Minor"; None without tonal content
+    key_confidence: float          # 0..1 (calibrated probability that the key is exactly right); 0 when key is None
+    mode: str | None               # "major" / "minor"
+    key_index: int | None          # tonic pitch class, 0 = C .. 11 = B
+    camelot: str | None            # Camelot wheel code: "8B" = C major, "8A" = A minor
+    energy: float                  # 0..1, louder and busier -> higher (descriptors.energy)
+    danceability: float            # 0..1, steadier and stronger beat at a danceable tempo -> higher
+    acousticness: float            # 0..1, fewer cues of produced/electronic sound -> higher
+    spectral_centroid: float       # Hz, 0..ANALYSIS_SAMPLE_RATE/2
+    loudness_lufs: float | None    # integrated loudness (ITU-R BS.1770-4) of the samples as given (a mono downmix
+    #                                of a centre-panned stereo track reads ~3 LU below the stereo original);
+    #                                None for silence
+    duration: float                # seconds of audio analysed
+    time_signature: int | None     # 3 or 4 beats per bar, None when the bar level is unclear
+    silent: bool                   # no audible content (below BS.1770's -70 LUFS gate): all estimates empty
+    too_short: bool                # shorter than MIN_ANALYSIS_SECONDS: no tempo (key and descriptors still given)
+    detail: dict | None = None     # with detail=True: onset_envelope (<= 512 points, 0..1) and onset_frame_rate
+    #                                (points per second), beat_times (s), chroma (12, C first, max 1),
+    #                                key_correlations ({"C Major": r, ...}, 24 keys), tuning_semitones
 
     def to_dict(self) -> dict:
         """JSON-safe dict: plain floats/ints/str/None/lists, no NaN or Infinity, floats rounded."""
