@@ -183,3 +183,19 @@ def test_to_dict_replaces_non_finite():
                          danceability=0.0, acousticness=0.0, spectral_centroid=0.0, loudness_lufs=float("-inf"),
                          duration=1.0, time_signature=None, silent=True, too_short=True)
     json.dumps(res.to_dict(), allow_nan=False)
+
+
+def test_long_input_is_analysed_on_a_bounded_central_window():
+    from backend.analysis import MAX_ANALYSIS_SECONDS
+
+    y = np.tile(synth.song(120, "A", "minor", seconds=16), int(MAX_ANALYSIS_SECONDS // 16) + 2)
+    res = perform_audio_analysis(y, SR)
+    check_invariants(res)
+    assert res.duration == pytest.approx(MAX_ANALYSIS_SECONDS, abs=0.01)
+    assert res.key == "A Minor" and abs(res.bpm / 120 - 1) < 0.04
+
+
+def test_frames_by_channels_layout_is_accepted():
+    y = synth.song(120, "E", "minor", seconds=10)
+    res = perform_audio_analysis(np.stack([y, y], axis=1), SR)  # (n, 2), as soundfile returns it
+    assert abs(res.duration - 10.0) < 1e-2 and res.key == "E Minor"

@@ -24,6 +24,10 @@ ANALYSIS_SAMPLE_RATE: int = 22050
 #: 80 BPM). Shorter input is reported with too_short=True and no tempo.
 MIN_ANALYSIS_SECONDS: float = 3.0
 
+#: Longer input is analysed on its central MAX_ANALYSIS_SECONDS (memory and time stay bounded: a 10-minute array
+#: would otherwise need ~0.7 GB and 3 s); the decoder normally delivers a 30 s window anyway.
+MAX_ANALYSIS_SECONDS: float = 120.0
+
 # An integrated loudness below this (or none at all: every block under BS.1770's -70 LUFS gate) is "silent".
 _SILENT_LUFS = -70.0
 
@@ -49,7 +53,7 @@ class AnalysisResult:
     loudness_lufs: float | None    # integrated loudness (ITU-R BS.1770-4) of the samples as given (a mono downmix
     #                                of a centre-panned stereo track reads ~3 LU below the stereo original);
     #                                None for silence
-    duration: float                # seconds of audio analysed
+    duration: float                # seconds of audio analysed (at most MAX_ANALYSIS_SECONDS, the central part)
     time_signature: int | None     # 3 or 4 beats per bar, None when the bar level is unclear
     silent: bool                   # no audible content (below BS.1770's -70 LUFS gate): all estimates empty
     too_short: bool                # shorter than MIN_ANALYSIS_SECONDS: no tempo (key and descriptors still given)
@@ -93,7 +97,7 @@ def _empty_result(duration: float, *, silent: bool, too_short: bool, loudness_lu
 
 
 def _as_channels(y) -> np.ndarray:
-    """Channel-first float64-safe 2-D view with non-finite samples zeroed (for loudness)."""
+    """Channel-first float32 2-D array ((n, channels) is transposed), non-finite samples zeroed."""
     a = np.asarray(y, dtype=np.float32)
     if a.ndim == 0:
         a = a.reshape(1)
@@ -128,6 +132,10 @@ def _analyse(y, sr: int, detail: bool) -> AnalysisResult:
     if sr <= 0:
         return _empty_result(0.0, silent=True, too_short=True, detail=detail)
     channels = _as_channels(y)
+    limit = int(MAX_ANALYSIS_SECONDS * sr)
+    if channels.shape[1] > limit:
+        start = (channels.shape[1] - limit) // 2
+        channels = channels[:, start:start + limit]
     n = channels.shape[1]
     duration = n / sr
     too_short = duration < MIN_ANALYSIS_SECONDS
@@ -194,4 +202,5 @@ def _detail(fe: frontend.FrontEnd, tempo: tempo_mod.TempoEstimate, k: key_mod.Ke
     }
 
 
-__all__ = ["ANALYSIS_SAMPLE_RATE", "MIN_ANALYSIS_SECONDS", "AnalysisResult", "perform_audio_analysis"]
+__all__ = ["ANALYSIS_SAMPLE_RATE", "MIN_ANALYSIS_SECONDS", "MAX_ANALYSIS_SECONDS", "AnalysisResult",
+           "perform_audio_analysis"]
