@@ -1,6 +1,6 @@
 """Accuracy and speed of the analysis engine on an annotated corpus.
 
-    python benchmarks/accuracy.py [--corpus DIR] [--json out.json] [--repeat N] [--degraded]
+    python benchmarks/accuracy.py [--corpus DIR] [--json out.json] [--repeat N] [--degraded] [--stages]
 
 The corpus directory holds audio clips and a truth.json list of {file, primary, bpm, alt_bpm, key, meter, style}.
 Default: ../shared/corpus relative to the repository root. Every file is decoded with the project's decoder
@@ -235,6 +235,41 @@ def print_report(result: dict) -> None:
                           d["tempo_calibration"], d["key_calibration"])
 
 
+def stage_times(corpus: Path, items: list[dict], runs: int = 5) -> dict[str, float]:
+    """Median milliseconds of each stage of the analysis over the first primary clips (after a warm-up)."""
+    from backend.analysis import descriptors, frontend, key, loudness, tempo
+
+    per_stage: dict[str, list[float]] = {}
+    for item in items[:5]:
+        y = decode_audio((corpus / item["file"]).read_bytes(), target_sr=ANALYSIS_SAMPLE_RATE).samples
+        sr = ANALYSIS_SAMPLE_RATE
+        for _ in range(runs):
+            marks = [("start", time.perf_counter())]
+            lufs = loudness.integrated_loudness(y, sr)
+            marks.append(("loudness (BS.1770)", time.perf_counter()))
+            S = frontend.stft_magnitude(y)
+            marks.append(("STFT (2048/256)", time.perf_counter()))
+            fe = frontend.compute_front_end(y, sr)  # includes its own STFT; the STFT time is subtracted below
+            marks.append(("front end without STFT (mel, flux, power)", time.perf_counter()))
+            t = tempo.estimate_tempo(fe.onset_bands, fe.onset, fe.frame_rate)
+            marks.append(("tempo", time.perf_counter()))
+            freqs = frontend.bin_frequencies(sr)
+            key.estimate_key(fe.S, freqs)
+            marks.append(("key", time.perf_counter()))
+            density = descriptors.onset_density(fe.onset)
+            descriptors.energy(lufs, density)
+            descriptors.danceability(t.pulse_clarity, t.bpm)
+            descriptors.acousticness(fe.bin_power, freqs, density)
+            descriptors.spectral_centroid(fe.S, freqs, fe.frame_rms)
+            marks.append(("descriptors", time.perf_counter()))
+            durations = {name: (t1 - t0) * 1000 for (_, t0), (name, t1) in zip(marks, marks[1:])}
+            durations["front end without STFT (mel, flux, power)"] -= durations["STFT (2048/256)"]
+            del S
+            for name, ms in durations.items():
+                per_stage.setdefault(name, []).append(ms)
+    return {name: statistics.median(v) for name, v in per_stage.items()}
+
+
 def print_calibration(title: str, tempo_rows: list[dict], key_rows: list[dict]) -> None:
     print(title)
     print(f"  {'band':10s} {'tempo n':>7s} {'Acc1':>6s}   {'key n':>5s} {'exact':>6s}")
@@ -253,11 +288,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="analysis runs per clip; the median is reported (default 3)")
     parser.add_argument("--degraded", action="store_true",
                         help="also calibrate on harder copies (5 s and 8 s excerpts, 0 dB noise) of every clip")
+    parser.add_argument("--stages", action="store_true", help="also time each stage of the analysis")
     args = parser.parse_args(argv)
     if not (args.corpus / "truth.json").is_file():
         parser.error(f"no truth.json in {args.corpus}")
     result = run(args.corpus, args.repeat, args.degraded)
     print_report(result)
+    if args.stages:
+        truth = json.loads((args.corpus / "truth.json").read_text())
+        result["stage_ms"] = stage_times(args.corpus, [t for t in truth if t.get("primary", True)])
+        print()
+        print("Median milliseconds per stage (first 5 primary clips, 5 runs each):")
+        for name, ms in result["stage_ms"].items():
+            print(f"  {name:44s} {ms:6.1f}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, allow_nan=False, default=float))
     return 0

@@ -136,10 +136,11 @@ def compute_front_end(y: np.ndarray, sr: int) -> FrontEnd:
     onset = onset_bands.mean(axis=0)
     # one pass over |X|^2 gives both the per-frame RMS (Parseval, no second framing of the signal) and the
     # long-term power spectrum the descriptors use
-    P = S * S
-    bin_power = P.sum(axis=1, dtype=np.float64)
+    bin_power = np.einsum("ij,ij->i", S, S).astype(np.float64)
     win = _window(N_FFT)
-    frame_power = (2.0 * P.sum(axis=0, dtype=np.float64) - P[0] - P[-1]) / (N_FFT * float(np.sum(win ** 2)))
+    frame_sum = np.einsum("ij,ij->j", S, S).astype(np.float64)
+    frame_power = (2.0 * frame_sum - S[0].astype(np.float64) ** 2 - S[-1].astype(np.float64) ** 2) / (
+        N_FFT * float(np.sum(win.astype(np.float64) ** 2)))
     frame_rms = np.sqrt(np.maximum(frame_power, 0.0)).astype(np.float32)
     return FrontEnd(sr=sr, hop=HOP, n_fft=N_FFT, S=S, mel=mel.astype(np.float32), onset_bands=onset_bands,
                     onset=onset.astype(np.float32), frame_rms=frame_rms, bin_power=bin_power)
