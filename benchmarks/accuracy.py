@@ -1,6 +1,6 @@
 """Accuracy and speed of the analysis engine on an annotated corpus.
 
-    python benchmarks/accuracy.py [--corpus DIR] [--json out.json] [--repeat N] [--degraded] [--stages]
+    python benchmarks/accuracy.py [--corpus DIR] [--json out.json] [--repeat N] [--degraded] [--stages] [--baseline]
 
 The corpus directory holds audio clips and a truth.json list of {file, primary, bpm, alt_bpm, key, meter, style}.
 Default: ../shared/corpus relative to the repository root. Every file is decoded with the project's decoder
@@ -270,6 +270,37 @@ def stage_times(corpus: Path, items: list[dict], runs: int = 5) -> dict[str, flo
     return {name: statistics.median(v) for name, v in per_stage.items()}
 
 
+def naive_librosa(y: np.ndarray, sr: int) -> tuple[float | None, str | None]:
+    """The baseline the issue describes: librosa beat_track for tempo, HPSS then chroma argmax for the tonic
+    (mode from the stronger of the minor and major third). For comparison only."""
+    import librosa
+
+    tempo_est, _ = librosa.beat.beat_track(y=y, sr=sr)
+    harmonic, _ = librosa.effects.hpss(y)
+    chroma = librosa.feature.chroma_stft(y=harmonic, sr=sr).mean(axis=1)
+    tonic = int(np.argmax(chroma))
+    mode = "Minor" if chroma[(tonic + 3) % 12] > chroma[(tonic + 4) % 12] else "Major"
+    bpm = float(np.atleast_1d(tempo_est)[0])
+    return (bpm if bpm > 0 else None), f"{PITCH_CLASSES[tonic]} {mode}"
+
+
+def run_baseline(corpus: Path, items: list[dict]) -> dict:
+    """Score the naive pipeline on the same primary clips and decoder output."""
+    rows = []
+    for item in items:
+        y = decode_audio((corpus / item["file"]).read_bytes(), target_sr=ANALYSIS_SAMPLE_RATE).samples
+        t0 = time.perf_counter()
+        bpm, key_name = naive_librosa(y, ANALYSIS_SAMPLE_RATE)
+        seconds = time.perf_counter() - t0
+        ref_key = parse_key(item["key"])
+        flags = tempo_flags(bpm, float(item["bpm"]), [float(a) for a in item.get("alt_bpm", [])])
+        rows.append({**flags, "key_exact": parse_key(key_name) == ref_key,
+                     "key_mirex": mirex_score(parse_key(key_name), ref_key), "seconds": seconds})
+    n = len(rows)
+    return {k: sum(r[k] for r in rows) / n for k in ("acc1", "acc1_or_alt", "acc2", "key_exact", "key_mirex")} | {
+        "seconds_median": percentile([r["seconds"] for r in rows], 50)}
+
+
 def print_calibration(title: str, tempo_rows: list[dict], key_rows: list[dict]) -> None:
     print(title)
     print(f"  {'band':10s} {'tempo n':>7s} {'Acc1':>6s}   {'key n':>5s} {'exact':>6s}")
@@ -289,11 +320,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--degraded", action="store_true",
                         help="also calibrate on harder copies (5 s and 8 s excerpts, 0 dB noise) of every clip")
     parser.add_argument("--stages", action="store_true", help="also time each stage of the analysis")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also score the naive librosa pipeline on the same clips (slow: ~2 s per clip)")
     args = parser.parse_args(argv)
     if not (args.corpus / "truth.json").is_file():
         parser.error(f"no truth.json in {args.corpus}")
     result = run(args.corpus, args.repeat, args.degraded)
     print_report(result)
+    if args.baseline:
+        truth = json.loads((args.corpus / "truth.json").read_text())
+        b = result["baseline"] = run_baseline(args.corpus, [t for t in truth if t.get("primary", True)])
+        s = result["summary"]
+        print()
+        print("Same primary clips, naive librosa pipeline (beat_track; HPSS + chroma argmax) vs this engine:")
+        print(f"  {'system':22s} {'Acc1':>6s} {'or alt':>7s} {'Acc2':>6s} {'key':>6s} {'MIREX':>6s} {'s/clip':>7s}")
+        print(f"  {'naive librosa':22s} {b['acc1']:6.1%} {b['acc1_or_alt']:7.1%} {b['acc2']:6.1%} "
+              f"{b['key_exact']:6.1%} {b['key_mirex']:6.1%} {b['seconds_median']:7.3f}")
+        print(f"  {'EssentiaServer engine':22s} {s['tempo_acc1']:6.1%} {s['tempo_acc1_or_alt']:7.1%} "
+              f"{s['tempo_acc2']:6.1%} {s['key_exact']:6.1%} {s['key_mirex']:6.1%} {s['analysis_s_median']:7.3f}")
     if args.stages:
         truth = json.loads((args.corpus / "truth.json").read_text())
         result["stage_ms"] = stage_times(args.corpus, [t for t in truth if t.get("primary", True)])
