@@ -5,6 +5,7 @@ itself finds it. The database keeps the hash and a short display prefix, never t
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -13,6 +14,12 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
+
+from flask import current_app, g, request
+
+from backend import store
+from backend.errors import ApiError
+from backend.timeutil import seconds_until_utc_midnight, utc_today
 
 KEY_PREFIX = "ess_"
 DISPLAY_PREFIX_LENGTH = 12  # "ess_" + 8 characters: enough to tell keys apart, useless to an attacker
@@ -95,3 +102,69 @@ def key_from_row(row, expected_hash: str) -> ApiKey | None:
         return None
     return ApiKey(id=row["id"], name=row["name"], prefix=row["key_prefix"], is_admin=bool(row["is_admin"]),
                   active=bool(row["active"]), daily_limit=row["daily_limit"])
+
+
+# -- the request guard ------------------------------------------------------------------------------------------
+
+def require_api_key(*, admin: bool = False):
+    """Guard a view: API key (production mode), then the rate limiter, then the daily quota.
+
+    In development mode no key is needed and the limiter (if configured) counts per client address. The key
+    that passed is left in `g.api_key` so the request is recorded for `keys show`.
+    """
+    def decorator(view):
+        @functools.wraps(view)
+        def guarded(*args, **kwargs):
+            services = current_app.extensions["essentia"]
+            key = _authenticate(services, admin=admin) if services.settings.production else None
+            if services.rate_limiter is not None:
+                _check_rate(services.rate_limiter, f"key:{key.id}" if key else f"addr:{request.remote_addr}")
+            if key is not None:
+                _check_quota(services.db, key)
+            return view(*args, **kwargs)
+        return guarded
+    return decorator
+
+
+def _authenticate(services, *, admin: bool) -> ApiKey:
+    raw_key = request.headers.get("X-API-Key", "").strip()
+    if not raw_key:
+        raise ApiError(401, "missing_api_key", "This server needs an API key: send it in the X-API-Key header.")
+    key = services.key_validator.validate(raw_key)
+    if key is None:
+        raise ApiError(403, "invalid_api_key", "The API key is not valid.")
+    if not key.active:
+        raise ApiError(403, "inactive_api_key", f"The API key {key.prefix}… has been deactivated.")
+    g.api_key = key
+    if admin and not key.is_admin:
+        raise ApiError(403, "admin_required", "This action needs an API key with the admin flag.")
+    return key
+
+
+def _check_rate(limiter, client: str) -> None:
+    decision = limiter.hit(client)
+    g.rate_limit_headers = decision.headers()
+    if not decision.allowed:
+        raise ApiError(429, "rate_limited",
+                       f"Too many requests: the limit is {decision.limit} per minute. "
+                       f"Retry in {decision.retry_after} s.",
+                       headers={**decision.headers(), "Retry-After": str(decision.retry_after)})
+
+
+def _check_quota(db, key: ApiKey) -> None:
+    with db.connection(write=True) as conn:
+        count = store.consume_daily_quota(conn, key.id, utc_today(), key.daily_limit)
+    if count is None:
+        retry = seconds_until_utc_midnight()
+        raise ApiError(429, "daily_quota_exceeded",
+                       f"This API key has used its daily quota of {key.daily_limit} requests; "
+                       f"it resets at midnight UTC (in {retry} s).",
+                       headers={"Retry-After": str(retry)})
+
+
+def lookup_key_in(db) -> Callable[[str], ApiKey | None]:
+    """The validator's database lookup: one indexed query by hash."""
+    def lookup(key_hash: str) -> ApiKey | None:
+        with db.connection() as conn:
+            return key_from_row(store.find_key_by_hash(conn, key_hash), key_hash)
+    return lookup

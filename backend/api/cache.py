@@ -1,0 +1,136 @@
+"""Browsing, searching, exporting, correcting and deleting the analysis cache."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from backend import store
+from backend.api.params import int_arg, json_object, optional_text
+from backend.auth import require_api_key
+from backend.db import get_db_connection
+from backend.errors import ApiError
+from backend.records import cache_row, export_row, normalize_key_name
+from backend.service import url_cache_key
+from backend.timeutil import utc_now_iso
+
+bp = Blueprint("cache", __name__)
+
+MAX_PAGE = 500
+MIN_BPM, MAX_BPM = 20.0, 400.0
+MAX_NOTES = 2000
+
+
+def _page() -> tuple[int, int]:
+    return (int_arg("limit", 50, minimum=1, maximum=MAX_PAGE),
+            int_arg("offset", 0, minimum=0, maximum=10_000_000))
+
+
+@bp.get("/cache")
+@require_api_key()
+def list_cache():
+    limit, offset = _page()
+    sort = request.args.get("sort", "newest")
+    if sort not in store.SORT_ORDERS:
+        raise ApiError(400, "invalid_parameter",
+                       f"'sort' must be one of {', '.join(store.SORT_ORDERS)}, got {sort!r}.")
+    with get_db_connection() as conn:
+        rows = store.list_analyses(conn, limit=limit, offset=offset, sort=sort)
+    return jsonify([cache_row(row) for row in rows])
+
+
+@bp.get("/cache/search")
+@require_api_key()
+def search_cache():
+    query = optional_text(request.args.get("q"), "q", max_length=200)
+    if not query:
+        raise ApiError(400, "missing_query", "Give the text to look for in titles and artists as ?q=...")
+    limit, offset = _page()
+    with get_db_connection() as conn:
+        rows = store.search_analyses(conn, query, limit=limit, offset=offset)
+    return jsonify([cache_row(row) for row in rows])
+
+
+@bp.get("/cache/export")
+@require_api_key()
+def export_cache():
+    with get_db_connection() as conn:
+        rows = store.all_analyses(conn)
+    return jsonify(total_songs=len(rows), exported_at=utc_now_iso(), songs=[export_row(row) for row in rows])
+
+
+@bp.delete("/cache/<int:analysis_id>")
+@require_api_key(admin=True)
+def delete_cached(analysis_id: int):
+    with get_db_connection(write=True) as conn:
+        deleted = store.delete_analysis(conn, analysis_id)
+    if not deleted:
+        raise ApiError(404, "not_found", f"No cached song has id {analysis_id}.")
+    return jsonify(success=True, message=f"Deleted cached song {analysis_id}.")
+
+
+@bp.post("/cache/clear")
+@require_api_key(admin=True)
+def clear_cache():
+    with get_db_connection(write=True) as conn:
+        removed = store.clear_analyses(conn)
+    return jsonify(success=True, message=f"Cleared the cache: {removed} songs removed.", removed=removed)
+
+
+@bp.post("/verify")
+@require_api_key(admin=True)
+def verify():
+    body = json_object()
+    manual_bpm = _manual_bpm(body.get("manual_bpm"))
+    manual_key = _manual_key(body.get("manual_key"))
+    notes = optional_text(body.get("bpm_notes"), "bpm_notes", max_length=MAX_NOTES)
+    with get_db_connection(write=True) as conn:
+        row = _find_song(conn, body)
+        row = store.verify_analysis(conn, row["id"], manual_bpm=manual_bpm, manual_key=manual_key,
+                                    bpm_notes=notes, verified_at=utc_now_iso())
+    return jsonify(success=True, message=f"Song {row['id']} marked as verified.", song=cache_row(row))
+
+
+def _find_song(conn, body):
+    song_id, url = body.get("id"), body.get("url")
+    if song_id is not None:
+        if isinstance(song_id, bool) or not isinstance(song_id, int):
+            raise ApiError(400, "invalid_parameter", "'id' must be an integer.")
+        row = store.find_analysis_by_id(conn, song_id)
+        missing = f"No cached song has id {song_id}."
+    elif isinstance(url, str) and url.strip():
+        row = _find_by_url(conn, url.strip())
+        missing = "No cached song has that URL."
+    else:
+        raise ApiError(400, "missing_song", 'Say which song: "id" (from /cache) or "url".')
+    if row is None:
+        raise ApiError(404, "not_found", missing)
+    return row
+
+
+def _find_by_url(conn, url: str):
+    from backend.audio.fetch import FetchError, normalize_url
+
+    try:
+        row = store.find_analysis_by_cache_key(conn, url_cache_key(normalize_url(url)))
+    except FetchError:
+        row = None
+    # Uploads are identified by their stable 'upload:sha256:...' preview_url.
+    return row if row is not None else store.find_analysis_by_preview_url(conn, url)
+
+
+def _manual_bpm(value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not MIN_BPM <= value <= MAX_BPM:
+        raise ApiError(400, "invalid_parameter",
+                       f"'manual_bpm' must be a number from {MIN_BPM:g} to {MAX_BPM:g}.")
+    return float(value)
+
+
+def _manual_key(value):
+    if value is None:
+        return None
+    key = normalize_key_name(value) if isinstance(value, str) else None
+    if key is None:
+        raise ApiError(400, "invalid_parameter",
+                       "'manual_key' must be a key like \"A# Minor\" or \"C Major\" (tonic, then Major or Minor).")
+    return key

@@ -1,0 +1,43 @@
+"""GET /health (liveness, no key needed) and GET /stats (cache counters)."""
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, current_app, jsonify
+
+from backend import __version__, store
+from backend.auth import require_api_key
+from backend.db import get_db_connection
+from backend.timeutil import utc_now_iso
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/health")
+def health():
+    services = current_app.extensions["essentia"]
+    return jsonify(status="healthy", running=True, port=services.settings.port, version=__version__,
+                   uptime=round(time.monotonic() - services.started_at, 3), timestamp=utc_now_iso())
+
+
+@bp.get("/stats")
+@require_api_key()
+def stats():
+    services = current_app.extensions["essentia"]
+    services.counters.flush()
+    with get_db_connection() as conn:
+        counts = store.read_stats(conn)
+        songs = store.count_analyses(conn)
+    # Counts a concurrent flush may still hold in memory are added so the answer is never behind.
+    pending_hits, pending_misses = services.counters.pending()
+    hits, misses = counts["cache_hits"] + pending_hits, counts["cache_misses"] + pending_misses
+    total = hits + misses
+    return jsonify(
+        total_analyses=total,
+        cache_hits=hits,
+        cache_misses=misses,
+        cache_hit_rate=f"{(100.0 * hits / total) if total else 0.0:.1f}%",
+        last_updated=counts["last_updated"],
+        total_cached_songs=songs,
+        queue_depth=services.executor.pending,
+    )

@@ -1,0 +1,61 @@
+"""Parsing and validating request parameters into plain values, with 400s that say what was wrong."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+
+from backend.errors import ApiError
+
+MAX_TEXT_LENGTH = 500
+
+
+def int_arg(name: str, default: int, *, minimum: int, maximum: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", f"'{name}' must be a whole number, got {raw!r}.") from None
+    if not minimum <= value <= maximum:
+        raise ApiError(400, "invalid_parameter", f"'{name}' must be between {minimum} and {maximum}, got {value}.")
+    return value
+
+
+def optional_text(value: Any, name: str, *, max_length: int = MAX_TEXT_LENGTH) -> str | None:
+    """A trimmed string, or None when absent or blank; 400 for a non-string or an over-long one."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid_parameter", f"'{name}' must be a string.")
+    value = value.strip()
+    if len(value) > max_length:
+        raise ApiError(400, "invalid_parameter", f"'{name}' is longer than {max_length} characters.")
+    return value or None
+
+
+def header_text(name: str) -> str | None:
+    """A header's value as UTF-8 text. WSGI hands headers over as latin-1, so raw UTF-8 bytes sent by a client
+    ("Beyoncé", "坂本龍一") arrive mis-decoded; undo that where the bytes are valid UTF-8."""
+    raw = request.headers.get(name)
+    if raw is None:
+        return None
+    try:
+        raw = raw.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        pass
+    return optional_text(raw, name)
+
+
+def json_object() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json",
+                       "The body must be a JSON object (Content-Type: application/json), "
+                       'e.g. {"url": "https://example.com/preview.m4a"}.')
+    return body
+
+
+def wants_detail() -> bool:
+    return request.args.get("detail", "").lower() in ("1", "true", "yes")

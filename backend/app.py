@@ -1,0 +1,88 @@
+"""The Flask app factory. Nothing runs at import time; `create_app()` wires settings, storage, the guard's
+state, the executor and the blueprints into one app. Database connections and the process pool are created
+lazily, in the process that serves (never before gunicorn forks)."""
+from __future__ import annotations
+
+import atexit
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from flask import Flask, current_app, g, request
+
+from backend.api import register_blueprints
+from backend.auth import KeyValidator, lookup_key_in
+from backend.config import Settings
+from backend.counters import BufferedCounters
+from backend.db import Database
+from backend.errors import register_error_handlers
+from backend.executor import AnalysisExecutor
+from backend.ratelimit import RateLimiter
+from backend.service import AnalysisService
+
+
+@dataclass
+class Services:
+    """Everything a request needs besides Flask itself; lives in app.extensions['essentia']."""
+    settings: Settings
+    db: Database
+    key_validator: KeyValidator
+    rate_limiter: RateLimiter | None
+    counters: BufferedCounters
+    executor: AnalysisExecutor
+    analysis: AnalysisService
+    started_at: float
+
+
+def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
+    """Build the app. `config` is a Settings, a mapping of Settings fields overriding the environment's, or
+    None for the environment alone (ESSENTIA_* variables)."""
+    if isinstance(config, Settings):
+        settings = config
+    else:
+        settings = Settings.from_env().replace(**dict(config or {}))
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
+    app.config["MAX_FORM_MEMORY_SIZE"] = 1024 * 1024  # text fields of a multipart form; files are not counted
+    app.json.ensure_ascii = False  # "Beyoncé" stays readable in curl; still valid JSON
+    app.json.sort_keys = False
+
+    db = Database(settings.db_path, settings.db_pool_size)
+    executor = AnalysisExecutor(workers=settings.workers, queue_depth=settings.queue_depth,
+                                timeout=settings.analysis_timeout)
+    counters = BufferedCounters(db, flush_seconds=settings.stats_flush_seconds)
+    app.extensions["essentia"] = Services(
+        settings=settings,
+        db=db,
+        key_validator=KeyValidator(lookup_key_in(db), ttl=settings.key_cache_ttl,
+                                   negative_ttl=settings.negative_key_cache_ttl,
+                                   max_entries=settings.key_cache_size),
+        rate_limiter=RateLimiter(settings.rate_limit) if settings.rate_limit > 0 else None,
+        counters=counters,
+        executor=executor,
+        analysis=AnalysisService(settings=settings, db=db, executor=executor, counters=counters),
+        started_at=time.monotonic(),
+    )
+    atexit.register(counters.flush)
+
+    register_error_handlers(app)
+    register_blueprints(app)
+    app.after_request(_finish_response)
+
+    from backend.cli import register_commands
+    register_commands(app)
+    return app
+
+
+def _finish_response(response):
+    """Rate-limit headers, security headers, and the usage record of a request made with a key."""
+    response.headers.update(getattr(g, "rate_limit_headers", {}))
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Cache-Control", "no-store")
+    key = getattr(g, "api_key", None)
+    if key is not None:
+        current_app.extensions["essentia"].counters.record_usage(key.id, request.path, response.status_code)
+    return response

@@ -1,0 +1,141 @@
+"""Admin commands through Flask's CLI: `flask --app backend init-db` and `flask --app backend keys ...`."""
+from __future__ import annotations
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from backend import store
+from backend.auth import display_prefix, generate_key, hash_key
+from backend.timeutil import utc_now_iso, utc_today
+
+keys = AppGroup("keys", help="Create and manage API keys (production mode needs them).")
+
+
+def _db():
+    return current_app.extensions["essentia"].db
+
+
+def _key_row_or_exit(conn, key_id: int):
+    row = store.get_key(conn, key_id)
+    if row is None:
+        raise click.ClickException(f"No API key has id {key_id}.")
+    return row
+
+
+def _describe(row) -> str:
+    flags = ["admin" if row["is_admin"] else "user", "active" if row["active"] else "INACTIVE"]
+    limit = "unlimited" if row["daily_limit"] == 0 else f"{row['daily_limit']}/day"
+    email = f" <{row['email']}>" if row["email"] else ""
+    return f"{row['id']:>4}  {row['key_prefix']}…  {row['name']}{email}  [{', '.join(flags)}]  {limit}"
+
+
+@click.command("init-db")
+def init_db() -> None:
+    """Create the database file and bring its schema up to date."""
+    with _db().connection() as conn:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    click.echo(f"Database ready at {_db().path} (schema version {version}).")
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option("--email", default=None, help="Contact address of the key's owner.")
+@click.option("--daily-limit", type=click.IntRange(min=0), default=None,
+              help="Requests per UTC day; 0 = unlimited. Default: ESSENTIA_DAILY_LIMIT.")
+@click.option("--admin", is_flag=True, help="May delete, clear and verify cached songs.")
+def create_key(name: str, email: str | None, daily_limit: int | None, admin: bool) -> None:
+    """Create a key. It is printed once and cannot be shown again."""
+    if daily_limit is None:
+        daily_limit = current_app.extensions["essentia"].settings.daily_limit
+    raw_key = generate_key()
+    with _db().connection(write=True) as conn:
+        key_id = store.insert_key(conn, name=name, email=email, key_hash=hash_key(raw_key),
+                                  key_prefix=display_prefix(raw_key), is_admin=admin, daily_limit=daily_limit,
+                                  created_at=utc_now_iso())
+    click.echo(f"Created key {key_id} for {name}{' (admin)' if admin else ''}. Store it now; it is not shown again:")
+    click.echo(raw_key)
+
+
+@keys.command("list")
+def list_keys() -> None:
+    """List keys (prefixes only)."""
+    with _db().connection() as conn:
+        rows = store.list_keys(conn)
+    if not rows:
+        click.echo("No API keys yet. Create one with: flask --app backend keys create NAME")
+    for row in rows:
+        click.echo(_describe(row))
+
+
+@keys.command("show")
+@click.argument("key_id", type=int)
+def show_key(key_id: int) -> None:
+    """Show one key with its usage today, in total, and its recent requests."""
+    current_app.extensions["essentia"].counters.flush()
+    with _db().connection() as conn:
+        row = _key_row_or_exit(conn, key_id)
+        today = store.usage_today(conn, key_id, utc_today())
+        total = store.usage_total(conn, key_id)
+        recent = store.recent_usage(conn, key_id)
+    click.echo(_describe(row))
+    click.echo(f"created: {row['created_at']}")
+    limit = "unlimited" if row["daily_limit"] == 0 else str(row["daily_limit"])
+    click.echo(f"usage today: {today} of {limit}")
+    click.echo(f"usage total: {total}")
+    click.echo("recent requests:" if recent else "recent requests: none")
+    for use in recent:
+        click.echo(f"  {use['created_at']}  {use['status']}  {use['endpoint']}")
+
+
+def _set_active(key_id: int, active: bool) -> None:
+    with _db().connection(write=True) as conn:
+        _key_row_or_exit(conn, key_id)
+        store.set_key_active(conn, key_id, active)
+    ttl = current_app.extensions["essentia"].settings.key_cache_ttl
+    note = "" if active else f" A running server stops accepting it within {ttl:g} s."
+    click.echo(f"Key {key_id} {'activated' if active else 'deactivated'}.{note}")
+
+
+@keys.command("activate")
+@click.argument("key_id", type=int)
+def activate_key(key_id: int) -> None:
+    """Let a key be used again."""
+    _set_active(key_id, True)
+
+
+@keys.command("deactivate")
+@click.argument("key_id", type=int)
+def deactivate_key(key_id: int) -> None:
+    """Stop a key from being accepted (its history is kept)."""
+    _set_active(key_id, False)
+
+
+@keys.command("limit")
+@click.argument("key_id", type=int)
+@click.argument("daily_limit", type=click.IntRange(min=0))
+def limit_key(key_id: int, daily_limit: int) -> None:
+    """Set a key's daily quota (0 = unlimited)."""
+    with _db().connection(write=True) as conn:
+        _key_row_or_exit(conn, key_id)
+        store.set_key_daily_limit(conn, key_id, daily_limit)
+    click.echo(f"Key {key_id} daily limit set to {'unlimited' if daily_limit == 0 else daily_limit}.")
+
+
+@keys.command("delete")
+@click.argument("key_id", type=int)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def delete_key(key_id: int, yes: bool) -> None:
+    """Delete a key and its usage history."""
+    with _db().connection() as conn:
+        row = _key_row_or_exit(conn, key_id)
+    if not yes:
+        click.confirm(f"Delete key {key_id} ({row['name']}) and its usage history?", abort=True)
+    with _db().connection(write=True) as conn:
+        store.delete_key(conn, key_id)
+    click.echo(f"Key {key_id} deleted.")
+
+
+def register_commands(app: Flask) -> None:
+    app.cli.add_command(init_db)
+    app.cli.add_command(keys)

@@ -1,0 +1,219 @@
+"""Runs decoding and analysis off the request threads: a process pool with a bounded queue, a time limit and a
+warm-up, plus single flight so concurrent requests for the same content share one analysis.
+
+Only bytes go in and plain dicts come out, so nothing of Flask crosses into the workers. The pool is created in
+the process that uses it (after gunicorn forks), with the "spawn" start method so a worker never inherits the
+server's threads or open database connections.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+
+class ExecutorError(Exception):
+    """The analysis could not run; carries what the client should be told."""
+
+    status = 503
+    code = "analysis_unavailable"
+
+    def __init__(self, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class ServerBusy(ExecutorError):
+    code = "server_busy"
+
+
+class AnalysisTimeout(ExecutorError):
+    code = "analysis_timeout"
+
+
+class WorkerCrashed(ExecutorError):
+    code = "analysis_worker_crashed"
+
+
+def run_analysis_job(data: bytes, window_seconds: float) -> dict[str, Any]:
+    """Decode `data` and analyze it. Runs in a pool worker; returns a plain dict either way:
+    {"ok": True, "result": {...}, "window": {...}, "source": {...}, "seconds": float} or
+    {"ok": False, "status": int, "code": str, "message": str}."""
+    from backend.analysis import MIN_ANALYSIS_SECONDS, ANALYSIS_SAMPLE_RATE, perform_audio_analysis
+    from backend.audio.decode import AudioDecodeError, decode_audio
+
+    started = time.perf_counter()
+    try:
+        audio = decode_audio(data, target_sr=ANALYSIS_SAMPLE_RATE, window_seconds=window_seconds)
+    except AudioDecodeError as error:
+        return {"ok": False, "status": error.status, "code": error.code, "message": error.message}
+    result = perform_audio_analysis(audio.samples, audio.sample_rate, detail=True)
+    if result.too_short:
+        return {"ok": False, "status": 422, "code": "audio_too_short",
+                "message": f"The audio is {result.duration:.2f} s long; analysis needs at least "
+                           f"{MIN_ANALYSIS_SECONDS:g} s."}
+    if result.silent:
+        return {"ok": False, "status": 422, "code": "silent_audio",
+                "message": "The audio has no audible content (digital silence or near it), so it has no tempo "
+                           "or key to measure."}
+    return {
+        "ok": True,
+        "result": result.to_dict(),
+        "window": {"start": round(audio.window_start, 3), "end": round(audio.window_end, 3),
+                   "seconds": round(audio.window_end - audio.window_start, 3)},
+        "source": {"format": audio.source_format, "sample_rate": audio.source_sample_rate,
+                   "channels": audio.channels,
+                   "duration": None if audio.source_duration is None else round(audio.source_duration, 3)},
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _warm_up() -> None:
+    """Push a short synthetic clip through the whole pipeline so no request pays for imports or JIT."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    sr = 22050
+    t = np.arange(4 * sr) / sr
+    clicks = (np.sin(2 * np.pi * 880 * t) * (np.mod(t, 0.5) < 0.02)).astype(np.float32)
+    chord = 0.2 * sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.18, 329.63)).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, clicks + chord, sr, format="WAV", subtype="PCM_16")
+    run_analysis_job(buf.getvalue(), 30.0)
+
+
+class AnalysisExecutor:
+    """A pool of `workers` processes (0: a small thread pool in this process, for tests and tiny setups).
+
+    At most `workers + queue_depth` analyses are in the pool at once; beyond that `run` raises ServerBusy at
+    once rather than letting latency grow without bound.
+    """
+
+    def __init__(self, *, workers: int, queue_depth: int, timeout: float):
+        self.workers = workers
+        self.capacity = max(1, workers) + queue_depth
+        self.timeout = timeout
+        # Re-entrant: a job that is already done runs its done-callback at once, inside call()'s locked block.
+        self._lock = threading.RLock()
+        self._pool: ProcessPoolExecutor | ThreadPoolExecutor | None = None
+        self._pid: int | None = None
+        self._pending = 0
+        self.completed = 0
+        self.crashes = 0
+
+    @property
+    def pending(self) -> int:
+        """Analyses submitted and not yet finished (running or queued)."""
+        return self._pending
+
+    def _make_pool(self):
+        if self.workers == 0:
+            return ThreadPoolExecutor(max_workers=2, thread_name_prefix="analysis")
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def _get_pool(self):
+        if self._pool is None or self._pid != os.getpid():
+            self._pool = self._make_pool()
+            self._pid = os.getpid()
+        return self._pool
+
+    def start(self, *, wait: bool = True) -> None:
+        """Start every worker and warm it up; with `wait`, return once all are ready."""
+        with self._lock:
+            pool = self._get_pool()
+            warmups = [pool.submit(_warm_up) for _ in range(max(1, self.workers))]
+        if wait:
+            for future in warmups:
+                try:
+                    future.result(timeout=300)
+                except Exception:
+                    log.exception("analysis warm-up failed")
+
+    def run(self, data: bytes, window_seconds: float) -> dict[str, Any]:
+        """Decode and analyze `data` in the pool; see run_analysis_job for the result."""
+        return self.call(run_analysis_job, data, window_seconds)
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        with self._lock:
+            if self._pending >= self.capacity:
+                raise ServerBusy("The server is analyzing as many songs as it can; try again shortly.",
+                                 retry_after=2)
+            pool = self._get_pool()
+            try:
+                future = pool.submit(fn, *args)
+            except BrokenProcessPool:
+                self._replace_pool(pool)
+                future = self._get_pool().submit(fn, *args)
+            self._pending += 1
+            future.add_done_callback(self._job_done)
+        try:
+            return future.result(timeout=self.timeout)
+        except FutureTimeout:
+            raise AnalysisTimeout(f"The analysis took longer than {self.timeout:g} s and was abandoned.",
+                                  retry_after=5) from None
+        except BrokenProcessPool:
+            self.crashes += 1
+            with self._lock:
+                self._replace_pool(pool)
+            raise WorkerCrashed("The analysis worker stopped unexpectedly; the pool has been restarted. "
+                                "Try again.", retry_after=1) from None
+
+    def _job_done(self, _future: Future) -> None:
+        with self._lock:
+            self._pending -= 1
+            self.completed += 1
+
+    def _replace_pool(self, broken) -> None:
+        """Called with the lock held: swap a broken pool for a fresh one (once, however many noticed)."""
+        if self._pool is broken:
+            log.warning("analysis pool broken; starting a new one")
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._pool is not None and self._pid == os.getpid():
+                self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+class SingleFlight:
+    """Concurrent calls with the same key share one execution: the first runs it, the rest wait for its result
+    (or its exception). Once it finishes the key is free again."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._flights: dict[str, Future] = {}
+
+    def do(self, key: str, fn: Callable[[], Any]) -> tuple[Any, bool]:
+        """Run `fn` once for all concurrent callers of `key`; returns (result, shared) where shared is True for
+        callers that waited on another's execution."""
+        with self._lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if leader:
+                flight = self._flights[key] = Future()
+        if not leader:
+            return flight.result(), True
+        try:
+            result = fn()
+        except BaseException as error:
+            flight.set_exception(error)
+            raise
+        else:
+            flight.set_result(result)
+            return result, False
+        finally:
+            with self._lock:
+                del self._flights[key]

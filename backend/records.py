@@ -1,0 +1,140 @@
+"""How a stored analysis becomes the JSON clients see. Mobile clients decode these with strict types, so the
+field names and types here are a contract (see README, "Responses")."""
+from __future__ import annotations
+
+import json
+import math
+import re
+import sqlite3
+from typing import Any
+
+UNKNOWN = "Unknown"
+PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+_KEY_PATTERN = re.compile(r"^\s*([A-Ga-g])\s*([#b♯♭]?)\s*(major|minor|maj|min|m)?\s*$", re.IGNORECASE)
+
+
+def finite(value: Any) -> Any:
+    """Floats that JSON can carry: NaN and infinities become None; containers are cleaned recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
+
+
+def normalize_key_name(text: str) -> str | None:
+    """'a# minor', 'Bb min', 'F#m', 'C' -> 'A# Minor', 'A# Minor', 'F# Minor', 'C Major'; None if not a key."""
+    match = _KEY_PATTERN.match(text or "")
+    if not match:
+        return None
+    letter = match.group(1).upper()
+    accidental = {"♯": "#", "♭": "b"}.get(match.group(2), match.group(2))
+    shift = {"#": 1, "b": -1}.get(accidental, 0)
+    tonic = PITCH_CLASSES[(PITCH_CLASSES.index(letter) + shift) % 12]
+    mode = (match.group(3) or "major").lower()
+    return f"{tonic} {'Minor' if mode in ('minor', 'min', 'm') else 'Major'}"
+
+
+# Audible audio can still have no beat (a drone) or no tonal centre (noise, drums alone). Strict clients need
+# a number and a string, so such fields carry these documented sentinels (confidence 0), as other
+# audio-feature APIs do; the database keeps NULL.
+NO_TEMPO_BPM = 0.0
+NO_KEY = UNKNOWN
+
+
+def _bpm(value: float | None) -> float:
+    return NO_TEMPO_BPM if value is None else value
+
+
+def _key(value: str | None) -> str:
+    return value or NO_KEY
+
+
+def _stored_result(row: sqlite3.Row) -> dict[str, Any]:
+    try:
+        return json.loads(row["result_json"])
+    except (TypeError, ValueError):
+        return {}
+
+
+def _manual_fields(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "user_verified": bool(row["user_verified"]),
+        "manual_bpm": row["manual_bpm"],
+        "manual_key": row["manual_key"],
+        "bpm_notes": row["bpm_notes"],
+    }
+
+
+def analysis_response(row: sqlite3.Row, *, cached: bool, detail: bool = False) -> dict[str, Any]:
+    """The object /analyze and /analyze_data answer, the same on a miss and on a hit."""
+    stored = _stored_result(row)
+    result = stored.get("result", {})
+    body: dict[str, Any] = {
+        "id": row["id"],
+        "title": row["title"],
+        "artist": row["artist"],
+        "preview_url": row["preview_url"],
+        "bpm": _bpm(row["bpm"]),
+        "bpm_confidence": row["bpm_confidence"],
+        "bpm_candidates": result.get("bpm_candidates", []),
+        "key": _key(row["key"]),
+        "key_confidence": row["key_confidence"],
+        "mode": result.get("mode"),
+        "key_index": result.get("key_index"),
+        "camelot": result.get("camelot"),
+        "energy": row["energy"],
+        "danceability": row["danceability"],
+        "acousticness": row["acousticness"],
+        "spectral_centroid": row["spectral_centroid"],
+        "loudness_lufs": result.get("loudness_lufs"),
+        "time_signature": result.get("time_signature"),
+        "duration": result.get("duration"),
+        "analysis_window": stored.get("window"),
+        "source": stored.get("source"),
+        "cached": cached,
+        "analysis_duration": row["analysis_duration"],
+        "analyzed_at": row["analyzed_at"],
+        **_manual_fields(row),
+    }
+    if detail:
+        body["detail"] = result.get("detail")
+    return finite(body)
+
+
+def cache_row(row: sqlite3.Row) -> dict[str, Any]:
+    """One row of /cache and /cache/search."""
+    return finite({
+        "id": row["id"],
+        "title": row["title"],
+        "artist": row["artist"],
+        "preview_url": row["preview_url"],
+        "bpm": _bpm(row["bpm"]),
+        "bpm_confidence": row["bpm_confidence"],
+        "key": _key(row["key"]),
+        "key_confidence": row["key_confidence"],
+        "energy": row["energy"],
+        "danceability": row["danceability"],
+        "acousticness": row["acousticness"],
+        "spectral_centroid": row["spectral_centroid"],
+        "analyzed_at": row["analyzed_at"],
+        "analysis_duration": row["analysis_duration"],
+        **_manual_fields(row),
+    })
+
+
+def export_row(row: sqlite3.Row) -> dict[str, Any]:
+    """One song of /cache/export: the user's corrections where they made them, never a null."""
+    bpm = row["manual_bpm"] if row["manual_bpm"] is not None else row["bpm"]
+    return finite({
+        "title": row["title"],
+        "artist": row["artist"],
+        "bpm": _bpm(bpm),
+        "key": _key(row["manual_key"] or row["key"]),
+        "energy": row["energy"],
+        "danceability": row["danceability"],
+        "acousticness": row["acousticness"],
+        "analyzed_at": row["analyzed_at"],
+    })

@@ -1,0 +1,140 @@
+"""Cache-or-analyze: what /analyze and /analyze_data do between parsing the request and writing the response.
+
+A hit costs one indexed SELECT. A miss fetches (URL) or takes the bytes (upload), runs decode + analysis in the
+executor, and stores the result. Concurrent misses for the same cache key share one analysis (single flight).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from typing import Any, Callable
+
+from backend import store
+from backend.audio.fetch import FetchError, fetch_url, normalize_url
+from backend.config import Settings
+from backend.counters import BufferedCounters
+from backend.db import Database
+from backend.errors import ApiError
+from backend.executor import AnalysisExecutor, ExecutorError, SingleFlight
+from backend.records import UNKNOWN
+from backend.timeutil import utc_now_iso
+
+UPLOAD_URL_PREFIX = "upload:sha256:"
+
+
+def url_cache_key(normalized_url: str) -> str:
+    return "url:" + normalized_url
+
+
+def upload_cache_key(sha256_hex: str) -> str:
+    return "sha256:" + sha256_hex
+
+
+class AnalysisService:
+    def __init__(self, *, settings: Settings, db: Database, executor: AnalysisExecutor,
+                 counters: BufferedCounters):
+        self.settings = settings
+        self.db = db
+        self.executor = executor
+        self.counters = counters
+        self.flights = SingleFlight()
+
+    def analyze_upload(self, data: bytes, *, title: str | None, artist: str | None) -> tuple[sqlite3.Row, bool]:
+        """The analysis of uploaded audio bytes, cached by their SHA-256; returns (row, served_from_cache)."""
+        digest = hashlib.sha256(data).hexdigest()
+        return self._cached_or_analyzed(
+            upload_cache_key(digest), title, artist,
+            lambda: (data, digest, "upload", UPLOAD_URL_PREFIX + digest),
+        )
+
+    def analyze_url(self, url: str, *, title: str | None, artist: str | None) -> tuple[sqlite3.Row, bool]:
+        """The analysis of the audio at `url`, cached by the normalized URL; returns (row, served_from_cache)."""
+        try:
+            normalized = normalize_url(url)
+        except FetchError as error:
+            raise _api_error(error) from None
+
+        def download() -> tuple[bytes, str, str, str]:
+            try:
+                fetched = fetch_url(normalized, max_bytes=self.settings.max_download_bytes,
+                                    timeout=self.settings.fetch_timeout, max_redirects=self.settings.max_redirects,
+                                    allow_loopback=self.settings.allow_loopback_urls)
+            except FetchError as error:
+                raise _api_error(error) from None
+            return fetched.data, hashlib.sha256(fetched.data).hexdigest(), "url", url.strip()
+
+        return self._cached_or_analyzed(url_cache_key(normalized), title, artist, download)
+
+    def _cached_or_analyzed(self, cache_key: str, title: str | None, artist: str | None,
+                            source: Callable[[], tuple[bytes, str, str, str]]) -> tuple[sqlite3.Row, bool]:
+        """`source` supplies (audio bytes, their sha256, source kind, preview_url) when analysis is needed."""
+        row = self._lookup(cache_key, title, artist)
+        if row is not None:
+            self.counters.count_hit()
+            return row, True
+
+        def analyze_and_store() -> tuple[sqlite3.Row, bool]:
+            # Another request may have stored it between our lookup and our turn in the flight.
+            existing = self._lookup(cache_key, title, artist)
+            if existing is not None:
+                return existing, True
+            data, digest, kind, preview_url = source()
+            job = self._run(data)
+            return self._store(cache_key, kind, preview_url, digest, title, artist, job), False
+
+        (row, from_cache), shared = self.flights.do(cache_key, analyze_and_store)
+        if shared or from_cache:
+            self.counters.count_hit()
+            return row, True
+        self.counters.count_miss()
+        return row, False
+
+    def _lookup(self, cache_key: str, title: str | None, artist: str | None) -> sqlite3.Row | None:
+        with self.db.connection() as conn:
+            row = store.find_analysis_by_cache_key(conn, cache_key)
+        if row is not None and ((title and row["title"] == UNKNOWN) or (artist and row["artist"] == UNKNOWN)):
+            with self.db.connection(write=True) as conn:
+                store.fill_unknown_metadata(conn, row["id"], title, artist, UNKNOWN)
+                row = store.find_analysis_by_id(conn, row["id"])
+        return row
+
+    def _run(self, data: bytes) -> dict[str, Any]:
+        try:
+            job = self.executor.run(data, self.settings.analysis_seconds)
+        except ExecutorError as error:
+            headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
+            raise ApiError(error.status, error.code, error.message, headers=headers) from None
+        if not job["ok"]:
+            raise ApiError(job["status"], job["code"], job["message"])
+        return job
+
+    def _store(self, cache_key: str, kind: str, preview_url: str, digest: str, title: str | None,
+               artist: str | None, job: dict[str, Any]) -> sqlite3.Row:
+        result = job["result"]
+        values = {
+            "cache_key": cache_key,
+            "source_kind": kind,
+            "preview_url": preview_url,
+            "content_sha256": digest,
+            "title": title or UNKNOWN,
+            "artist": artist or UNKNOWN,
+            "bpm": result["bpm"],
+            "bpm_confidence": result["bpm_confidence"],
+            "key": result["key"],
+            "key_confidence": result["key_confidence"],
+            "energy": result["energy"],
+            "danceability": result["danceability"],
+            "acousticness": result["acousticness"],
+            "spectral_centroid": result["spectral_centroid"],
+            "analysis_duration": round(job["seconds"], 4),
+            "analyzed_at": utc_now_iso(),
+            "result_json": json.dumps({"result": result, "window": job["window"], "source": job["source"]},
+                                      allow_nan=False),
+        }
+        with self.db.connection(write=True) as conn:
+            return store.insert_analysis(conn, values)
+
+
+def _api_error(error: FetchError) -> ApiError:
+    return ApiError(error.status, error.code, error.message)
