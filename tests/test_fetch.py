@@ -27,6 +27,7 @@ MAX = 1_000_000
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     seen_hosts: list[str] = []
+    seen_paths: list[str] = []
 
     def log_message(self, *args) -> None:  # keep test output quiet
         pass
@@ -59,6 +60,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - the name http.server wants
         Handler.seen_hosts.append(self.headers.get("Host", ""))
+        Handler.seen_paths.append(self.path)
         path = self.path
         if path == "/audio.wav":
             self._send(200, AUDIO, {"Content-Type": "audio/wav"}, len(AUDIO))
@@ -165,6 +167,12 @@ def test_downloads_audio(server):
     assert got.data == AUDIO
     assert got.content_type == "audio/wav"
     assert got.final_url == f"{server}/audio.wav"
+
+
+def test_non_ascii_path_is_sent_percent_encoded(server):
+    Handler.seen_paths.clear()
+    fails("download_failed", f"{server}/caf\u00e9 1.wav")  # an unknown path: 404
+    assert Handler.seen_paths == ["/caf%C3%A9%201.wav"]
 
 
 def test_follows_every_kind_of_redirect(server):
@@ -365,7 +373,7 @@ def test_allow_loopback_allows_only_loopback(url, no_connect):
     "file:///etc/passwd", "ftp://example.com/a.mp3", "gopher://127.0.0.1:70/", "dict://localhost:11211/",
     "javascript:alert(1)", "data:audio/wav;base64,AAAA", "//example.com/a.mp3", "example.com/a.mp3",
     "http://user:pass@example.com/a.mp3", "http://user@example.com/", "http://:pw@example.com/",
-    "http:///a.mp3", "http://", "", "   ", "http://exa mple.com/", "http://example.com/a\r\nX-Injected: 1",
+    "http:///a.mp3", "http://", "", "   ", "http://exa mple.com/", "http://example.com/a\tb","http://example.com/a\r\nX-Injected: 1",
     "http://[::1/", "http://example.com:99999/", "http://example.com:0/", "http://example.com:port/",
     "http://1.2.3.4.5/", "http://256.1.1.1/", "http://09.1.1.1/", "http://[fe80::1%25eth0]/",
     "http://" + "a" * 5000 + ".com/",
@@ -409,7 +417,9 @@ def test_resolver_failure_is_a_download_failure(no_connect):
     ("https://example.com:80/a", "https://example.com:80/a"),
     ("  https://cdn.example.com/p/preview.m4a?token=AbC  ", "https://cdn.example.com/p/preview.m4a?token=AbC"),
     ("http://[2001:DB8::1]:80/x", "http://[2001:db8::1]/x"),
-    ("http://bücher.example/ä", "http://xn--bcher-kva.example/ä"),
+    ("http://bücher.example/ä?q=é", "http://xn--bcher-kva.example/%C3%A4?q=%C3%A9"),
+    ("http://example.com/%C3%A4?a=%20b", "http://example.com/%C3%A4?a=%20b"),
+    ("http://example.com/my song.mp3", "http://example.com/my%20song.mp3"),
 ])
 def test_normalize_url(url, expected):
     assert normalize_url(url) == expected

@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 __all__ = ["FetchError", "FetchedAudio", "normalize_url", "fetch_url"]
 
@@ -105,8 +105,8 @@ def _parse(url: object) -> _Target:
     url = url.strip()
     if len(url) > _MAX_URL_LENGTH:
         raise _invalid(f"it is longer than {_MAX_URL_LENGTH} characters.")
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
-        raise _invalid("it contains spaces or control characters (percent-encode them).")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise _invalid("it contains control characters (tabs, line breaks).")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -124,9 +124,11 @@ def _parse(url: object) -> _Target:
     netloc = f"[{host}]" if ":" in host else host
     if port != _DEFAULT_PORTS[scheme]:
         netloc += f":{port}"
-    path = parts.path or "/"
-    target = path + (f"?{parts.query}" if parts.query else "")
-    return _Target(scheme, host, port, target, urlunsplit((scheme, netloc, path, parts.query, "")))
+    # Percent-encode what may not appear raw on a request line (non-ASCII), leaving existing escapes alone.
+    path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=~")
+    query = quote(parts.query, safe="/?%:@!$&'()*+,;=~")
+    target = path + (f"?{query}" if query else "")
+    return _Target(scheme, host, port, target, urlunsplit((scheme, netloc, path, query, "")))
 
 
 def _canonical_host(host: str) -> str:
@@ -155,7 +157,8 @@ def _canonical_host(host: str) -> str:
 
 
 def normalize_url(url: str) -> str:
-    """The cache key of a URL: lowercase scheme and host, no default port, no fragment, path and query kept.
+    """The cache key of a URL: lowercase scheme and host, no default port, no fragment, path and query kept
+    (non-ASCII characters percent-encoded, so both spellings of a path give one key).
 
     Raises ``FetchError("invalid_url")`` for anything :func:`fetch_url` would refuse on syntax alone.
     """
