@@ -535,3 +535,19 @@ def test_wav_extensible_51_at_96k_24bit():
     out = decode_audio(encode(y, 96000, "WAVEX", "PCM_24"), target_sr=SR)
     check_result(out, 2.0)
     assert out.channels == 6 and out.source_sample_rate == 96000 and out.source_format == "wav"
+
+
+@pytest.mark.parametrize("name,data", [
+    ("ff-flood", b"\xff" * 8_000_000),
+    ("id3-then-ff-flood", b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\xff" * 8_000_000),
+    ("stacked-id3", b"ID3\x04\x00\x00\x00\x00\x00\x00" * 500_000),
+    ("million-mp4-boxes",
+     struct.pack(">I4s4sI", 16, b"ftyp", b"M4A ", 0) + struct.pack(">I4s", 8, b"free") * 1_000_000),
+    ("ogg-page-flood", b"OggS" * 2_000_000),
+])
+def test_hostile_inputs_are_refused_quickly(name, data):
+    t0 = time.perf_counter()
+    with pytest.raises(AudioDecodeError) as info:
+        decode_audio(data, target_sr=SR)
+    assert info.value.status in (415, 422)
+    assert time.perf_counter() - t0 < 2.0, name

@@ -155,7 +155,9 @@ def sniff_format(data: bytes) -> str | None:
 def _skip_id3(data: bytes) -> int:
     """Offset just past any ID3v2 tags at the start (MP3 and some FLAC files carry them)."""
     pos = 0
-    while data[pos:pos + 3] == b"ID3" and len(data) >= pos + 10:
+    for _ in range(16):  # stacked tags happen; thousands of them are an attack on this loop
+        if data[pos:pos + 3] != b"ID3" or len(data) < pos + 10:
+            break
         size = 0
         for b in data[pos + 6:pos + 10]:
             size = (size << 7) | (b & 0x7F)  # syncsafe integer
@@ -282,10 +284,20 @@ def _check_wav(data: bytes) -> None:
     # No data chunk at all: libsndfile reports it as undecodable.
 
 
+# Real files have a handful of top-level boxes (fragmented ones: two per fragment, a few thousand per hour);
+# a flood of tiny boxes would make FFmpeg call back into Python for each one.
+_MAX_BOXES = 20_000
+
+
 def _check_mp4(data: bytes) -> None:
     """Walk the top-level boxes: one that extends past the end, or no 'moov' index at all, means cut off."""
     pos, seen_moov, seen_mdat = 0, False, False
-    while pos + 8 <= len(data):
+    for count in range(_MAX_BOXES + 1):
+        if pos + 8 > len(data):
+            break
+        if count == _MAX_BOXES:
+            raise AudioDecodeError("undecodable_audio", f"The m4a file has more than {_MAX_BOXES} top-level "
+                                                        "boxes: it is not a file we can decode.")
         size, box = struct.unpack(">I4s", data[pos:pos + 8])
         header = 8
         if size == 1:
@@ -332,7 +344,8 @@ def _check_mp3(data: bytes) -> None:
     if declared_frames and (bytes_short or not declared_bytes):
         # Count the frames really present: exact whatever an encoder put in its byte count (some include
         # the ID3 tag), and only needed when the byte count is missing or already says bytes are missing.
-        if declared_frames > _count_mp3_frames(data, first + frame.length) + 2:
+        present = _count_mp3_frames(data, first + frame.length, stop_at=declared_frames)
+        if present is not None and declared_frames > present + 2:
             raise _truncated("mp3")
     elif bytes_short:
         raise _truncated("mp3")
@@ -355,12 +368,17 @@ def _check_ogg(data: bytes) -> None:
     raise _truncated("ogg")
 
 
-def _count_mp3_frames(data: bytes, pos: int) -> int:
-    """Count the complete MPEG audio frames from ``pos`` on, resynchronizing after junk (a tag, a glitch)."""
-    count = 0
-    while pos < len(data):
+def _count_mp3_frames(data: bytes, pos: int, *, stop_at: int) -> int | None:
+    """Count the complete MPEG audio frames from ``pos`` on (stopping once ``stop_at`` are found),
+    resynchronizing after junk (a tag, a glitch). None when the stream is too mangled to count: then we
+    cannot say it is truncated, and the decoder decides."""
+    count, resyncs = 0, 0
+    while pos < len(data) and count < stop_at:
         frame = _mp3_frame(data, pos)
         if frame is None:
+            resyncs += 1
+            if resyncs > 32:  # each resync scans up to 64 KiB: bound the work on hostile input
+                return None
             nxt = _find_mp3_sync(data, pos + 1, scan=65536)
             if nxt is None:
                 break
