@@ -82,7 +82,22 @@ def _finish_response(response):
     response.headers.update(getattr(g, "rate_limit_headers", {}))
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Cache-Control", "no-store")
+    services = current_app.extensions["essentia"]
+    _add_cors_headers(response, services.settings.cors_origins)
     key = getattr(g, "api_key", None)
     if key is not None:
-        current_app.extensions["essentia"].counters.record_usage(key.id, request.path, response.status_code)
+        services.counters.record_usage(key.id, request.path, response.status_code)
     return response
+
+
+def _add_cors_headers(response, allowed_origins: tuple[str, ...]) -> None:
+    """CORS is off unless origins are configured; then only those origins are echoed back."""
+    origin = request.headers.get("Origin")
+    if not origin or origin not in allowed_origins:
+        return
+    response.headers["Access-Control-Allow-Origin"] = origin
+    response.headers["Vary"] = "Origin"
+    if request.method == "OPTIONS":
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE"
+        response.headers["Access-Control-Allow-Headers"] = "Content-Type, X-API-Key, X-Song-Title, X-Song-Artist"
+        response.headers["Access-Control-Max-Age"] = "600"

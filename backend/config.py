@@ -22,6 +22,7 @@ class Settings:
     production: bool = False
     host: str = "127.0.0.1"
     port: int = 5050
+    http_threads: int = 16                  # gunicorn threads serving requests in the one HTTP process
     db_path: str = str(PROJECT_ROOT / "instance" / "essentia.db")
     db_pool_size: int = 8
     # Requests per minute per client; 0 switches the limiter off. Default: 60 in production, off in development.
@@ -109,6 +110,7 @@ _PARSERS: dict[str, _Parser] = {
     "production": (_parse_bool, _always, "0 or 1"),
     "host": (str, _always, "an address to bind, e.g. 127.0.0.1"),
     "port": (int, lambda p: 1 <= p <= 65535, "an integer port from 1 to 65535"),
+    "http_threads": (int, lambda n: 1 <= n <= 256, "an integer from 1 to 256"),
     "db_path": (str, _always, "a file path"),
     "db_pool_size": (int, lambda n: 1 <= n <= 64, "an integer from 1 to 64"),
     "rate_limit": (int, _non_negative, "requests per minute, an integer >= 0 (0 = off)"),

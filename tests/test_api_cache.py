@@ -203,3 +203,15 @@ def test_no_nan_reaches_any_response(client, song_120_a_minor):
         json.loads(text, parse_constant=lambda c: pytest.fail(f"{path} has {c}"))
     assert not any(isinstance(v, float) and not math.isfinite(v) for v in client.get("/stats").get_json().values()
                    if isinstance(v, float))
+
+
+def test_cors_is_off_by_default_and_echoes_only_configured_origins(make_app):
+    plain = make_app().test_client().get("/health", headers={"Origin": "https://app.example"})
+    assert "Access-Control-Allow-Origin" not in plain.headers
+    client = make_app(cors_origins=("https://app.example",)).test_client()
+    allowed = client.options("/analyze_data", headers={"Origin": "https://app.example",
+                                                       "Access-Control-Request-Method": "POST"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert "X-API-Key" in allowed.headers["Access-Control-Allow-Headers"]
+    other = client.get("/health", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
