@@ -13,7 +13,6 @@ from functools import lru_cache
 
 import numpy as np
 import scipy.fft
-import scipy.signal
 
 #: FFT size: 2048 samples = 93 ms at 22050 Hz, 10.8 Hz bins; fine enough to separate semitones above ~150 Hz.
 N_FFT = 2048
@@ -21,26 +20,6 @@ N_FFT = 2048
 HOP = 256
 #: Mel bands used for the onset (novelty) envelope.
 N_MELS = 48
-
-
-def to_mono(y: np.ndarray) -> np.ndarray:
-    """Downmix (n,) or channel-first (channels, n) audio to a finite float32 mono signal.
-
-    Non-finite samples become 0. A 2-D array is treated as channel-first when its first axis is the shorter one
-    (a (n, channels) array is transposed), because decoders disagree on the layout and the cost of guessing
-    wrong is a silent analysis of garbage.
-    """
-    a = np.asarray(y, dtype=np.float32)
-    if a.ndim == 0:
-        a = a.reshape(1)
-    if a.ndim > 2:
-        a = a.reshape(a.shape[0], -1)
-    if a.ndim == 2:
-        if a.shape[0] > a.shape[1]:
-            a = a.T
-        a = a.mean(axis=0) if a.shape[0] > 0 else np.zeros(0, dtype=np.float32)
-    a = np.where(np.isfinite(a), a, 0.0).astype(np.float32, copy=False)
-    return a
 
 
 def resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
@@ -55,7 +34,8 @@ def resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def _window(n_fft: int) -> np.ndarray:
-    return scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+    """Periodic Hann window (the STFT convention)."""
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
 
 
 def stft_magnitude(y: np.ndarray, *, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
@@ -78,13 +58,36 @@ def stft_magnitude(y: np.ndarray, *, n_fft: int = N_FFT, hop: int = HOP) -> np.n
     return out.T
 
 
+def hz_to_mel(f: np.ndarray | float) -> np.ndarray:
+    """Slaney's mel scale (Auditory Toolbox): linear below 1 kHz (3 mel per 200 Hz), logarithmic above."""
+    f = np.asarray(f, dtype=np.float64)
+    log_step = np.log(6.4) / 27.0
+    return np.where(f < 1000.0, f * 3.0 / 200.0, 15.0 + np.log(np.maximum(f, 1e-9) / 1000.0) / log_step)
+
+
+def mel_to_hz(m: np.ndarray | float) -> np.ndarray:
+    """Inverse of hz_to_mel."""
+    m = np.asarray(m, dtype=np.float64)
+    log_step = np.log(6.4) / 27.0
+    return np.where(m < 15.0, m * 200.0 / 3.0, 1000.0 * np.exp(log_step * (m - 15.0)))
+
+
+def mel_band_edges(sr: int, n_mels: int = N_MELS) -> np.ndarray:
+    """The n_mels + 2 band edge frequencies in Hz, equally spaced in mel from 30 Hz to 8 kHz (or Nyquist)."""
+    fmax = min(8000.0, sr / 2.0)
+    return mel_to_hz(np.linspace(hz_to_mel(30.0), hz_to_mel(fmax), n_mels + 2))
+
+
 @lru_cache(maxsize=4)
 def mel_filterbank(sr: int, n_fft: int = N_FFT, n_mels: int = N_MELS) -> np.ndarray:
-    """Slaney-style mel filterbank (n_mels, 1 + n_fft/2) from 30 Hz to 8 kHz (or Nyquist)."""
-    import librosa
-
-    fmax = min(8000.0, sr / 2.0)
-    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=30.0, fmax=fmax).astype(np.float32)
+    """(n_mels, 1 + n_fft/2) triangular filters on the Slaney mel scale, each of unit area ("Slaney" norm)."""
+    edges = mel_band_edges(sr, n_mels)
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (freqs[None, :] - lower) / (centre - lower)
+    falling = (upper - freqs[None, :]) / (upper - centre)
+    weights = np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (upper - lower))
+    return weights.astype(np.float32)
 
 
 @lru_cache(maxsize=4)
@@ -124,10 +127,7 @@ def compute_front_end(y: np.ndarray, sr: int) -> FrontEnd:
     # log(1 + C*x) compresses dynamics so a quiet hi-hat and a loud kick both register (C=1000 for |x|~1e-3..1).
     mel = np.log1p(1000.0 * (mfb @ S))
     flux = np.maximum(0.0, np.diff(mel, axis=1, prepend=mel[:, :1]))
-    # mel band centre frequencies to group bands
-    import librosa
-
-    centers = librosa.mel_frequencies(n_mels=mfb.shape[0] + 2, fmin=30.0, fmax=min(8000.0, sr / 2.0))[1:-1]
+    centers = mel_band_edges(sr, mfb.shape[0])[1:-1]  # band centre frequencies, to group bands
     bands = []
     for lo, hi in zip(BAND_EDGES_HZ[:-1], BAND_EDGES_HZ[1:]):
         sel = (centers >= lo) & (centers < hi)
