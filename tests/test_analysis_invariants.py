@@ -155,7 +155,7 @@ def test_channel_first_multichannel(channels):
     assert abs(res.duration - 10.0) < 1e-2
 
 
-@pytest.mark.parametrize("rate", [8000, 11025, 44100, 48000, 96000])
+@pytest.mark.parametrize("rate", [8000, 11025, 16000, 32000, 44100, 48000, 88200, 96000])
 def test_unusual_sample_rates(rate):
     y = synth.song(100, "G", "major", seconds=10, sr=rate)
     res = perform_audio_analysis(y, rate)

@@ -11,9 +11,10 @@ from tests import synth
 SR = ANALYSIS_SAMPLE_RATE
 
 
-@pytest.mark.parametrize("tonic", ["C", "D", "E", "F#", "G#", "A#"])
+@pytest.mark.parametrize("tonic", synth.PITCH_CLASSES)
 @pytest.mark.parametrize("mode", ["major", "minor"])
 def test_chord_progression_key(tonic, mode):
+    """All 24 keys: I-IV-V-I / i-iv-V-i block chords with a bass line."""
     res = perform_audio_analysis(synth.chord_progression(tonic, mode, seconds=12), SR)
     assert res.key == f"{tonic} {mode.capitalize()}", res.key
     assert res.mode == mode and res.key_index == synth.PITCH_CLASSES.index(tonic)
