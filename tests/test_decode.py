@@ -76,6 +76,7 @@ def expect_error(data: bytes, code: str, status: int) -> AudioDecodeError:
     assert err.code == code, err
     assert err.status == status
     assert isinstance(err.message, str) and len(err.message) > 20
+    assert "Errno" not in err.message and "<none>" not in err.message  # no decoder internals in responses
     return err
 
 

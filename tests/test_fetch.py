@@ -155,6 +155,7 @@ def fails(code: str, url: str, **kwargs) -> FetchError:
     assert info.value.code == code, info.value
     assert info.value.status == FetchError._STATUS[code]
     assert len(info.value.message) > 15
+    assert "Errno" not in info.value.message and ".c:" not in info.value.message  # no library internals
     return info.value
 
 

@@ -47,11 +47,12 @@ class AudioDecodeError(Exception):
         "truncated_audio": 422,
     }
 
-    def __init__(self, code: str, message: str, status: int | None = None) -> None:
+    def __init__(self, code: str, message: str, status: int | None = None, *, detail: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status if status is not None else self._STATUS.get(code, 422)
+        self.detail = detail  # the decoder's own words, for logs only: never put it in a response
 
     def __repr__(self) -> str:
         return f"AudioDecodeError({self.code!r}, {self.message!r}, status={self.status})"
@@ -104,7 +105,8 @@ def decode_audio(data: bytes, *, target_sr: int, window_seconds: float = 30.0) -
         raise AudioDecodeError("undecodable_audio", f"The {fmt} file is too large to decode.") from None
     except Exception as exc:  # noqa: BLE001 - decoders raise many types; none may escape as a 500
         raise AudioDecodeError(
-            "undecodable_audio", f"The {fmt} file is damaged or uses an encoding we cannot decode ({exc})."
+            "undecodable_audio", f"The {fmt} file is damaged or uses an encoding we cannot decode.",
+            detail=f"{type(exc).__name__}: {exc}"[:300],
         ) from None
 
 
@@ -458,7 +460,8 @@ def _decode_pyav(data: bytes, fmt: str, target_sr: int, window_seconds: float) -
     try:
         container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
     except av.FFmpegError as exc:
-        raise AudioDecodeError("undecodable_audio", f"The {fmt} file could not be opened ({exc}).") from None
+        raise AudioDecodeError("undecodable_audio", f"The {fmt} file is damaged: its header cannot be read.",
+                               detail=str(exc)[:300]) from None
     with container:
         if not container.streams.audio:
             raise AudioDecodeError("undecodable_audio", f"The {fmt} file contains no audio stream.")

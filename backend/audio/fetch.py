@@ -269,8 +269,8 @@ def _resolve(target: _Target, resolver: Resolver, allow_loopback: bool) -> list[
         try:
             infos = resolver(target.host, target.port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError, ValueError) as exc:
-            raise FetchError("download_failed", f"The host {target.host!r} could not be resolved ({exc}).") \
-                from None
+            raise FetchError("download_failed", f"The host {target.host!r} could not be resolved: no such host, "
+                                                "or DNS did not answer.") from None
         addresses = []
         for info in infos:
             try:
@@ -439,13 +439,12 @@ def _request(target: _Target, addresses: list[IPAddress], max_bytes: int,
         except (OSError, http.client.HTTPException, ValueError) as exc:
             if deadline.expired() or isinstance(exc, (socket.timeout, TimeoutError)):
                 raise _timeout(deadline.seconds) from None
-            raise FetchError("download_failed", f"The download from {target.host} failed ({_describe(exc)}).") \
+            raise FetchError("download_failed", f"The download from {target.host} failed: {_describe(exc)}.") \
                 from None
         finally:
             deadline.cancel()
             conn.close()
-    raise FetchError("download_failed",
-                     f"Could not connect to {target.host} ({_describe(last_error)}).")
+    raise FetchError("download_failed", f"Could not connect to {target.host}: {_describe(last_error)}.")
 
 
 def _connection(target: _Target, address: IPAddress, deadline: _Deadline) -> _PinnedHTTPConnection:
@@ -500,7 +499,19 @@ def _read_body(sock: socket.socket, response: http.client.HTTPResponse, max_byte
 
 
 def _describe(exc: BaseException | None) -> str:
+    """A short, safe description of a network failure (no library internals, file names or errno noise)."""
     if exc is None:
-        return "no address"
-    text = str(exc) or type(exc).__name__
-    return text[:200]
+        return "it has no usable address"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "its TLS certificate could not be verified"
+    if isinstance(exc, ssl.SSLError):
+        return "the TLS handshake failed"
+    if isinstance(exc, ConnectionRefusedError):
+        return "the connection was refused"
+    if isinstance(exc, ConnectionResetError):
+        return "the connection was reset"
+    if isinstance(exc, http.client.HTTPException):
+        return "the server's response was not valid HTTP"
+    if isinstance(exc, UnicodeError):
+        return "the request could not be encoded"
+    return "a network error"
