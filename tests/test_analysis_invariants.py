@@ -199,3 +199,11 @@ def test_frames_by_channels_layout_is_accepted():
     y = synth.song(120, "E", "minor", seconds=10)
     res = perform_audio_analysis(np.stack([y, y], axis=1), SR)  # (n, 2), as soundfile returns it
     assert abs(res.duration - 10.0) < 1e-2 and res.key == "E Minor"
+
+
+@pytest.mark.parametrize("rate", [0, -44100, 1, 100, float("nan"), float("inf"), 10**9, "fast"])
+def test_nonsense_sample_rate_gives_an_empty_result(rate):
+    y = synth.song(120, seconds=5)
+    res = perform_audio_analysis(y, rate)
+    d = check_invariants(res)
+    assert d["bpm"] is None and d["key"] is None and res.too_short is True

@@ -28,6 +28,9 @@ MIN_ANALYSIS_SECONDS: float = 3.0
 #: would otherwise need ~0.7 GB and 3 s); the decoder normally delivers a 30 s window anyway.
 MAX_ANALYSIS_SECONDS: float = 120.0
 
+# Sample rates outside this range are not audio (the contract is 8..96 kHz; the margin costs nothing).
+_MIN_RATE, _MAX_RATE = 1000.0, 768000.0
+
 # An integrated loudness below this (or none at all: every block under BS.1770's -70 LUFS gate) is "silent".
 _SILENT_LUFS = -70.0
 
@@ -117,7 +120,14 @@ def perform_audio_analysis(y: np.ndarray, sr: int, *, detail: bool = False) -> A
     Never raises and never returns NaN: on unexpected internal failure it logs and returns an empty result.
     """
     try:
-        return _analyse(y, int(sr), detail)
+        rate = float(sr)
+    except (TypeError, ValueError):
+        rate = float("nan")
+    if not (math.isfinite(rate) and _MIN_RATE <= rate <= _MAX_RATE):
+        # not an audio sample rate: nothing can be measured, and nothing should be guessed
+        return _empty_result(0.0, silent=False, too_short=True, detail=detail)
+    try:
+        return _analyse(y, int(round(rate)), detail)
     except Exception:  # the contract is "never raise": a bug here must not become a 500 for one odd file
         log.exception("analysis failed")
         try:
@@ -129,8 +139,6 @@ def perform_audio_analysis(y: np.ndarray, sr: int, *, detail: bool = False) -> A
 
 
 def _analyse(y, sr: int, detail: bool) -> AnalysisResult:
-    if sr <= 0:
-        return _empty_result(0.0, silent=True, too_short=True, detail=detail)
     channels = _as_channels(y)
     limit = int(MAX_ANALYSIS_SECONDS * sr)
     if channels.shape[1] > limit:
