@@ -175,6 +175,8 @@ def test_detail_arrays_are_small_and_json_safe():
     assert len(beats) > 10 and all(b2 > b1 for b1, b2 in zip(beats, beats[1:]))
     assert np.median(np.diff(beats)) == pytest.approx(0.5, rel=0.05)
     assert perform_audio_analysis(synth.song(120, seconds=5), SR).detail is None
+    silent = perform_audio_analysis(np.zeros(SR * 5, np.float32), SR, detail=True).to_dict()["detail"]
+    assert set(silent) == set(det) and silent["beat_times"] == [] and len(silent["chroma"]) == 12
 
 
 def test_to_dict_replaces_non_finite():

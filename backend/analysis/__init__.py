@@ -96,7 +96,14 @@ def _empty_result(duration: float, *, silent: bool, too_short: bool, loudness_lu
                           key_index=None, camelot=None, energy=0.0, danceability=0.0, acousticness=0.0,
                           spectral_centroid=0.0, loudness_lufs=loudness_lufs, duration=_fin(duration),
                           time_signature=None, silent=silent, too_short=too_short,
-                          detail={} if detail else None)
+                          detail=_empty_detail() if detail else None)
+
+
+def _empty_detail() -> dict:
+    """The detail structure with nothing in it, so chart clients always find the same keys."""
+    names = [f"{p} Major" for p in key_mod.PITCH_CLASSES] + [f"{p} Minor" for p in key_mod.PITCH_CLASSES]
+    return {"onset_envelope": [], "onset_frame_rate": 0.0, "beat_times": [], "chroma": [0.0] * 12,
+            "key_correlations": {n: 0.0 for n in names}, "tuning_semitones": 0.0}
 
 
 def _as_channels(y) -> np.ndarray:
@@ -131,8 +138,7 @@ def perform_audio_analysis(y: np.ndarray, sr: int, *, detail: bool = False) -> A
     except Exception:  # the contract is "never raise": a bug here must not become a 500 for one odd file
         log.exception("analysis failed")
         try:
-            n = np.asarray(y).shape[-1]
-            duration = n / sr if sr > 0 else 0.0
+            duration = np.asarray(y).shape[-1] / rate
         except Exception:
             duration = 0.0
         return _empty_result(duration, silent=False, too_short=duration < MIN_ANALYSIS_SECONDS, detail=detail)
