@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -37,7 +38,7 @@ class ServerBusy(ExecutorError):
 
 
 class AnalysisTimeout(ExecutorError):
-    code = "analysis_timeout"
+    code = "analysis_wait_timeout"
 
 
 class WorkerCrashed(ExecutorError):
@@ -77,6 +78,35 @@ def run_analysis_job(data: bytes, window_seconds: float) -> dict[str, Any]:
     }
 
 
+class _OverTime(Exception):
+    pass
+
+
+def _raise_over_time(signum, frame):
+    raise _OverTime()
+
+
+def run_analysis_job_with_limit(data: bytes, window_seconds: float, time_limit: float) -> dict[str, Any]:
+    """run_analysis_job, cut off after `time_limit` seconds of running (not of waiting in the queue).
+
+    In a pool process the job runs on the main thread, so a real-time interval timer can interrupt it and the
+    worker survives to take the next job. On a thread (workers=0) signals cannot be used; the caller's wait
+    limit is the only bound there.
+    """
+    if threading.current_thread() is not threading.main_thread() or time_limit <= 0:
+        return run_analysis_job(data, window_seconds)
+    previous = signal.signal(signal.SIGALRM, _raise_over_time)
+    signal.setitimer(signal.ITIMER_REAL, time_limit)
+    try:
+        return run_analysis_job(data, window_seconds)
+    except _OverTime:
+        return {"ok": False, "status": 422, "code": "analysis_timeout",
+                "message": f"This audio took longer than {time_limit:g} s to analyze and was cut off."}
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _warm_up() -> None:
     """Push a short synthetic clip through the whole pipeline so no request pays for imports or JIT."""
     import io
@@ -104,6 +134,7 @@ class AnalysisExecutor:
         self.workers = workers
         self.capacity = max(1, workers) + queue_depth
         self.timeout = timeout
+        self.wait_limit = timeout * 3
         # Re-entrant: a job that is already done runs its done-callback at once, inside call()'s locked block.
         self._lock = threading.RLock()
         self._pool: ProcessPoolExecutor | ThreadPoolExecutor | None = None
@@ -141,8 +172,9 @@ class AnalysisExecutor:
                     log.exception("analysis warm-up failed")
 
     def run(self, data: bytes, window_seconds: float) -> dict[str, Any]:
-        """Decode and analyze `data` in the pool; see run_analysis_job for the result."""
-        return self.call(run_analysis_job, data, window_seconds)
+        """Decode and analyze `data` in the pool, cut off after `timeout` seconds of running; see
+        run_analysis_job for the result."""
+        return self.call(run_analysis_job_with_limit, data, window_seconds, self.timeout)
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         with self._lock:
@@ -158,10 +190,11 @@ class AnalysisExecutor:
             self._pending += 1
             future.add_done_callback(self._job_done)
         try:
-            return future.result(timeout=self.timeout)
+            # The job's own limit covers its running time; this wait also covers its time in the queue.
+            return future.result(timeout=self.wait_limit)
         except FutureTimeout:
-            raise AnalysisTimeout(f"The analysis took longer than {self.timeout:g} s and was abandoned.",
-                                  retry_after=5) from None
+            raise AnalysisTimeout(f"The server could not finish the analysis within {self.wait_limit:g} s; "
+                                  "try again shortly.", retry_after=5) from None
         except BrokenProcessPool:
             self.crashes += 1
             with self._lock:
