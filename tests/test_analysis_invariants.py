@@ -33,6 +33,10 @@ def check_invariants(res: AnalysisResult) -> dict:
         assert d["bpm_candidates"][0]["bpm"] == d["bpm"]
         scores = [c["score"] for c in d["bpm_candidates"]]
         assert scores == sorted(scores, reverse=True)
+        for factor in (0.5, 2.0):  # the half/double alternative is always offered when it is a tempo
+            alt = d["bpm"] * factor
+            if 30.0 <= alt <= 300.0:
+                assert any(abs(c["bpm"] / alt - 1) < 0.04 for c in d["bpm_candidates"]), (factor, d["bpm_candidates"])
     if d["key"] is None:
         assert d["mode"] is None and d["key_index"] is None and d["camelot"] is None
     else:

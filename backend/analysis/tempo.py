@@ -232,15 +232,19 @@ def estimate_tempo(onset_bands: np.ndarray, onset: np.ndarray, frame_rate: float
     period = _refine(per.acf, 60.0 * frame_rate / best)
     bpm = 60.0 * frame_rate / period
     clarity = float(np.clip(_at(per.acf, period), 0.0, 1.0))
-    cands = [{"bpm": hyps[i], "score": float(prob[i])} for i in order]
-    cands[0]["bpm"] = bpm
+    every = [{"bpm": hyps[i], "score": float(prob[i])} for i in order]
+    every[0]["bpm"] = bpm
+    cands = every[:4]
     for factor in (0.5, 2.0):  # always offer half and double, so a client can propose them
         alt = bpm * factor
-        if MIN_BPM <= alt <= MAX_BPM and not any(abs(c["bpm"] / alt - 1) < 0.04 for c in cands):
-            cands.append({"bpm": alt, "score": 0.0})
+        if not MIN_BPM <= alt <= MAX_BPM or any(abs(c["bpm"] / alt - 1) < 0.04 for c in cands):
+            continue
+        known = [c for c in every if abs(c["bpm"] / alt - 1) < 0.04]
+        cands.append(known[0] if known else {"bpm": alt, "score": 0.0})
+    cands.sort(key=lambda c: -c["score"])
     # confidence: probability of the chosen level, discounted when the pulse itself is weak
     confidence = float(prob[order[0]]) * float(np.clip(clarity / 0.3, 0.0, 1.0))
-    return TempoEstimate(bpm=bpm, confidence=confidence, candidates=cands[:6], pulse_clarity=clarity,
+    return TempoEstimate(bpm=bpm, confidence=confidence, candidates=cands, pulse_clarity=clarity,
                          beat_period_frames=period, meter=_meter(per.acf, period))
 
 
