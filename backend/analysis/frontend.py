@@ -32,10 +32,16 @@ def resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """Cached arrays are shared by every analysis (and thread): make accidental writes fail loudly."""
+    a.setflags(write=False)
+    return a
+
+
 @lru_cache(maxsize=4)
 def _window(n_fft: int) -> np.ndarray:
     """Periodic Hann window (the STFT convention)."""
-    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+    return _frozen((0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32))
 
 
 def stft_magnitude(y: np.ndarray, *, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
@@ -87,12 +93,12 @@ def mel_filterbank(sr: int, n_fft: int = N_FFT, n_mels: int = N_MELS) -> np.ndar
     rising = (freqs[None, :] - lower) / (centre - lower)
     falling = (upper - freqs[None, :]) / (upper - centre)
     weights = np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (upper - lower))
-    return weights.astype(np.float32)
+    return _frozen(weights.astype(np.float32))
 
 
 @lru_cache(maxsize=4)
 def bin_frequencies(sr: int, n_fft: int = N_FFT) -> np.ndarray:
-    return np.fft.rfftfreq(n_fft, 1.0 / sr).astype(np.float32)
+    return _frozen(np.fft.rfftfreq(n_fft, 1.0 / sr).astype(np.float32))
 
 
 @dataclass(frozen=True)
