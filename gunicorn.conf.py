@@ -16,10 +16,10 @@ threads = _settings.http_threads
 timeout = 120            # a worker silent this long is restarted (covers a slow warm-up on a busy machine)
 graceful_timeout = 30
 keepalive = 5
-accesslog = "-"
+accesslog = None          # the app writes one structured line per request (backend/security.py)
 errorlog = "-"
 loglevel = _settings.log_level.lower()
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
 limit_request_field_size = 16 * 1024
 control_socket_disable = True  # one shared path in $HOME would clash between instances; nothing here uses it
 

@@ -19,6 +19,7 @@ from backend.db import Database
 from backend.errors import register_error_handlers
 from backend.executor import AnalysisExecutor
 from backend.ratelimit import RateLimiter
+from backend.security import register_request_hygiene
 from backend.service import AnalysisService
 
 
@@ -69,6 +70,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     atexit.register(counters.flush)
 
     register_error_handlers(app)
+    register_request_hygiene(app)
     register_blueprints(app)
     app.after_request(_finish_response)
 
@@ -78,10 +80,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 
 
 def _finish_response(response):
-    """Rate-limit headers, security headers, and the usage record of a request made with a key."""
+    """Rate-limit and CORS headers, and the usage record of a request made with a key."""
     response.headers.update(getattr(g, "rate_limit_headers", {}))
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Cache-Control", "no-store")
     services = current_app.extensions["essentia"]
     _add_cors_headers(response, services.settings.cors_origins)
     key = getattr(g, "api_key", None)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import queue
+import sqlite3
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
@@ -49,6 +51,16 @@ def register_error_handlers(app: Flask) -> None:
         if status == 405 and error.valid_methods:
             response.headers["Allow"] = ", ".join(error.valid_methods)
         return response
+
+    @app.errorhandler(sqlite3.OperationalError)
+    @app.errorhandler(queue.Empty)
+    def storage_error(error: Exception):
+        # Disk full, read-only file, a lock held too long, every pooled connection busy: the server's condition,
+        # not the client's mistake. The transaction was rolled back, so nothing stored is lost.
+        log.error("storage unavailable: %s", error)
+        return ApiError(503, "storage_unavailable",
+                        "The database cannot take this request right now (busy, full or read-only); nothing "
+                        "already stored was lost. Try again shortly.", headers={"Retry-After": "5"}).to_response()
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception):

@@ -1,0 +1,83 @@
+"""Request hygiene around every view: a request id and one structured log line per request, security headers,
+and, in development mode (no keys), refusal of cross-site and DNS-rebinding requests so that a web page the
+developer visits cannot drive the local server."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from urllib.parse import urlsplit
+
+from flask import Flask, current_app, g, request
+
+from backend.errors import ApiError
+
+log = logging.getLogger("essentia.requests")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
+_LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}
+
+
+def register_request_hygiene(app: Flask) -> None:
+    app.before_request(_start_request)
+    app.after_request(_finish_request)
+
+
+def _start_request():
+    g.started = time.perf_counter()
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    settings = current_app.extensions["essentia"].settings
+    if not settings.production:
+        _refuse_foreign_pages(settings)
+
+
+def _hostname(host_header: str) -> str:
+    return (urlsplit("//" + host_header).hostname or "").lower()
+
+
+def _refuse_foreign_pages(settings) -> None:
+    """Development mode has no keys, so only the developer's own tools may talk to it."""
+    allowed_hosts = _LOOPBACK_NAMES | {settings.host.lower()}
+    if _hostname(request.host) not in allowed_hosts:
+        # A page on another name that resolves to us (DNS rebinding) must not read or change anything.
+        raise ApiError(403, "host_not_allowed",
+                       f"Development mode answers only requests to {', '.join(sorted(allowed_hosts))}.")
+    if request.method not in _STATE_CHANGING:
+        return
+    origin = request.headers.get("Origin")
+    if origin and origin not in settings.cors_origins and urlsplit(origin).netloc.lower() != request.host.lower():
+        raise ApiError(403, "cross_site_request",
+                       "Cross-site requests cannot change this server in development mode.")
+    if not origin and request.headers.get("Sec-Fetch-Site") == "cross-site":
+        raise ApiError(403, "cross_site_request",
+                       "Cross-site requests cannot change this server in development mode.")
+
+
+def _finish_request(response):
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    request_id = getattr(g, "request_id", None) or uuid.uuid4().hex
+    response.headers["X-Request-ID"] = request_id
+    key = getattr(g, "api_key", None)
+    started = getattr(g, "started", None)
+    log.info(json.dumps({
+        "request_id": request_id,
+        "method": request.method,
+        "endpoint": request.path,
+        "status": response.status_code,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+        "key": key.prefix if key is not None else None,
+        "client": request.remote_addr,
+    }, ensure_ascii=False))
+    return response
