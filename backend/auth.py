@@ -87,6 +87,13 @@ class KeyValidator:
                 self._entries.popitem(last=False)
         return record
 
+    def forget_id(self, key_id: int) -> None:
+        """Drop every cached entry of the key with this id (it was deleted or deactivated)."""
+        with self._lock:
+            stale = [h for h, (_, record) in self._entries.items() if record is not None and record.id == key_id]
+            for key_hash in stale:
+                del self._entries[key_hash]
+
     def forget(self, raw_key: str | None = None) -> None:
         """Drop one key (or all) from the cache, e.g. after this process changed it."""
         with self._lock:
@@ -120,7 +127,7 @@ def require_api_key(*, admin: bool = False):
             if services.rate_limiter is not None:
                 _check_rate(services.rate_limiter, f"key:{key.id}" if key else f"addr:{request.remote_addr}")
             if key is not None:
-                _check_quota(services.db, key)
+                _check_quota(services, key)
             return view(*args, **kwargs)
         return guarded
     return decorator
@@ -129,9 +136,11 @@ def require_api_key(*, admin: bool = False):
 def _authenticate(services, *, admin: bool) -> ApiKey:
     raw_key = request.headers.get("X-API-Key", "").strip()
     if not raw_key:
+        _limit_anonymous(services)
         raise ApiError(401, "missing_api_key", "This server needs an API key: send it in the X-API-Key header.")
     key = services.key_validator.validate(raw_key)
     if key is None:
+        _limit_anonymous(services)
         raise ApiError(403, "invalid_api_key", "The API key is not valid.")
     if not key.active:
         raise ApiError(403, "inactive_api_key", f"The API key {key.prefix}… has been deactivated.")
@@ -139,6 +148,12 @@ def _authenticate(services, *, admin: bool) -> ApiKey:
     if admin and not key.is_admin:
         raise ApiError(403, "admin_required", "This action needs an API key with the admin flag.")
     return key
+
+
+def _limit_anonymous(services) -> None:
+    """Requests without a valid key are limited per address too, so guessing keys is slow and cheap."""
+    if services.rate_limiter is not None:
+        _check_rate(services.rate_limiter, f"addr:{request.remote_addr}")
 
 
 def _check_rate(limiter, client: str) -> None:
@@ -151,15 +166,23 @@ def _check_rate(limiter, client: str) -> None:
                        headers={**decision.headers(), "Retry-After": str(decision.retry_after)})
 
 
-def _check_quota(db, key: ApiKey) -> None:
-    with db.connection(write=True) as conn:
-        count = store.consume_daily_quota(conn, key.id, utc_today(), key.daily_limit)
-    if count is None:
-        retry = seconds_until_utc_midnight()
-        raise ApiError(429, "daily_quota_exceeded",
-                       f"This API key has used its daily quota of {key.daily_limit} requests; "
-                       f"it resets at midnight UTC (in {retry} s).",
-                       headers={"Retry-After": str(retry)})
+def _check_quota(services, key: ApiKey) -> None:
+    with services.db.connection(write=True) as conn:
+        count = store.consume_daily_quota(conn, key.id, utc_today())
+        current = None if count is not None else store.get_key(conn, key.id)
+    if count is not None:
+        return
+    if current is None or not current["active"]:
+        # Deleted or deactivated since the validator cached it: refuse now rather than wait for the TTL.
+        services.key_validator.forget_id(key.id)
+        if current is None:
+            raise ApiError(403, "invalid_api_key", "The API key is not valid.")
+        raise ApiError(403, "inactive_api_key", f"The API key {key.prefix}… has been deactivated.")
+    retry = seconds_until_utc_midnight()
+    raise ApiError(429, "daily_quota_exceeded",
+                   f"This API key has used its daily quota of {current['daily_limit']} requests; "
+                   f"it resets at midnight UTC (in {retry} s).",
+                   headers={"Retry-After": str(retry)})
 
 
 def lookup_key_in(db) -> Callable[[str], ApiKey | None]:

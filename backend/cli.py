@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from backend import store
 from backend.auth import display_prefix, generate_key, hash_key
@@ -31,6 +31,7 @@ def _describe(row) -> str:
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db() -> None:
     """Create the database file and bring its schema up to date."""
     with _db().connection() as conn:

@@ -5,6 +5,7 @@ Every value has a documented default; an invalid value stops start-up with a mes
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,11 +99,11 @@ def _always(_: Any) -> bool:
 
 
 def _positive(value: float) -> bool:
-    return value > 0
+    return math.isfinite(value) and value > 0
 
 
 def _non_negative(value: float) -> bool:
-    return value >= 0
+    return math.isfinite(value) and value >= 0
 
 
 _Parser = tuple[Callable[[str], Any], Callable[[Any], bool], str]
@@ -120,7 +121,7 @@ _PARSERS: dict[str, _Parser] = {
     "key_cache_size": (int, _positive, "an integer > 0"),
     "max_upload_mb": (float, _positive, "megabytes, a number > 0"),
     "max_download_mb": (float, _positive, "megabytes, a number > 0"),
-    "analysis_seconds": (float, lambda s: 5 <= s <= 600, "seconds, a number from 5 to 600"),
+    "analysis_seconds": (float, lambda s: math.isfinite(s) and 5 <= s <= 600, "seconds, a number from 5 to 600"),
     "allow_loopback_urls": (_parse_bool, _always, "0 or 1"),
     "fetch_timeout": (float, _positive, "seconds, a number > 0"),
     "max_redirects": (int, _non_negative, "an integer >= 0"),

@@ -11,6 +11,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -122,7 +123,8 @@ def _open(path: str) -> sqlite3.Connection:
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the schema up to date; returns the resulting version. Safe to call on every start."""
-    conn.execute("PRAGMA journal_mode = WAL")
+    if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -194,7 +196,16 @@ class Database:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = _open(self.path)
         try:
-            migrate(conn)
+            # Two processes opening a new file at once can collide on the switch to WAL, which SQLite reports
+            # as "locked" without waiting on the busy timeout; the loser simply tries again.
+            for attempt in range(50):
+                try:
+                    migrate(conn)
+                    break
+                except sqlite3.OperationalError as error:
+                    if "locked" not in str(error) or attempt == 49:
+                        raise
+                    time.sleep(0.05)
         finally:
             conn.close()
         self._migrated = True

@@ -169,22 +169,19 @@ def delete_key(conn: sqlite3.Connection, key_id: int) -> bool:
 # -- quota and usage ------------------------------------------------------------------------------------------
 
 
-def consume_daily_quota(conn: sqlite3.Connection, key_id: int, day: str, daily_limit: int) -> int | None:
-    """Count one request against the key's quota for `day`; return the new count, or None when the quota is
-    already used up (the request is then not counted). One indexed upsert, whatever the history size."""
-    if daily_limit <= 0:  # unlimited: still counted, for `keys show`
-        row = conn.execute(
-            "INSERT INTO daily_usage (key_id, day, count) VALUES (?, ?, 1) "
-            "ON CONFLICT (key_id, day) DO UPDATE SET count = count + 1 RETURNING count",
-            (key_id, day),
-        ).fetchone()
-    else:
-        row = conn.execute(
-            "INSERT INTO daily_usage (key_id, day, count) VALUES (?, ?, 1) "
-            "ON CONFLICT (key_id, day) DO UPDATE SET count = count + 1 WHERE daily_usage.count < ? "
-            "RETURNING count",
-            (key_id, day, daily_limit),
-        ).fetchone()
+def consume_daily_quota(conn: sqlite3.Connection, key_id: int, day: str) -> int | None:
+    """Count one request against the key's quota for `day`, reading the key's current limit (0 = unlimited);
+    return the new count, or None when the quota is used up or the key is gone or inactive (nothing is counted
+    then). One statement on two primary keys, whatever the history size."""
+    row = conn.execute(
+        "INSERT INTO daily_usage (key_id, day, count) "
+        "SELECT id, ?, 1 FROM api_keys WHERE id = ? AND active = 1 "
+        "ON CONFLICT (key_id, day) DO UPDATE SET count = count + 1 "
+        "WHERE (SELECT daily_limit FROM api_keys WHERE id = excluded.key_id) = 0 "
+        "OR daily_usage.count < (SELECT daily_limit FROM api_keys WHERE id = excluded.key_id) "
+        "RETURNING count",
+        (day, key_id),
+    ).fetchone()
     return None if row is None else row[0]
 
 

@@ -222,3 +222,13 @@ def test_the_flask_command_line_manages_keys_for_a_production_server(make_app, t
     app.extensions["essentia"].counters.flush()
     show = flask_cli("keys", "show", "1")
     assert "usage today: 2 of 3" in show and "usage total: 2" in show and "/stats" in show
+
+
+def test_init_db_runs_through_the_apps_cli_runner(app):
+    """backend/cli.py init_db is a plain click.command: app.cli (an AppGroup) does not push an app context for it,
+    so `app.test_cli_runner().invoke(args=["init-db"])` dies with "Working outside of application context"
+    (only the `flask` executable's FlaskGroup happens to push one). The keys commands work because AppGroup wraps
+    them with with_appcontext."""
+    result = app.test_cli_runner().invoke(args=["init-db"])
+    assert result.exit_code == 0, repr(result.exception)
+    assert "schema version 1" in result.output

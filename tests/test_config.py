@@ -179,3 +179,20 @@ def test_create_app_uses_the_environment(monkeypatch, tmp_path):
     finally:
         services.executor.shutdown()
         services.db.close()
+
+
+@pytest.mark.parametrize("variable", ["ESSENTIA_MAX_UPLOAD_MB", "ESSENTIA_MAX_DOWNLOAD_MB",
+                                      "ESSENTIA_KEY_CACHE_TTL", "ESSENTIA_FETCH_TIMEOUT",
+                                      "ESSENTIA_ANALYSIS_TIMEOUT"])
+def test_infinite_numbers_are_refused_naming_the_variable(variable):
+    """backend/config.py: float('inf') passes the `> 0` / `>= 0` checks. ESSENTIA_MAX_UPLOAD_MB=inf then makes
+    create_app crash with OverflowError (int(inf) in max_upload_bytes) instead of a ConfigError naming the
+    variable; ESSENTIA_KEY_CACHE_TTL=inf means a deactivated key is never refused."""
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env({variable: "inf"})
+
+
+def test_create_app_with_infinite_upload_limit_fails_with_config_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("ESSENTIA_MAX_UPLOAD_MB", "inf")
+    with pytest.raises(ConfigError, match="ESSENTIA_MAX_UPLOAD_MB"):
+        create_app({"db_path": str(tmp_path / "x.db"), "workers": 0})
