@@ -170,8 +170,7 @@ def _is_tonal(chroma_mean: np.ndarray) -> bool:
     return spread >= MIN_PITCH_SPREAD and contrast >= MIN_CHROMA_CONTRAST
 
 
-def estimate_key(S: np.ndarray, freqs: np.ndarray, *, profile: str = DEFAULT_PROFILE,
-                 frame_weights: np.ndarray | None = None) -> KeyEstimate:
+def estimate_key(S: np.ndarray, freqs: np.ndarray, *, profile: str = DEFAULT_PROFILE) -> KeyEstimate:
     """Estimate the key from a magnitude spectrogram `S` (n_bins, n_frames) with bin centre `freqs` in Hz."""
     empty = KeyEstimate(None, None, 0.0, np.zeros(12), np.zeros(24), 0.0)
     if S.size == 0 or float(S.max()) <= 0:
@@ -179,7 +178,7 @@ def estimate_key(S: np.ndarray, freqs: np.ndarray, *, profile: str = DEFAULT_PRO
     frames, f, mag = _spectral_peaks(S, freqs)
     if f.size < 12:
         return empty
-    # the tuning is one number for the clip: the peaks of every 4th frame estimate it as well as all of them
+    # the tuning is one number for the clip: the peaks of every 4th analysed frame are thousands, plenty for it
     sub = (frames % 4) == 0
     tuning = estimate_tuning(f[sub], mag[sub])
     chroma = chroma_from_peaks(frames, f, mag, int(frames.max()) + 1, tuning)
