@@ -14,8 +14,8 @@ ABSOLUTE_GATE_LUFS = -70.0
 RELATIVE_GATE_LU = -10.0
 
 
-def k_weighting(sr: int) -> tuple[np.ndarray, np.ndarray]:
-    """Second-order sections (b, a stacked as sos rows) of the K-weighting filter at `sr` Hz."""
+def k_weighting(sr: int) -> np.ndarray:
+    """(2, 6) second-order sections [b0 b1 b2 1 a1 a2] of the K-weighting filter at `sr` Hz."""
     # stage 1: high shelf (+4 dB above ~1.7 kHz), models the acoustic effect of the head
     f0, gain_db, q = 1681.974450955533, 3.999843853973347, 0.7071752369554196
     k = math.tan(math.pi * min(f0, 0.49 * sr) / sr)
@@ -29,7 +29,7 @@ def k_weighting(sr: int) -> tuple[np.ndarray, np.ndarray]:
     k = math.tan(math.pi * f0 / sr)
     a0 = 1.0 + k / q + k * k
     highpass = [1.0, -2.0, 1.0, 1.0, 2.0 * (k * k - 1.0) / a0, (1.0 - k / q + k * k) / a0]
-    return np.asarray([shelf, highpass]), np.asarray([])
+    return np.asarray([shelf, highpass])
 
 
 def channel_weights(n_channels: int) -> np.ndarray:
@@ -47,10 +47,10 @@ def integrated_loudness(y: np.ndarray, sr: int) -> float | None:
     block are measured as a single block. The value is finite, typically -70..0 LUFS (a full-scale sine ~ -3).
     """
     x = np.atleast_2d(np.asarray(y, dtype=np.float32))
-    if x.size == 0 or sr <= 0:
+    if x.size == 0 or sr < 100:
         return None
-    sos, _ = k_weighting(sr)
-    # float32 filtering: the K-filter's error stays below 1e-4 dB, and it is a third faster than float64
+    sos = k_weighting(sr)
+    # float32 filtering: differs from float64 by < 1e-4 dB on music and is about a quarter faster
     filtered = scipy.signal.sosfilt(sos.astype(np.float32), x, axis=-1)
     n = filtered.shape[1]
     step = int(round(0.1 * sr))
