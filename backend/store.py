@@ -26,12 +26,21 @@ SORT_ORDERS = {
 
 # -- analysis cache -------------------------------------------------------------------------------------------
 
+# SQLite integers are signed 64-bit: an id outside that range names no row (and would overflow the driver).
+_MAX_ROWID = 2**63 - 1
+
+
+def _valid_rowid(value: int) -> bool:
+    return 0 < value <= _MAX_ROWID
+
 
 def find_analysis_by_cache_key(conn: sqlite3.Connection, cache_key: str) -> Row | None:
     return conn.execute("SELECT * FROM analyses WHERE cache_key = ?", (cache_key,)).fetchone()
 
 
 def find_analysis_by_id(conn: sqlite3.Connection, analysis_id: int) -> Row | None:
+    if not _valid_rowid(analysis_id):
+        return None
     return conn.execute("SELECT * FROM analyses WHERE id = ?", (analysis_id,)).fetchone()
 
 
@@ -89,6 +98,8 @@ def search_analyses(conn: sqlite3.Connection, query: str, *, limit: int, offset:
 
 
 def delete_analysis(conn: sqlite3.Connection, analysis_id: int) -> bool:
+    if not _valid_rowid(analysis_id):
+        return False
     return conn.execute("DELETE FROM analyses WHERE id = ?", (analysis_id,)).rowcount > 0
 
 
@@ -147,6 +158,8 @@ def find_key_by_hash(conn: sqlite3.Connection, key_hash: str) -> Row | None:
 
 
 def get_key(conn: sqlite3.Connection, key_id: int) -> Row | None:
+    if not _valid_rowid(key_id):
+        return None
     return conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
 
 

@@ -3,7 +3,7 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
-    from backend.api import analyze, cache, health
+    from backend.api import analyze, cache, docs, health
 
-    for module in (health, analyze, cache):
+    for module in (health, analyze, cache, docs):
         app.register_blueprint(module.bp)
