@@ -1,6 +1,7 @@
 """Parsing and validating request parameters into plain values, with 400s that say what was wrong."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import request
@@ -54,6 +55,11 @@ def json_object() -> dict[str, Any]:
         raise ApiError(400, "invalid_json",
                        "The body must be a JSON object (Content-Type: application/json), "
                        'e.g. {"url": "https://example.com/preview.m4a"}.')
+    try:
+        # JSON may escape lone UTF-16 surrogates ("\ud800") that no UTF-8 text, URL or database can hold.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "invalid_json", "The JSON body contains text that is not valid Unicode.") from None
     return body
 
 
