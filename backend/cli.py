@@ -137,6 +137,39 @@ def delete_key(key_id: int, yes: bool) -> None:
     click.echo(f"Key {key_id} deleted.")
 
 
+@click.command("analyze")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Analyze again even when a file is already in the cache.")
+@click.option("--out", type=click.Path(dir_okay=False, writable=True),
+              help="Also write the results to a .csv or .json file.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Parallel processes (default: CPU cores).")
+@with_appcontext
+def analyze_files(paths: tuple[str, ...], force: bool, out: str | None, jobs: int | None) -> None:
+    """Analyze audio files and folders (recursively) into the cache, with a progress bar."""
+    from pathlib import Path
+
+    from backend.batch import analyze_paths, default_jobs, write_results
+
+    if out and Path(out).suffix.lower() not in (".csv", ".json"):
+        raise click.BadParameter("must end in .csv or .json", param_hint="--out")
+    settings = current_app.extensions["essentia"].settings
+    report = analyze_paths(paths, db=_db(), window_seconds=settings.analysis_seconds,
+                           jobs=jobs or default_jobs(), force=force)
+    for row in report.analyzed:
+        bpm = "no tempo" if row["bpm"] is None else f"{row['bpm']:.1f} BPM"
+        click.echo(f"{row['file']}: {bpm}, {row['key'] or 'no key'} ({row['camelot'] or '-'})")
+    click.echo(f"Analyzed {len(report.analyzed)}, skipped {len(report.skipped)} already cached"
+               f"{' (use --force to redo them)' if report.skipped else ''}, failed {len(report.failed)}.")
+    if report.failed:
+        click.echo("Could not analyze:", err=True)
+        for path, reason in report.failed:
+            click.echo(f"  {path}: {reason}", err=True)
+    if out:
+        write_results(report, Path(out))
+        click.echo(f"Results written to {out}.")
+
+
 def register_commands(app: Flask) -> None:
     app.cli.add_command(init_db)
     app.cli.add_command(keys)
+    app.cli.add_command(analyze_files)

@@ -111,29 +111,36 @@ class AnalysisService:
 
     def _store(self, cache_key: str, kind: str, preview_url: str, digest: str, title: str | None,
                artist: str | None, job: dict[str, Any]) -> sqlite3.Row:
-        result = job["result"]
-        values = {
-            "cache_key": cache_key,
-            "source_kind": kind,
-            "preview_url": preview_url,
-            "content_sha256": digest,
-            "title": title or UNKNOWN,
-            "artist": artist or UNKNOWN,
-            "bpm": result["bpm"],
-            "bpm_confidence": result["bpm_confidence"],
-            "key": result["key"],
-            "key_confidence": result["key_confidence"],
-            "energy": result["energy"],
-            "danceability": result["danceability"],
-            "acousticness": result["acousticness"],
-            "spectral_centroid": result["spectral_centroid"],
-            "analysis_duration": round(job["seconds"], 4),
-            "analyzed_at": utc_now_iso(),
-            "result_json": json.dumps({"result": result, "window": job["window"], "source": job["source"]},
-                                      allow_nan=False),
-        }
+        values = analysis_row_values(job, cache_key=cache_key, kind=kind, preview_url=preview_url, digest=digest,
+                                     title=title, artist=artist)
         with self.db.connection(write=True) as conn:
             return store.insert_analysis(conn, values)
+
+
+def analysis_row_values(job: dict[str, Any], *, cache_key: str, kind: str, preview_url: str, digest: str,
+                        title: str | None, artist: str | None) -> dict[str, Any]:
+    """The analyses row for a successful job (see executor.run_analysis_job)."""
+    result = job["result"]
+    return {
+        "cache_key": cache_key,
+        "source_kind": kind,
+        "preview_url": preview_url,
+        "content_sha256": digest,
+        "title": title or UNKNOWN,
+        "artist": artist or UNKNOWN,
+        "bpm": result["bpm"],
+        "bpm_confidence": result["bpm_confidence"],
+        "key": result["key"],
+        "key_confidence": result["key_confidence"],
+        "energy": result["energy"],
+        "danceability": result["danceability"],
+        "acousticness": result["acousticness"],
+        "spectral_centroid": result["spectral_centroid"],
+        "analysis_duration": round(job["seconds"], 4),
+        "analyzed_at": utc_now_iso(),
+        "result_json": json.dumps({"result": result, "window": job["window"], "source": job["source"]},
+                                  allow_nan=False),
+    }
 
 
 def _api_error(error: FetchError) -> ApiError:

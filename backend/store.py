@@ -49,13 +49,17 @@ def find_analysis_by_preview_url(conn: sqlite3.Connection, preview_url: str) -> 
                         (preview_url,)).fetchone()
 
 
-def insert_analysis(conn: sqlite3.Connection, values: dict[str, Any]) -> Row:
+def insert_analysis(conn: sqlite3.Connection, values: dict[str, Any], *, replace: bool = False) -> Row:
     """Store a new analysis and return its row. If another request stored the same content first, keep theirs
-    (same content, same answer) and return it."""
+    (same content, same answer) and return it; with `replace`, overwrite its measurements instead (a forced
+    re-analysis), keeping its id, metadata and any user corrections."""
     placeholders = ", ".join("?" for _ in ANALYSIS_COLUMNS)
+    measured = [c for c in ANALYSIS_COLUMNS if c not in ("cache_key", "source_kind", "preview_url", "title", "artist")]
+    on_conflict = ("DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in measured)) if replace \
+        else "DO NOTHING"
     conn.execute(
         f"INSERT INTO analyses ({', '.join(ANALYSIS_COLUMNS)}) VALUES ({placeholders}) "
-        "ON CONFLICT (cache_key) DO NOTHING",
+        f"ON CONFLICT (cache_key) {on_conflict}",
         [values[column] for column in ANALYSIS_COLUMNS],
     )
     return find_analysis_by_cache_key(conn, values["cache_key"])
