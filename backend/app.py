@@ -18,6 +18,7 @@ from backend.counters import BufferedCounters
 from backend.db import Database
 from backend.errors import register_error_handlers
 from backend.executor import AnalysisExecutor
+from backend.metrics import Metrics
 from backend.ratelimit import RateLimiter
 from backend.security import register_request_hygiene
 from backend.service import AnalysisService
@@ -31,6 +32,7 @@ class Services:
     key_validator: KeyValidator
     rate_limiter: RateLimiter | None
     counters: BufferedCounters
+    metrics: Metrics
     executor: AnalysisExecutor
     analysis: AnalysisService
     started_at: float
@@ -54,6 +56,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     db = Database(settings.db_path, settings.db_pool_size)
     executor = AnalysisExecutor(workers=settings.workers, queue_depth=settings.queue_depth,
                                 timeout=settings.analysis_timeout)
+    metrics = Metrics(queue_depth=lambda: executor.pending, workers_alive=executor.workers_alive)
     counters = BufferedCounters(db, flush_seconds=settings.stats_flush_seconds)
     app.extensions["essentia"] = Services(
         settings=settings,
@@ -63,8 +66,9 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
                                    max_entries=settings.key_cache_size),
         rate_limiter=RateLimiter(settings.rate_limit) if settings.rate_limit > 0 else None,
         counters=counters,
+        metrics=metrics,
         executor=executor,
-        analysis=AnalysisService(settings=settings, db=db, executor=executor, counters=counters),
+        analysis=AnalysisService(settings=settings, db=db, executor=executor, counters=counters, metrics=metrics),
         started_at=time.monotonic(),
     )
     atexit.register(counters.flush)

@@ -160,6 +160,7 @@ def _check_rate(limiter, client: str) -> None:
     decision = limiter.hit(client)
     g.rate_limit_headers = decision.headers()
     if not decision.allowed:
+        current_app.extensions["essentia"].metrics.rate_limited.inc()
         raise ApiError(429, "rate_limited",
                        f"Too many requests: the limit is {decision.limit} per minute. "
                        f"Retry in {decision.retry_after} s.",

@@ -143,6 +143,15 @@ class AnalysisExecutor:
         self.completed = 0
         self.crashes = 0
 
+    def workers_alive(self) -> int:
+        """Pool processes currently alive (threads count as the pool's size when workers=0)."""
+        pool = self._pool
+        if pool is None:
+            return 0
+        if isinstance(pool, ThreadPoolExecutor):
+            return pool._max_workers
+        return sum(1 for process in (pool._processes or {}).values() if process.is_alive())
+
     @property
     def pending(self) -> int:
         """Analyses submitted and not yet finished (running or queued)."""

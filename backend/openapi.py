@@ -501,6 +501,13 @@ def openapi_spec(version: str) -> dict[str, Any]:
         "/stats": {"get": _op(
             "stats", "Cache counters: analyses, hits, misses, hit rate (a string), cached songs",
             _responses(_ok("The counters.", _ref("Stats"))), tags=["cache"])},
+        "/metrics": {"get": _op(
+            "metrics", "Prometheus metrics (text format): requests, latency, analysis time, cache outcomes, queue "
+                       "depth, live pool workers, rate-limit rejections; needs an admin key in production",
+            _responses({"description": "Prometheus text exposition format 0.0.4.",
+                        "headers": dict(_COMMON_HEADERS),
+                        "content": {"text/plain": {"schema": {"type": "string"}}}}, admin=True, storage=False),
+            tags=["service"], admin=True)},
         "/analyze": {"post": _op(
             "analyzeUrl", "Download the audio at a URL and analyze it (cached by the normalized URL)",
             _responses(analysis_ok, state_changing=True, extra=url_extra, extra_503=_EXECUTOR_503),

@@ -71,12 +71,16 @@ def _finish_request(response):
     response.headers["X-Request-ID"] = request_id
     key = getattr(g, "api_key", None)
     started = getattr(g, "started", None)
+    elapsed = time.perf_counter() - started if started else 0.0
+    endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    current_app.extensions["essentia"].metrics.observe_request(endpoint, request.method, response.status_code,
+                                                               elapsed)
     log.info(json.dumps({
         "request_id": request_id,
         "method": request.method,
         "endpoint": request.path,
         "status": response.status_code,
-        "latency_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+        "latency_ms": round(elapsed * 1000, 2),
         "key": key.prefix if key is not None else None,
         "client": request.remote_addr,
     }, ensure_ascii=False))

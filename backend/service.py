@@ -17,6 +17,7 @@ from backend.counters import BufferedCounters
 from backend.db import Database
 from backend.errors import ApiError
 from backend.executor import AnalysisExecutor, ExecutorError, SingleFlight
+from backend.metrics import Metrics
 from backend.records import UNKNOWN
 from backend.timeutil import utc_now_iso
 
@@ -33,11 +34,12 @@ def upload_cache_key(sha256_hex: str) -> str:
 
 class AnalysisService:
     def __init__(self, *, settings: Settings, db: Database, executor: AnalysisExecutor,
-                 counters: BufferedCounters):
+                 counters: BufferedCounters, metrics: Metrics):
         self.settings = settings
         self.db = db
         self.executor = executor
         self.counters = counters
+        self.metrics = metrics
         self.flights = SingleFlight()
 
     def analyze_upload(self, data: bytes, *, title: str | None, artist: str | None) -> tuple[sqlite3.Row, bool]:
@@ -71,7 +73,7 @@ class AnalysisService:
         """`source` supplies (audio bytes, their sha256, source kind, preview_url) when analysis is needed."""
         row = self._lookup(cache_key, title, artist)
         if row is not None:
-            self.counters.count_hit()
+            self._count(hit=True)
             return row, True
 
         def analyze_and_store() -> tuple[sqlite3.Row, bool]:
@@ -85,10 +87,18 @@ class AnalysisService:
 
         (row, from_cache), shared = self.flights.do(cache_key, analyze_and_store)
         if shared or from_cache:
-            self.counters.count_hit()
+            self._count(hit=True)
             return row, True
-        self.counters.count_miss()
+        self._count(hit=False)
+        self.metrics.analysis.observe(row["analysis_duration"])
         return row, False
+
+    def _count(self, *, hit: bool) -> None:
+        if hit:
+            self.counters.count_hit()
+        else:
+            self.counters.count_miss()
+        self.metrics.cache.labels("hit" if hit else "miss").inc()
 
     def _lookup(self, cache_key: str, title: str | None, artist: str | None) -> sqlite3.Row | None:
         with self.db.connection() as conn:

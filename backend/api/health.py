@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 
 from backend import __version__, store
 from backend.auth import require_api_key
@@ -41,3 +41,11 @@ def stats():
         total_cached_songs=songs,
         queue_depth=services.executor.pending,
     )
+
+
+@bp.get("/metrics")
+@require_api_key(admin=True)
+def metrics():
+    """Prometheus text format; in production mode an admin key is needed, like other operator endpoints."""
+    services = current_app.extensions["essentia"]
+    return Response(services.metrics.render(), content_type=services.metrics.content_type)
