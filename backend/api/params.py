@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from flask import request
@@ -9,6 +10,8 @@ from flask import request
 from backend.errors import ApiError
 
 MAX_TEXT_LENGTH = 500
+# NUL and other C0 controls have no place in titles or queries (and NUL cuts strings short in SQLite's FTS).
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def int_arg(name: str, default: int, *, minimum: int, maximum: int) -> int:
@@ -31,6 +34,8 @@ def optional_text(value: Any, name: str, *, max_length: int = MAX_TEXT_LENGTH) -
     if not isinstance(value, str):
         raise ApiError(400, "invalid_parameter", f"'{name}' must be a string.")
     value = value.strip()
+    if _CONTROL_CHARACTERS.search(value):
+        raise ApiError(400, "invalid_parameter", f"'{name}' contains control characters.")
     if len(value) > max_length:
         raise ApiError(400, "invalid_parameter", f"'{name}' is longer than {max_length} characters.")
     return value or None
