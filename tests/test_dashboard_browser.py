@@ -1,0 +1,329 @@
+"""The dashboard in a real browser: gunicorn (gunicorn.conf.py, a real process pool) on a free port, Debian's
+chromium driven headless by Playwright for Python. Upload a synthesized clip, see the result and the charts,
+search the cache, correct a BPM, export, delete; screenshots go to docs/screenshots/.
+
+The browser is the system's (/usr/bin/chromium, from `apt-get install chromium`), never one downloaded by
+Playwright. Without it, or without the playwright package, the test is skipped with the reason.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("ESSENTIA_TEST_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def dashboard_app():
+    """The WSGI app gunicorn serves in this test (`tests.test_dashboard_browser:dashboard_app()`): the usual
+    app, with the dashboard blueprint registered if backend/api/__init__.py does not register it yet."""
+    from backend.api import dashboard
+    from backend.app import create_app
+
+    app = create_app()
+    if "dashboard" not in app.blueprints:
+        app.register_blueprint(dashboard.bp)
+    return app
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install playwright; the browser comes from apt)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def _serve(tmp_path, **env_overrides):
+    """Start gunicorn (gunicorn.conf.py, one analysis process) on a free loopback port; yield its base URL."""
+    port = _free_port()
+    env = {**os.environ, "ESSENTIA_PORT": str(port), "ESSENTIA_DB_PATH": str(tmp_path / "dashboard.db"),
+           "ESSENTIA_PRODUCTION": "0", "ESSENTIA_HOST": "127.0.0.1", "ESSENTIA_WORKERS": "1",
+           "ESSENTIA_RATE_LIMIT": "0", "ESSENTIA_STATS_FLUSH_SECONDS": "0", **env_overrides}
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "tests.test_dashboard_browser:dashboard_app()"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while not _healthy(base):
+        if process.poll() is not None or time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail("gunicorn did not come up:\n" + log_path.read_text(errors="replace")[-3000:])
+        time.sleep(0.2)
+    try:
+        yield base
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _create_key(tmp_path, name: str, *flags: str) -> str:
+    env = {**os.environ, "ESSENTIA_DB_PATH": str(tmp_path / "dashboard.db"), "ESSENTIA_PRODUCTION": "1"}
+    created = subprocess.run([sys.executable, "-m", "flask", "--app", "backend", "keys", "create", name, *flags],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stderr
+    return re.search(r"^(ess_\S+)$", created.stdout, re.MULTILINE).group(1)
+
+
+@pytest.fixture
+def served(tmp_path):
+    """Development mode: no keys."""
+    yield from _serve(tmp_path)
+
+
+@pytest.fixture
+def served_production(tmp_path):
+    """Production mode, with an admin key and an ordinary one made by the CLI."""
+    keys = {"admin": _create_key(tmp_path, "dashboard admin", "--admin"), "user": _create_key(tmp_path, "app")}
+    for base in _serve(tmp_path, ESSENTIA_PRODUCTION="1", ESSENTIA_RATE_LIMIT="1000"):
+        yield base, keys
+
+
+@pytest.mark.slow
+def test_dashboard_in_a_real_browser(browser, served, tmp_path):
+    from playwright.sync_api import expect
+
+    from tests import synth
+
+    wav = tmp_path / "groove_120_a_minor.wav"
+    wav.write_bytes(synth.wav_bytes(synth.song(120, "A", "minor", seconds=10, sr=22050), 22050))
+    other = tmp_path / "morning_chords.wav"
+    other.write_bytes(synth.wav_bytes(synth.song(96, "C", "major", seconds=8, sr=22050), 22050))
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    problems: list[str] = []  # console errors include CSP violations: the page must cause none
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+
+    page.goto(served + "/")
+    expect(page.locator("#stat-status")).to_have_text("healthy")
+    expect(page.locator("#stat-songs")).to_have_text("0")
+    expect(page.locator("#cache-empty")).to_be_visible()
+
+    # Analyze a first clip; with no title given, the file name is used.
+    page.set_input_files("#file-input", str(other))
+    expect(page.locator("#result-title")).to_have_text("morning chords", timeout=45_000)
+    expect(page.locator("#result-key")).to_have_text("C Major")
+    expect(page.locator("#result-camelot")).to_have_text("8B")
+    expect(page.locator("#cache-body tr")).to_have_count(1)
+
+    # Analyze: a non-ASCII artist travels in the multipart form (a header could not carry it).
+    page.fill("#song-title", "Dashboard Groove")
+    page.fill("#song-artist", "Synthé Ωμέγα")
+    page.set_input_files("#file-input", str(wav))
+    expect(page.locator("#result-title")).to_have_text("Dashboard Groove", timeout=45_000)
+    expect(page.locator("#result-artist")).to_have_text("Synthé Ωμέγα")
+    bpm = float(page.locator("#result-bpm").text_content())
+    assert bpm == pytest.approx(120, rel=0.04)
+    expect(page.locator("#result-key")).to_have_text("A Minor")
+    expect(page.locator("#result-camelot")).to_have_text("8A")
+    assert page.locator("#result-candidates li").count() >= 2
+    assert page.locator("#result-bars [role=meter]").count() == 3
+
+    # Charts: the envelope path, a beat grid, 12 chroma bars, 24 key-profile bars.
+    expect(page.locator("#charts")).to_be_visible()
+    assert len(page.locator("#onset-chart path.onset-line").get_attribute("d")) > 100
+    assert page.locator("#onset-chart line.beat").count() >= 8
+    assert page.locator("#chroma-chart rect.bar").count() == 12
+    assert page.locator("#chroma-chart rect.bar.tonic").count() == 1
+    assert page.locator("#keys-chart rect.bar.major, #keys-chart rect.bar.minor").count() >= 24
+    assert page.locator("#keys-chart rect.chosen").count() == 1
+    box = page.locator("#onset-chart").bounding_box()
+    assert box["width"] > 300 and box["height"] > 100
+
+    # The overview counts the analysis; the cache table shows the song.
+    expect(page.locator("#stat-songs")).to_have_text("2")
+    expect(page.locator("#stat-misses")).to_have_text("2")
+    expect(page.locator("#cache-body tr")).to_have_count(2)
+    expect(page.locator("#page-info")).to_have_text("1–2 of 2")
+    page.locator("#song-artist").blur()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "dashboard-overview-result.png"), full_page=True)
+
+    # The same bytes again: answered from the cache, counted as a hit.
+    page.set_input_files("#file-input", str(wav))
+    expect(page.locator("#result-meta")).to_contain_text("from the cache")
+    expect(page.locator("#stat-hits")).to_have_text("1")
+    expect(page.locator("#cache-body tr")).to_have_count(2)
+
+    # Search: a miss shows the empty state, a hit (by the Greek artist name) shows the row.
+    page.fill("#cache-search", "no such song")
+    expect(page.locator("#cache-empty")).to_be_visible()
+    expect(page.locator("#cache-body tr")).to_have_count(0)
+    page.fill("#cache-search", "ωμέγα")
+    expect(page.locator("#page-info")).to_have_text("1–1 matches")
+    expect(page.locator("#cache-body tr")).to_have_count(1)
+    expect(page.locator("#cache-body .row-open")).to_have_text("Dashboard Groove")
+
+    # Correct the BPM (and the key) through /verify; the table shows the corrected values.
+    page.locator("#cache-body .row-open").click()
+    expect(page.locator("#song-dialog")).to_be_visible()
+    page.fill("#verify-bpm", "60")
+    page.fill("#verify-key", "a min")
+    page.fill("#verify-notes", "half-time feel")
+    page.click("#verify-save")
+    expect(page.locator("#dialog-status")).to_contain_text("verified")
+    expect(page.locator("#cache-body .bpm-value")).to_have_text("60.0")
+    expect(page.locator("#cache-body .key-cell")).to_have_text("A Minor")
+    expect(page.locator("#cache-body .verified")).to_have_count(1)
+    page.screenshot(path=str(SCREENSHOTS / "dashboard-cache-verify.png"), full_page=False)
+    page.click("#dialog-close")
+    expect(page.locator("#song-dialog")).to_be_hidden()
+
+    assert problems == [], problems
+
+    # A wrong correction is refused by the server and the reason is shown (the browser logs the 400).
+    page.locator("#cache-body .row-open").click()
+    page.fill("#verify-key", "H minor")
+    page.click("#verify-save")
+    expect(page.locator("#dialog-status")).to_contain_text("invalid_parameter")
+    page.click("#dialog-close")
+    assert all("status of 400" in problem for problem in problems), problems
+    problems.clear()
+
+    # Export CSV, built in the page from /cache/export: the correction is applied.
+    page.fill("#cache-search", "")
+    expect(page.locator("#page-info")).to_have_text("1–2 of 2")
+    expect(page.locator("#cache-body tr")).to_have_count(2)
+    page.locator("#cache-search").blur()
+    page.locator("#cache").screenshot(path=str(SCREENSHOTS / "dashboard-cache.png"))
+    with page.expect_download() as download_info:
+        page.click("#export-csv")
+    text = Path(download_info.value.path()).read_text(encoding="utf-8-sig")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert sorted((r["title"], r["artist"], round(float(r["bpm"])), r["key"]) for r in rows) == [
+        ("Dashboard Groove", "Synthé Ωμέγα", 60, "A Minor"), ("morning chords", "Unknown", 96, "C Major")]
+
+    # Delete: two clicks (no blocking confirm()), then the row and the count are gone.
+    page.locator("#cache-body .row-open", has_text="Dashboard Groove").click()
+    page.click("#delete-song")
+    expect(page.locator("#delete-song")).to_have_text("Click again to delete")
+    page.click("#delete-song")
+    expect(page.locator("#song-dialog")).to_be_hidden()
+    expect(page.locator("#cache-body tr")).to_have_count(1)
+    expect(page.locator("#cache-body .row-open")).to_have_text("morning chords")
+    expect(page.locator("#stat-songs")).to_have_text("1")
+
+    # Narrow screen: the layout still fits (no horizontal scrolling of the page).
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+
+    assert problems == [], problems
+    context.close()
+
+
+
+@pytest.mark.slow
+def test_dashboard_in_production_mode_asks_for_a_key_and_sends_it(browser, served_production, tmp_path):
+    from playwright.sync_api import expect
+
+    from tests import synth
+
+    base, keys = served_production
+    wav = tmp_path / "clip.wav"
+    wav.write_bytes(synth.wav_bytes(synth.song(100, "D", "major", seconds=6, sr=22050), 22050))
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    api_calls: list[tuple[str, str | None]] = []
+    page.on("request", lambda r: api_calls.append((r.url, r.headers.get("x-api-key")))
+            if r.resource_type == "fetch" else None)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    # Without a key: the page says so, readably, and points at the key field.
+    page.goto(base + "/")
+    expect(page.locator("#mode-badge")).to_have_text("production")
+    expect(page.locator("#key-form")).to_be_visible()
+    expect(page.locator("#notice")).to_contain_text("needs an API key")
+    expect(page.locator("#notice")).to_contain_text("401 missing_api_key")
+    expect(page.locator("#stat-status")).to_have_text("healthy")  # /health needs no key
+
+    # A wrong key: 403, shown as such.
+    page.fill("#api-key", "ess_not-a-real-key")
+    page.click("#key-form button[type=submit]")
+    expect(page.locator("#notice")).to_contain_text("403 invalid_api_key")
+
+    # An ordinary key: browsing and analyzing work, deleting is refused with the reason.
+    page.fill("#api-key", keys["user"])
+    page.click("#key-form button[type=submit]")
+    expect(page.locator("#key-state")).to_have_text(f"using {keys['user'][:12]}…")
+    expect(page.locator("#notice")).to_be_hidden()
+    expect(page.locator("#stat-songs")).to_have_text("0")
+    page.set_input_files("#file-input", str(wav))
+    expect(page.locator("#result-key")).to_have_text("D Major", timeout=45_000)
+    expect(page.locator("#cache-body tr")).to_have_count(1)
+    page.locator("#cache-body .row-open").click()
+    page.click("#delete-song")
+    page.click("#delete-song")
+    expect(page.locator("#dialog-status")).to_contain_text("403 admin_required")
+    page.fill("#verify-bpm", "50")
+    page.click("#verify-save")
+    expect(page.locator("#dialog-status")).to_contain_text("admin flag")
+    page.click("#dialog-close")
+
+    # The admin key (kept in sessionStorage, never in a URL): the same actions succeed.
+    page.fill("#api-key", keys["admin"])
+    page.click("#key-form button[type=submit]")
+    assert page.evaluate("sessionStorage.getItem('essentia.apiKey')") == keys["admin"]
+    page.locator("#cache-body .row-open").click()
+    page.fill("#verify-bpm", "50")
+    page.click("#verify-save")
+    expect(page.locator("#cache-body .bpm-value")).to_have_text("50.0")
+    page.click("#delete-song")
+    page.click("#delete-song")
+    expect(page.locator("#cache-body tr")).to_have_count(0)
+    expect(page.locator("#stat-songs")).to_have_text("0")
+
+    # Every API call carried the key of its moment in a header; no URL ever held one.
+    assert api_calls
+    assert all(keys["admin"] not in url and keys["user"] not in url and "key" not in url.lower()
+               for url, _ in api_calls)
+    sent = [key for url, key in api_calls if not url.endswith("/health")]
+    assert keys["user"] in sent and keys["admin"] in sent
+    assert page.url == base + "/"
+    assert errors == [], errors
+    context.close()
