@@ -133,7 +133,9 @@ def make_keys_db(path: Path, count: int):
 
 
 def bench_keys(tmp: Path, quick: bool) -> dict[str, Any]:
-    from backend.auth import KeyValidator, hash_key, lookup_key_in
+    from backend import store
+    from backend.auth import KeyValidator, hash_key, key_from_row, lookup_key_in
+    from backend.db import BUSY_TIMEOUT_MS
 
     db, raws = make_keys_db(tmp / "keys.db", 100)
     lookup = lookup_key_in(db)
@@ -146,14 +148,31 @@ def bench_keys(tmp: Path, quick: bool) -> dict[str, Any]:
     ours = per_call(lambda i: validator.validate(raws[i % n]), 5_000 if quick else 20_000, repeats)
     queries_during = validator.lookups - queries_before
     naive = per_call(lambda i: lookup(hash_key(raws[i % n])), 1_000 if quick else 4_000, repeats)
+
+    def unpooled(i: int) -> None:
+        conn = sqlite3.connect(db.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            key_hash = hash_key(raws[i % n])
+            key_from_row(store.find_key_by_hash(conn, key_hash), key_hash)
+        finally:
+            conn.close()
+
+    naive_unpooled = per_call(unpooled, 300 if quick else 1_000, repeats)
     db.close()
     return {
         "keys": n,
         "ours_per_lookup_s": ours["median_s"], "naive_per_lookup_s": naive["median_s"],
         "ratio": ratio(naive["median_s"], ours["median_s"]),
+        "naive_unpooled_per_lookup_s": naive_unpooled["median_s"],
+        "ratio_vs_unpooled": ratio(naive_unpooled["median_s"], ours["median_s"]),
         "db_queries_during_cached_run": queries_during,
         "naive_is": "SHA-256 of the key + one indexed SELECT by hash through the connection pool, every lookup",
-        "ours": ours, "naive": naive, "target_ratio": 50,
+        "naive_unpooled_is": "the same query on a new sqlite3 connection (with PRAGMAs) per lookup, as a server "
+                             "without a pool or key cache does",
+        "ours": ours, "naive": naive, "naive_unpooled": naive_unpooled, "target_ratio": 50,
     }
 
 
@@ -325,7 +344,7 @@ def bench_ratelimit(quick: bool) -> dict[str, Any]:
 
     def ours_limiter(**kw):
         return RateLimiter(limit, max_clients=bound, **kw)
-    repeats = 1 if quick else 3
+    repeats = 1  # one pass over 1,000,000 clients is already seconds per variant
     small = clients[: total // 10]
 
     ours_small = statistics.median(_drive(ours_limiter(), small) for _ in range(repeats))
@@ -632,6 +651,60 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process, from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _role(pid: int, depth: int, single: bool) -> str:
+    if single:
+        return "naive server"
+    if depth == 0:
+        return "gunicorn master"
+    if depth == 1:
+        return "gunicorn HTTP worker"
+    if "resource_tracker" in _cmdline(pid):
+        return "multiprocessing resource tracker"
+    return "analysis pool worker"
+
+
+def process_tree(root_pid: int) -> list[tuple[int, int]]:
+    """(pid, depth) of a process and all its descendants."""
+    out, level = [], [(root_pid, 0)]
+    while level:
+        out.extend(level)
+        level = [(child, depth + 1) for pid, depth in level for child in _children(pid)]
+    return out
+
+
+class CpuMeter:
+    """CPU seconds used by a server's process tree (per role) and by this process (the load generator)."""
+
+    def __init__(self, root_pid: int, single: bool = False):
+        self.root_pid, self.single = root_pid, single
+
+    def snapshot(self) -> tuple[dict[int, tuple[str, float]], float]:
+        procs = {}
+        for pid, depth in process_tree(self.root_pid):
+            cpu = _cpu_seconds(pid)
+            if cpu is not None:
+                procs[pid] = (_role(pid, depth, self.single), cpu)
+        return procs, time.process_time()
+
+    @staticmethod
+    def delta(before, after) -> dict[str, float]:
+        roles: dict[str, float] = {}
+        for pid, (role, cpu) in after[0].items():
+            roles[role] = roles.get(role, 0.0) + cpu - before[0].get(pid, (role, 0.0))[1]
+        roles["load generator (this process)"] = after[1] - before[1]
+        return {role: round(value, 3) for role, value in roles.items()}
+
+
 class RssSampler(threading.Thread):
     """Samples VmRSS (from /proc/<pid>/status) of a server's process tree every 0.2 s; keeps each process's max."""
 
@@ -642,27 +715,12 @@ class RssSampler(threading.Thread):
         self.roles: dict[int, str] = {}
         self._stop_event = threading.Event()
 
-    def role(self, pid: int, depth: int) -> str:
-        cmd = _cmdline(pid)
-        if depth == 0:
-            return "gunicorn master"
-        if depth == 1:
-            return "gunicorn HTTP worker"
-        if "resource_tracker" in cmd:
-            return "multiprocessing resource tracker"
-        return "analysis pool worker"
-
     def sample(self) -> None:
-        level = [(self.root_pid, 0)]
-        while level:
-            nxt = []
-            for pid, depth in level:
-                kb = _status_kb(pid, "VmRSS")
-                if kb is not None:
-                    self.max_kb[pid] = max(kb, self.max_kb.get(pid, 0))
-                    self.roles.setdefault(pid, self.role(pid, depth))
-                nxt.extend((child, depth + 1) for child in _children(pid))
-            level = nxt
+        for pid, depth in process_tree(self.root_pid):
+            kb = _status_kb(pid, "VmRSS")
+            if kb is not None:
+                self.max_kb[pid] = max(kb, self.max_kb.get(pid, 0))
+                self.roles.setdefault(pid, _role(pid, depth, False))
 
     def run(self) -> None:
         while not self._stop_event.is_set():
@@ -710,10 +768,80 @@ def url_request(url: str) -> tuple[str, str, bytes, dict]:
     return "POST", "/analyze", body, {"Content-Type": "application/json"}
 
 
-def load_test_server(name: str, port: int, clips: list[bytes], clip_server: ClipServer, cfg: dict[str, Any],
-                     sampler: RssSampler | None = None) -> dict[str, Any]:
-    """The same four phases against either server: misses (4 clients), URL hits and upload hits (8 clients)."""
+_WRK_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def run_wrk(port: int, path: str, body: bytes, content_type: str, connections: int, duration: float,
+            tmp: Path) -> dict[str, Any]:
+    """The same measurement with wrk (C, event loop) when it is installed: a load generator that does not share
+    Python's GIL, so the server, not the client, is what is measured. Percentiles from wrk --latency."""
+    import re
+    import shutil
+
+    body_path = tmp / f"wrk-body-{port}-{len(body)}"
+    body_path.write_bytes(body)
+    script = tmp / f"wrk-{port}.lua"
+    script.write_text(f'wrk.method = "POST"\nlocal f = io.open("{body_path}", "rb")\nwrk.body = f:read("*all")\n'
+                      f'f:close()\nwrk.headers["Content-Type"] = "{content_type}"\n')
+    command = [shutil.which("wrk") or "wrk", f"-t{min(2, connections)}", f"-c{connections}",
+               f"-d{max(1, round(duration))}s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}{path}"]
+    started = time.perf_counter()
+    run = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
+    wall = time.perf_counter() - started
+    text = run.stdout
+
+    def seconds(value: str, unit: str) -> float:
+        return float(value) * _WRK_UNITS[unit]
+
+    out: dict[str, Any] = {"generator": "wrk", "clients": connections, "wall_s": wall,
+                           "command": " ".join(command[:-3] + ["<POST script>", command[-1]])}
+    match = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", text)
+    if match:
+        out["requests"] = int(match.group(1))
+        out["wall_s"] = seconds(match.group(2), match.group(3))
+    match = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    out["throughput_per_s"] = float(match.group(1)) if match else 0.0
+    for q in ("50", "75", "90", "99"):
+        match = re.search(rf"^\s+{q}%\s+([\d.]+)(us|ms|s|m)", text, re.MULTILINE)
+        if match:
+            out[f"p{q}_s"] = seconds(match.group(1), match.group(2))
+    match = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    out["non_2xx"] = int(match.group(1)) if match else 0
+    match = re.search(r"Socket errors: (.*)", text)
+    out["socket_errors"] = match.group(1).strip() if match else ""
+    out["ok"] = out.get("requests", 0) - out["non_2xx"]
+    if out["non_2xx"]:  # wrk's rate counts every response; report the successful ones only
+        out["throughput_per_s"] = out["ok"] / out["wall_s"] if out["wall_s"] else 0.0
+    return out
+
+
+def measure_hits(name: str, port: int, request: tuple[str, str, bytes, dict], cfg: dict[str, Any],
+                 meter: CpuMeter, tmp: Path) -> dict[str, Any]:
+    """8 clients repeating one request for cfg["hit_s"] seconds (after an untimed warm-up), with CPU per role."""
+    method, path, body, headers = request
+    use_wrk = cfg["wrk"]
+    if use_wrk:
+        run_wrk(port, path, body, headers["Content-Type"], 8, cfg["hit_warm_s"], tmp)
+    else:
+        run_load(port, lambda i: request, 8, duration=cfg["hit_warm_s"])
+    before = meter.snapshot()
+    if use_wrk:
+        result = run_wrk(port, path, body, headers["Content-Type"], 8, cfg["hit_s"], tmp)
+    else:
+        result = run_load(port, lambda i: request, 8, duration=cfg["hit_s"])
+        result["generator"] = "python http.client threads (keep-alive)"
+    result["cpu_s"] = CpuMeter.delta(before, meter.snapshot())
+    server_role = "naive server" if name == "naive" else "gunicorn HTTP worker"
+    if result.get("ok"):
+        result["server_cpu_ms_per_request"] = 1000 * result["cpu_s"].get(server_role, 0.0) / result["ok"]
+    return result
+
+
+def load_test_server(name: str, port: int, root_pid: int, clips: list[bytes], clip_server: ClipServer,
+                     cfg: dict[str, Any], tmp: Path, sampler: RssSampler | None = None) -> dict[str, Any]:
+    """The same phases against either server: misses (4 clients), URL hits and upload hits (8 clients)."""
     out: dict[str, Any] = {}
+    meter = CpuMeter(root_pid, single=name == "naive")
     # Untimed warm-up: one miss, so neither server's first-request costs (imports, JIT) are counted.
     status, _ = http_json(port, "POST", "/analyze_data", tagged(clips[0], f"{name}-warm"),
                           {"Content-Type": "audio/mp4"}, timeout=300)
@@ -723,43 +851,49 @@ def load_test_server(name: str, port: int, clips: list[bytes], clip_server: Clip
     bodies = [tagged(clips[i % len(clips)], f"{name}-miss-{i}") for i in range(n_miss)]
     if sampler is not None:
         sampler.start()
+    before = meter.snapshot()
     out["miss"] = run_load(port, lambda i: upload_request(bodies[i]), 4, total=n_miss)
+    out["miss"]["cpu_s"] = CpuMeter.delta(before, meter.snapshot())
+    out["miss"]["generator"] = "python http.client threads (keep-alive)"
     if sampler is not None:
         out["rss_during_misses"] = sampler.stop()
+    if out["miss"]["ok"]:
+        cpu = out["miss"]["cpu_s"]
+        analysis_cpu = cpu.get("naive server" if name == "naive" else "analysis pool worker", 0.0)
+        out["miss"]["analysis_cpu_s_per_request"] = analysis_cpu / out["miss"]["ok"]
+        out["miss"]["http_cpu_s_per_request"] = cpu.get("gunicorn HTTP worker", 0.0) / out["miss"]["ok"]
     log(f"  {name} misses: {out['miss']['ok']}/{out['miss']['requests']} ok, "
         f"{out['miss']['throughput_per_s']:.2f}/s, p50 {out['miss'].get('p50_s', 0):.3f} s, "
-        f"p95 {out['miss'].get('p95_s', 0):.3f} s")
+        f"p95 {out['miss'].get('p95_s', 0):.3f} s, CPU {out['miss']['cpu_s']}")
 
     # Cache hits by URL (what the phone app does: it has the store's preview URL, title and artist).
     url = clip_server.url("preview-1.m4a")
     status, first = http_json(port, "POST", "/analyze", url_request(url)[2], {"Content-Type": "application/json"},
                               timeout=300)
     out["url_first_status"] = status
-    run_load(port, lambda i: url_request(url), 8, duration=cfg["hit_warm_s"])
-    out["hit_url"] = run_load(port, lambda i: url_request(url), 8, duration=cfg["hit_s"])
-    log(f"  {name} URL hits: {out['hit_url']['throughput_per_s']:.0f}/s, p50 {out['hit_url'].get('p50_s', 0)*1000:.1f} ms,"
-        f" p99 {out['hit_url'].get('p99_s', 0)*1000:.1f} ms, cached {out['hit_url']['cached_true']}/"
-        f"{out['hit_url']['ok']}")
+    out["hit_url"] = measure_hits(name, port, url_request(url), cfg, meter, tmp)
+    log(f"  {name} URL hits ({out['hit_url']['generator']}): {out['hit_url']['throughput_per_s']:.0f}/s, "
+        f"p50 {out['hit_url'].get('p50_s', 0)*1000:.1f} ms, p99 {out['hit_url'].get('p99_s', 0)*1000:.1f} ms, "
+        f"CPU {out['hit_url']['cpu_s']}")
 
     # Cache hits by upload: the whole 30-s clip is sent again and hashed (the naive server analyzes it again).
-    body = tagged(clips[0], f"{name}-miss-0")  # already analyzed in the miss phase
     if name == "naive":
         # The naive server has no upload cache: a repeated upload runs exactly the miss path measured above, so
         # its figures are those (not re-measured, to keep the run short).
         out["hit_upload"] = {**out["miss"], "same_as_miss": True}
         return out
-    run_load(port, lambda i: upload_request(body), 8, duration=cfg["hit_warm_s"])
-    out["hit_upload"] = run_load(port, lambda i: upload_request(body), 8, duration=cfg["hit_s"])
-    log(f"  {name} upload hits: {out['hit_upload']['throughput_per_s']:.1f}/s, "
+    body = tagged(clips[0], f"{name}-miss-0")  # already analyzed in the miss phase
+    out["hit_upload"] = measure_hits(name, port, upload_request(body), cfg, meter, tmp)
+    log(f"  {name} upload hits ({out['hit_upload']['generator']}): {out['hit_upload']['throughput_per_s']:.1f}/s, "
         f"p50 {out['hit_upload'].get('p50_s', 0)*1000:.1f} ms, p99 {out['hit_upload'].get('p99_s', 0)*1000:.1f} ms,"
-        f" cached {out['hit_upload']['cached_true']}/{out['hit_upload']['ok']}")
+        f" CPU {out['hit_upload']['cpu_s']}")
     return out
 
 
 def bench_load(tmp: Path, clips: list[bytes], preview: bytes, naive_proc, naive_port: int, naive_log: Path,
-               quick: bool) -> dict[str, Any]:
-    cfg = {"misses": 8 if quick else 60, "naive_misses": 1 if quick else 8, "hit_s": 1.5 if quick else 8.0,
-           "hit_warm_s": 0.3 if quick else 1.0}
+               quick: bool, use_wrk: bool) -> dict[str, Any]:
+    cfg = {"misses": 8 if quick else 60, "naive_misses": 1 if quick else 8, "hit_s": 1.0 if quick else 8.0,
+           "hit_warm_s": 0.3 if quick else 1.0, "wrk": use_wrk}
     # The URL-hit phase's preview is the 10-s clip: a hit costs the same whatever the song's length, and the one
     # analysis that fills each server's cache is then short (the naive one takes seconds).
     clip_server = ClipServer({"preview-1.m4a": preview})
@@ -773,7 +907,7 @@ def bench_load(tmp: Path, clips: list[bytes], preview: bytes, naive_proc, naive_
         log(f"gunicorn up on 127.0.0.1:{port} in {out['gunicorn_start_s']:.1f} s (pool warmed)")
         sampler = RssSampler(gunicorn.pid)
         status, before = http_json(port, "GET", "/stats")
-        ours = load_test_server("ours", port, clips, clip_server, cfg, sampler)
+        ours = load_test_server("ours", port, gunicorn.pid, clips, clip_server, cfg, tmp, sampler)
         status, after = http_json(port, "GET", "/stats")
         ours["stats_before"], ours["stats_after"] = before, after
         out["ours"] = ours
@@ -782,7 +916,7 @@ def bench_load(tmp: Path, clips: list[bytes], preview: bytes, naive_proc, naive_
     try:
         out["naive_start_s"] = wait_for_health(naive_port, naive_proc, 300, naive_log)
         log(f"naive server ready on 127.0.0.1:{naive_port}")
-        out["naive"] = load_test_server("naive", naive_port, clips, clip_server, cfg)
+        out["naive"] = load_test_server("naive", naive_port, naive_proc.pid, clips, clip_server, cfg, tmp)
     finally:
         stop_process(naive_proc)
         clip_server.close()
@@ -906,9 +1040,12 @@ def summary_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]
     rows = []
     if "keys" in r:
         k = r["keys"]
-        rows.append(("1 API-key validation, per lookup", fmt_time(k["ours_per_lookup_s"]),
+        rows.append(("1 API-key validation vs pooled query", fmt_time(k["ours_per_lookup_s"]),
                      fmt_time(k["naive_per_lookup_s"]), f"{k['ratio']:.0f}x", ">= 50x",
                      "yes" if k["ratio"] >= 50 else "no"))
+        rows.append(("1 ... vs a new connection per lookup", fmt_time(k["ours_per_lookup_s"]),
+                     fmt_time(k["naive_unpooled_per_lookup_s"]), f"{k['ratio_vs_unpooled']:.0f}x", ">= 50x",
+                     "yes" if k["ratio_vs_unpooled"] >= 50 else "no"))
     if "quota" in r:
         q = r["quota"]
         for size in q["history_sizes"]:
@@ -953,12 +1090,19 @@ def summary_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]
                      f"{fmt_time(nm['p50_s'])} / {fmt_time(nm['p95_s'])}", "", "p95 <= 0.5 s",
                      "yes" if m["p95_s"] <= 0.5 else "no"))
         h, nh = o["hit_url"], n["hit_url"]
-        rows.append(("6b cache-hit req/s, 8 clients, POST /analyze (URL)", f"{h['throughput_per_s']:.0f}/s",
+        rows.append((f"6b cache-hit req/s, 8 clients ({'wrk' if h['generator'] == 'wrk' else 'Python'}), "
+                     "POST /analyze (URL)", f"{h['throughput_per_s']:.0f}/s",
                      f"{nh['throughput_per_s']:.0f}/s", f"{ratio(h['throughput_per_s'], nh['throughput_per_s']):.1f}x",
                      ">= 1500/s", "yes" if h["throughput_per_s"] >= 1500 else "no"))
         rows.append(("6b cache-hit p50 / p99 (URL)", f"{fmt_time(h['p50_s'])} / {fmt_time(h['p99_s'])}",
                      f"{fmt_time(nh['p50_s'])} / {fmt_time(nh['p99_s'])}", "", "p99 <= 20 ms",
                      "yes" if h["p99_s"] <= 0.020 else "no"))
+        rows.append(("6 CPU per miss: analysis (pool) / HTTP worker",
+                     f"{m['analysis_cpu_s_per_request'] * 1000:.0f} ms / {m['http_cpu_s_per_request'] * 1000:.1f} ms",
+                     f"{nm['analysis_cpu_s_per_request'] * 1000:.0f} ms (one process)",
+                     f"{ratio(nm['analysis_cpu_s_per_request'], m['analysis_cpu_s_per_request']):.1f}x", "", ""))
+        rows.append(("6 CPU per URL hit, server process", f"{h['server_cpu_ms_per_request']:.2f} ms",
+                     f"{nh['server_cpu_ms_per_request']:.2f} ms", "", "", ""))
         u, nu = o["hit_upload"], n["hit_upload"]
         rows.append(("6b' repeat upload, 8 clients, POST /analyze_data", f"{u['throughput_per_s']:.0f}/s",
                      f"{nu['throughput_per_s']:.2f}/s", f"{ratio(u['throughput_per_s'], nu['throughput_per_s']):.0f}x",
@@ -983,6 +1127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for CI (under a minute on 2 cores)")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated sections to run (default: all)")
+    parser.add_argument("--no-wrk", action="store_true",
+                        help="measure cache hits with the built-in Python load generator even if wrk is installed")
     parser.add_argument("--naive-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.naive_server:
@@ -990,6 +1136,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     sections = {s.strip() for s in args.only.split(",") if s.strip()}
+    import shutil
+    use_wrk = not args.no_wrk and shutil.which("wrk") is not None
     results: dict[str, Any] = {"mode": "quick" if args.quick else "full",
                                "command": " ".join([Path(sys.executable).name, *sys.argv]),
                                "machine": machine(), "seconds": {}}
@@ -1044,7 +1192,8 @@ def main(argv: list[str] | None = None) -> int:
                      ("3", "pool", lambda: bench_pool(tmp, args.quick)),
                      ("4", "ratelimit", lambda: bench_ratelimit(args.quick)),
                      ("5", "single_flight", lambda: bench_single_flight(tmp, sf_clip, args.quick)),
-                     ("6", "load", lambda: bench_load(tmp, clips, sf_clip, naive_proc, naive_port, naive_log, args.quick))]
+                     ("6", "load", lambda: bench_load(tmp, clips, sf_clip, naive_proc, naive_port, naive_log, args.quick,
+                                                     use_wrk))]
             for number, name, step in steps:
                 if number not in sections:
                     continue

@@ -48,8 +48,10 @@ def test_quick_benchmark_writes_every_section(tmp_path):
         for phase in ("miss", "hit_url", "hit_upload"):
             result = load[server][phase]
             assert result["ok"] > 0, (server, phase, result)
-            assert result["throughput_per_s"] > 0 and result["p50_s"] > 0 and result["p95_s"] > 0
+            assert result["throughput_per_s"] > 0 and result["p50_s"] > 0 and result["p99_s"] > 0
     assert load["ours"]["miss"]["cached_false"] == load["ours"]["miss"]["ok"]  # misses really were misses
-    assert load["ours"]["hit_url"]["cached_true"] == load["ours"]["hit_url"]["ok"]
+    assert load["ours"]["miss"]["analysis_cpu_s_per_request"] > 0
+    after, before = load["ours"]["stats_after"], load["ours"]["stats_before"]
+    assert after["cache_hits"] - before["cache_hits"] >= load["ours"]["hit_url"]["ok"]  # hits really were hits
     rss = load["ours"]["rss_during_misses"]["max_rss_mb_by_role"]
     assert all(value > 0 for values in rss.values() for value in values)
