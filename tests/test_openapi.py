@@ -10,8 +10,9 @@
 Examples per operation and mode: ESSENTIA_FUZZ_EXAMPLES (default 25 in CI; the full run uses >= 100). With
 ESSENTIA_FUZZ_REPORT=path, one JSON line per fuzzed operation is appended there (examples, statuses, failures).
 Generation is derandomized, so CI runs are repeatable. No request leaves the machine: /analyze's DNS answers are
-stubbed with a documentation address (refused as blocked_address), connections the fetcher opens to literal
-public addresses are refused before a socket exists, and a guard fails the test on any other outbound connect.
+stubbed (a documentation address, refused as blocked_address, or a public one), every connection the fetcher
+opens to a non-loopback address is refused before a socket exists (502 download_failed), and a guard fails the
+test on any other outbound connect.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import json
 import os
 import re
 import socket
+import zlib
 from typing import Any
 
 import hypothesis
@@ -135,8 +137,11 @@ class NetworkGuard:
 
         def stub_resolver(host, port, *args, **kwargs):
             self.lookups.append(str(host))
-            # TEST-NET-1 is not a public address: the fetcher refuses it as blocked_address, connecting to nothing.
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", port or 80))]
+            # Half the names get TEST-NET-1, which is not public: refused as blocked_address before any connection.
+            # The other half get a public address, so the fetcher goes on to connect(), which `refuse` below
+            # answers like a closed port (502 download_failed) before any socket exists.
+            address = "192.0.2.1" if zlib.crc32(str(host).encode("utf-8", "replace")) % 2 else "93.184.215.14"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port or 80))]
 
         real_pinned_connect = fetch._PinnedHTTPConnection.connect
 
@@ -464,7 +469,8 @@ def test_fuzz_development_mode(dev_app, label, mode):
     seed(client)
     tally = _fuzz(schema, label, mode, before_each)
     assert tally.examples > 0
-    assert all(status < 500 for status in tally.statuses), tally.statuses
+    # 5xx only as /analyze's documented upstream failure (502 download_failed; its code was checked per response).
+    assert not {s for s in tally.statuses if s >= 500 and (label, s) != ("POST /analyze", 502)}, tally.statuses
 
 
 @pytest.mark.parametrize("label", [f"{method} {path}" for method, path in OPERATIONS])
@@ -609,7 +615,7 @@ def test_error_paths_conform(make_app, network_guard, monkeypatch):
     expect("POST /analyze", 400, "missing_url", body={"title": "no url"}, media_type="application/json")
     expect("POST /analyze", 400, "invalid_url", body={"url": "ftp://example.com/a.mp3"})
     expect("POST /analyze", 400, "blocked_address", body={"url": "http://169.254.169.254/latest/meta-data"})
-    expect("POST /analyze", 400, "blocked_address", body={"url": "https://example.com/preview.m4a"})  # stub DNS
+    expect("POST /analyze", 400, "blocked_address", body={"url": "https://example.org/preview.m4a"})  # stub DNS
     expect("POST /analyze", 502, "download_failed", body={"url": "http://93.184.215.14/preview.m4a"})  # refused
     expect("GET /cache", 400, "invalid_parameter", query={"limit": 0})
     expect("GET /cache/search", 400, "missing_query", query={"q": " "})
@@ -627,7 +633,7 @@ def test_error_paths_conform(make_app, network_guard, monkeypatch):
     monkeypatch.setattr(app.extensions["essentia"].executor, "run", busy)
     response = expect("POST /analyze_data", 503, "server_busy", body=SEED_WAV + b"\0\0", **octet)
     assert header(response, "Retry-After") == "2"
-    assert set(network_guard.refused) == {"93.184.215.14:80"}
+    assert "93.184.215.14:80" in network_guard.refused
 
 
 def _fake_server(status: str, body: Any, headers: dict[str, str] | None = None):
