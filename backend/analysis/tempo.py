@@ -27,7 +27,7 @@ Pipeline (all on the shared front end's onset bands, 86 frames/s):
 
 Confidence = probability of the chosen level x a pulse-strength factor (ACF at the beat / 0.3, capped at 1). It
 is conservative: on degraded copies of the dev corpus (excerpts, added noise) answers with >= 0.8 were right
-~98% of the time, those below 0.8 ~75% (`benchmarks/accuracy.py --degraded`, table in ANALYSIS_RESULTS.md).
+~98% of the time, 0.5-0.8 ~85%, < 0.5 ~75% (`benchmarks/accuracy.py --degraded`, ANALYSIS_RESULTS.md).
 
 Output tempo is in beats per minute, 30..300 BPM.
 """
