@@ -68,44 +68,8 @@ def _manual_fields(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def analysis_response(row: sqlite3.Row, *, cached: bool, detail: bool = False) -> dict[str, Any]:
-    """The object /analyze and /analyze_data answer, the same on a miss and on a hit."""
-    stored = _stored_result(row)
-    result = stored.get("result", {})
-    body: dict[str, Any] = {
-        "id": row["id"],
-        "title": row["title"],
-        "artist": row["artist"],
-        "preview_url": row["preview_url"],
-        "bpm": _bpm(row["bpm"]),
-        "bpm_confidence": row["bpm_confidence"],
-        "bpm_candidates": result.get("bpm_candidates", []),
-        "key": _key(row["key"]),
-        "key_confidence": row["key_confidence"],
-        "mode": result.get("mode"),
-        "key_index": result.get("key_index"),
-        "camelot": result.get("camelot"),
-        "energy": row["energy"],
-        "danceability": row["danceability"],
-        "acousticness": row["acousticness"],
-        "spectral_centroid": row["spectral_centroid"],
-        "loudness_lufs": result.get("loudness_lufs"),
-        "time_signature": result.get("time_signature"),
-        "duration": result.get("duration"),
-        "analysis_window": stored.get("window"),
-        "source": stored.get("source"),
-        "cached": cached,
-        "analysis_duration": row["analysis_duration"],
-        "analyzed_at": row["analyzed_at"],
-        **_manual_fields(row),
-    }
-    if detail:
-        body["detail"] = result.get("detail")
-    return finite(body)
-
-
 def cache_row(row: sqlite3.Row) -> dict[str, Any]:
-    """One row of /cache and /cache/search."""
+    """One row of /cache and /cache/search: the stored measurements, metadata and corrections."""
     return finite({
         "id": row["id"],
         "title": row["title"],
@@ -123,6 +87,29 @@ def cache_row(row: sqlite3.Row) -> dict[str, Any]:
         "analysis_duration": row["analysis_duration"],
         **_manual_fields(row),
     })
+
+
+def analysis_response(row: sqlite3.Row, *, cached: bool, detail: bool = False) -> dict[str, Any]:
+    """The object /analyze and /analyze_data answer, the same on a miss and on a hit: a cache row plus the
+    fields only the full analysis has."""
+    stored = _stored_result(row)
+    result = stored.get("result", {})
+    body = cache_row(row)
+    body.update(finite({
+        "bpm_candidates": result.get("bpm_candidates", []),
+        "mode": result.get("mode"),
+        "key_index": result.get("key_index"),
+        "camelot": result.get("camelot"),
+        "loudness_lufs": result.get("loudness_lufs"),
+        "time_signature": result.get("time_signature"),
+        "duration": result.get("duration"),
+        "analysis_window": stored.get("window"),
+        "source": stored.get("source"),
+        "cached": cached,
+    }))
+    if detail:
+        body["detail"] = finite(result.get("detail"))
+    return body
 
 
 def export_row(row: sqlite3.Row) -> dict[str, Any]:
