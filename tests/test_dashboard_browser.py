@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 import signal
@@ -235,6 +236,17 @@ def test_dashboard_in_a_real_browser(browser, served, tmp_path):
     rows = list(csv.DictReader(io.StringIO(text)))
     assert sorted((r["title"], r["artist"], round(float(r["bpm"])), r["key"]) for r in rows) == [
         ("Dashboard Groove", "Synthé Ωμέγα", 60, "A Minor"), ("morning chords", "Unknown", 96, "C Major")]
+
+    with page.expect_download() as download_info:
+        page.click("#export-json")
+    exported = json.loads(Path(download_info.value.path()).read_text(encoding="utf-8"))
+    assert exported["total_songs"] == 2 and len(exported["songs"]) == 2
+
+    # Sorting goes through /cache?sort=...
+    page.select_option("#cache-sort", "oldest")
+    expect(page.locator("#cache-body tr").first.locator(".row-open")).to_have_text("morning chords")
+    page.select_option("#cache-sort", "bpm")  # the corrected 60 BPM sorts before 96
+    expect(page.locator("#cache-body tr").first.locator(".row-open")).to_have_text("Dashboard Groove")
 
     # Delete: two clicks (no blocking confirm()), then the row and the count are gone.
     page.locator("#cache-body .row-open", has_text="Dashboard Groove").click()

@@ -193,7 +193,8 @@
       for (const id of ["stat-analyses", "stat-hits", "stat-misses", "stat-hit-rate", "stat-songs", "stat-queue"]) {
         $(id).textContent = "—";
       }
-      $("overview-updated").textContent = describeError(error);
+      $("overview-updated").textContent = error instanceof ApiError && error.status
+        ? `statistics unavailable (${error.status} ${error.code})` : "statistics unavailable";
     }
   }
 
@@ -536,6 +537,7 @@
       cacheState.rows = [];
       cacheState.hasNext = false;
       renderCache();
+      $("cache-empty").textContent = "The cache could not be loaded (see the message above).";
       showError(error, "Could not load the cache");
     }
   }
@@ -815,6 +817,7 @@
     });
     refreshAll();
     scheduleOverview();
+    if (production && !storedKey()) $("api-key").focus();
     document.body.classList.add("ready");
   }
 
