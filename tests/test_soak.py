@@ -4,7 +4,6 @@ and of an analysis worker. Nothing committed may be lost; the database must stay
 The soak lasts ESSENTIA_SOAK_SECONDS (default 20 s in CI; the README's figures come from a 60 s run)."""
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import random
@@ -17,81 +16,20 @@ from collections import Counter
 import pytest
 
 from tests import synth
-from tests.test_gunicorn import ROOT, _free_port  # noqa: F401 (ROOT used by the server helper)
+from tests.servers import GunicornServer, children
 
 SOAK_SECONDS = float(os.environ.get("ESSENTIA_SOAK_SECONDS", "20"))
 
 
-class Server:
-    """gunicorn on a free port with its own database, started and stopped by the test."""
-
-    def __init__(self, tmp_path, **env):
-        import subprocess
-        import sys
-
-        self.port = _free_port()
-        self.db_path = str(tmp_path / "soak.db")
-        self.env = {**os.environ, "ESSENTIA_PORT": str(self.port), "ESSENTIA_DB_PATH": self.db_path,
-                    "ESSENTIA_WORKERS": "2", "ESSENTIA_QUEUE_DEPTH": "64", "ESSENTIA_LOG_LEVEL": "WARNING",
-                    **env}
-        self.log = open(tmp_path / "gunicorn.log", "wb")
-        self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], cwd=ROOT,
-                                        env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-        self.wait_healthy()
-
-    def wait_healthy(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if self.request("GET", "/health")[0] == 200:
-                    return
-            except OSError:
-                pass
-            assert self.process.poll() is None, "gunicorn exited"
-            time.sleep(0.2)
-        pytest.fail("gunicorn did not become healthy")
-
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-                timeout: float = 120.0):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            data = response.read()
-            return response.status, json.loads(data) if data else None
-        finally:
-            conn.close()
-
-    def http_worker_pid(self) -> int:
-        children = _children(self.process.pid)
-        assert children, "no gunicorn worker"
-        return children[0]
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=30)
-        except (ProcessLookupError, Exception):
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.process.wait()
-        self.log.close()
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(part) for part in handle.read().split()]
-    except FileNotFoundError:
-        return []
+def call(server: GunicornServer, *args, **kwargs):
+    """(status, JSON body) of one request."""
+    status, _, body = server.request(*args, **kwargs)
+    return status, body
 
 
 @pytest.fixture
 def server(tmp_path):
-    instance = Server(tmp_path)
+    instance = GunicornServer(tmp_path, ESSENTIA_WORKERS="2", ESSENTIA_QUEUE_DEPTH="64")
     yield instance
     instance.stop()
 
@@ -125,33 +63,33 @@ def test_soak_mixed_traffic_has_no_5xx_and_counts_add_up(server):
             roll = rng.random()
             try:
                 if roll < 0.55:
-                    status, body = server.request("POST", "/analyze_data", rng.choice(clips),
+                    status, body = call(server, "POST", "/analyze_data", rng.choice(clips),
                                                   {"Content-Type": "audio/wav", "X-Song-Title": f"soak {seed}"})
                     if status == 200:
                         with lock:
                             analyze_ok["cached" if body["cached"] else "fresh"] += 1
                 elif roll < 0.70:
-                    status, body = server.request("GET", "/cache/search?q=soak")
+                    status, body = call(server, "GET", "/cache/search?q=soak")
                 elif roll < 0.80:
-                    status, body = server.request("GET", "/cache?limit=20")
+                    status, body = call(server, "GET", "/cache?limit=20")
                 elif roll < 0.88:
-                    status, rows = server.request("GET", "/cache?limit=5")
+                    status, rows = call(server, "GET", "/cache?limit=5")
                     if not rows:
                         continue
                     payload = json.dumps({"id": rng.choice(rows)["id"], "manual_bpm": rng.randint(60, 180)})
-                    status, body = server.request("POST", "/verify", payload.encode(),
+                    status, body = call(server, "POST", "/verify", payload.encode(),
                                                   {"Content-Type": "application/json"})
                     if status == 404:   # deleted by another client meanwhile: a correct answer
                         status = 200
                 elif roll < 0.92:
-                    status, rows = server.request("GET", "/cache?limit=50")
+                    status, rows = call(server, "GET", "/cache?limit=50")
                     if not rows:
                         continue
-                    status, body = server.request("DELETE", f"/cache/{rng.choice(rows)['id']}")
+                    status, body = call(server, "DELETE", f"/cache/{rng.choice(rows)['id']}")
                     if status == 404:
                         status = 200
                 else:
-                    status, body = server.request("GET", "/stats")
+                    status, body = call(server, "GET", "/stats")
             except Exception as error:  # noqa: BLE001 - every failure is a finding
                 with lock:
                     problems.append(repr(error))
@@ -174,13 +112,13 @@ def test_soak_mixed_traffic_has_no_5xx_and_counts_add_up(server):
     assert set(statuses) <= {200}
 
     # Afterwards: every stored row readable, the counters add up, the file intact.
-    status, stats = server.request("GET", "/stats")
+    status, stats = call(server, "GET", "/stats")
     assert stats["cache_hits"] + stats["cache_misses"] == stats["total_analyses"] == sum(analyze_ok.values())
     assert stats["cache_misses"] == analyze_ok["fresh"]
-    status, rows = server.request("GET", "/cache?limit=500")
+    status, rows = call(server, "GET", "/cache?limit=500")
     assert status == 200 and len(rows) == stats["total_cached_songs"]
     for row in rows:
-        status, body = server.request("POST", "/verify", json.dumps({"id": row["id"]}).encode(),
+        status, body = call(server, "POST", "/verify", json.dumps({"id": row["id"]}).encode(),
                                       {"Content-Type": "application/json"})
         assert status == 200
     assert _integrity(server.db_path) == "ok"
@@ -194,7 +132,7 @@ def test_kill_9_of_the_http_worker_during_writes_loses_nothing_committed(server)
 
     def upload(index: int) -> None:
         try:
-            status, body = server.request("POST", "/analyze_data", clips[index],
+            status, body = call(server, "POST", "/analyze_data", clips[index],
                                           {"Content-Type": "audio/wav", "X-Song-Title": f"kill {index}"},
                                           timeout=60)
         except OSError:
@@ -213,7 +151,7 @@ def test_kill_9_of_the_http_worker_during_writes_loses_nothing_committed(server)
 
     server.wait_healthy()   # gunicorn's master starts a new worker
     assert _integrity(server.db_path) == "ok"
-    status, rows = server.request("GET", "/cache?limit=500")
+    status, rows = call(server, "GET", "/cache?limit=500")
     stored = {row["id"]: row["title"] for row in rows}
     for song_id, title in committed.items():
         assert stored.get(song_id) == title, f"committed song {song_id} lost"
@@ -223,7 +161,7 @@ def test_kill_9_of_the_http_worker_during_writes_loses_nothing_committed(server)
         thread.start()
     for thread in later:
         thread.join(90)
-    status, rows = server.request("GET", "/cache?limit=500")
+    status, rows = call(server, "GET", "/cache?limit=500")
     assert {f"kill {i}" for i in range(8, 12)} <= {row["title"] for row in rows}
 
 
@@ -233,9 +171,9 @@ def test_kill_9_of_an_analysis_worker_fails_one_request_then_serves(server):
     outcome = {}
 
     def upload():
-        outcome["response"] = server.request("POST", "/analyze_data", clip, {"Content-Type": "audio/wav"})
+        outcome["response"] = call(server, "POST", "/analyze_data", clip, {"Content-Type": "audio/wav"})
 
-    pool = _children(server.http_worker_pid())
+    pool = children(server.http_worker_pid())
     assert pool, "the analysis pool should be running after warm-up"
     thread = threading.Thread(target=upload)
     thread.start()
@@ -251,6 +189,6 @@ def test_kill_9_of_an_analysis_worker_fails_one_request_then_serves(server):
     assert status in (200, 503), body
     if status == 503:
         assert body["error"] == "analysis_worker_crashed"
-    status, body = server.request("POST", "/analyze_data", clip, {"Content-Type": "audio/wav"})
+    status, body = call(server, "POST", "/analyze_data", clip, {"Content-Type": "audio/wav"})
     assert status == 200 and body["bpm"] > 0
-    assert server.request("GET", "/health")[0] == 200
+    assert call(server, "GET", "/health")[0] == 200

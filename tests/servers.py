@@ -1,0 +1,109 @@
+"""A real gunicorn for tests: started with gunicorn.conf.py on a free 127.0.0.1 port with its own database,
+talked to over HTTP, and always stopped (its whole process group) afterwards."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of `pid` (Linux)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(part) for part in handle.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def create_key_cli(env: dict[str, str], name: str, *flags: str) -> str:
+    """Create an API key with the real `flask --app backend keys create` and return the printed secret."""
+    created = subprocess.run([sys.executable, "-m", "flask", "--app", "backend", "keys", "create", name, *flags],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stderr
+    return re.search(r"^(ess_\S+)$", created.stdout, re.MULTILINE).group(1)
+
+
+class GunicornServer:
+    """`python -m gunicorn -c gunicorn.conf.py [APP]` with ESSENTIA_* overrides; waits until /health answers."""
+
+    def __init__(self, tmp_path: Path, *, app: str | None = None, **env: str):
+        self.port = free_port()
+        self.db_path = str(tmp_path / "served.db")
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "ESSENTIA_PORT": str(self.port), "ESSENTIA_HOST": "127.0.0.1",
+                    "ESSENTIA_DB_PATH": self.db_path, "ESSENTIA_WORKERS": "1", "ESSENTIA_LOG_LEVEL": "WARNING",
+                    **env}
+        self.log_path = tmp_path / "gunicorn.log"
+        self._log = open(self.log_path, "wb")
+        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *([app] if app else [])]
+        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+
+    def create_key(self, name: str, *flags: str) -> str:
+        return create_key_cli(self.env, name, *flags)
+
+    def wait_healthy(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.request("GET", "/health", timeout=5)[0] == 200:
+                    return
+            except OSError:
+                pass
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        pytest.fail("gunicorn did not become healthy:\n" + self.log_path.read_text(errors="replace")[-3000:])
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+                timeout: float = 120.0) -> tuple[int, dict, object]:
+        """One request on a fresh connection: (status, headers, parsed JSON body or None)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            data = response.read()
+            parsed = json.loads(data) if data and response.getheader("Content-Type", "").startswith(
+                "application/json") else None
+            return response.status, dict(response.getheaders()), parsed
+        finally:
+            conn.close()
+
+    def http_worker_pid(self) -> int:
+        workers = children(self.process.pid)
+        assert workers, "no gunicorn worker"
+        return workers[0]
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        except ProcessLookupError:
+            pass
+        self._log.close()
