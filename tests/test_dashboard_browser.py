@@ -1,6 +1,8 @@
 """The dashboard in a real browser: gunicorn (gunicorn.conf.py, a real process pool) on a free port, Debian's
-chromium driven headless by Playwright for Python. Upload a synthesized clip, see the result and the charts,
-search the cache, correct a BPM, export, delete; screenshots go to docs/screenshots/.
+chromium driven headless by Playwright for Python. Development mode: upload synthesized clips, see the result
+and the charts, hit the cache, search, correct a BPM, export, sort, delete, analyze a URL; screenshots go to
+docs/screenshots/. Production mode: the page asks for a key, shows 401/403 readably, and sends the key (kept in
+sessionStorage) as X-API-Key, never in a URL.
 
 The browser is the system's (/usr/bin/chromium, from `apt-get install chromium`), never one downloaded by
 Playwright. Without it, or without the playwright package, the test is skipped with the reason.
@@ -8,14 +10,18 @@ Playwright. Without it, or without the playwright package, the test is skipped w
 from __future__ import annotations
 
 import csv
+import functools
+import http.server
 import io
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -25,6 +31,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("ESSENTIA_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = ROOT / "docs" / "screenshots"
+WSGI_APP = "tests.test_dashboard_browser:dashboard_app()"  # overrides gunicorn.conf.py's wsgi_app
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 
@@ -78,7 +85,7 @@ def _serve(tmp_path, **env_overrides):
     log_path = tmp_path / "gunicorn.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "tests.test_dashboard_browser:dashboard_app()"],
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", WSGI_APP],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -108,8 +115,27 @@ def _create_key(tmp_path, name: str, *flags: str) -> str:
 
 @pytest.fixture
 def served(tmp_path):
-    """Development mode: no keys."""
-    yield from _serve(tmp_path)
+    """Development mode: no keys; /analyze may fetch from loopback (the test serves a clip there)."""
+    yield from _serve(tmp_path, ESSENTIA_ALLOW_LOOPBACK_URLS="1")
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """A plain HTTP server on loopback for the files in tmp_path/www; yields its base URL."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
 
 
 @pytest.fixture
@@ -121,7 +147,7 @@ def served_production(tmp_path):
 
 
 @pytest.mark.slow
-def test_dashboard_in_a_real_browser(browser, served, tmp_path):
+def test_dashboard_in_a_real_browser(browser, served, file_server, tmp_path):
     from playwright.sync_api import expect
 
     from tests import synth
@@ -257,6 +283,18 @@ def test_dashboard_in_a_real_browser(browser, served, tmp_path):
     expect(page.locator("#cache-body tr")).to_have_count(1)
     expect(page.locator("#cache-body .row-open")).to_have_text("morning chords")
     expect(page.locator("#stat-songs")).to_have_text("1")
+
+    # Analyze a URL (POST /analyze): the clip served on loopback.
+    www_base, www_root = file_server
+    shutil.copy(wav, www_root / "preview.wav")
+    page.fill("#song-title", "From a URL")
+    page.fill("#song-artist", "")
+    page.fill("#song-url", www_base + "/preview.wav")
+    page.click("#url-form button[type=submit]")
+    expect(page.locator("#result-title")).to_have_text("From a URL", timeout=45_000)
+    expect(page.locator("#result-key")).to_have_text("A Minor")
+    expect(page.locator("#cache-body tr")).to_have_count(2)
+    expect(page.locator("#stat-songs")).to_have_text("2")
 
     # Narrow screen: the layout still fits (no horizontal scrolling of the page).
     page.set_viewport_size({"width": 390, "height": 844})

@@ -359,7 +359,8 @@
     addFact(facts, "Time signature", r.time_signature ? `${r.time_signature}/4` : "—");
     addFact(facts, "Analyzed", `${fmt(r.duration, 1)} s`);
     if (r.source && r.source.format) {
-      addFact(facts, "Source", `${r.source.format} · ${r.source.sample_rate || "?"} Hz · ${r.source.channels || "?"} ch`);
+      const src = r.source;
+      addFact(facts, "Source", `${src.format} · ${src.sample_rate || "?"} Hz · ${src.channels || "?"} ch`);
     }
     if (r.user_verified) addFact(facts, "Corrected", `${r.manual_bpm ?? "—"} BPM · ${r.manual_key ?? "—"}`);
 
@@ -412,7 +413,8 @@
     chart.appendChild(svg("line", { x1: 0, x2: W, y1: bottom, y2: bottom, class: "axis" }));
     const beats = svg("g", { class: "beats" });
     for (const t of d.beat_times || []) {
-      if (t >= 0 && t <= seconds) beats.appendChild(svg("line", { x1: x(t), x2: x(t), y1: top, y2: bottom, class: "beat" }));
+      if (t < 0 || t > seconds) continue;
+      beats.appendChild(svg("line", { x1: x(t), x2: x(t), y1: top, y2: bottom, class: "beat" }));
     }
     chart.appendChild(beats);
     let line = "";
@@ -448,7 +450,8 @@
       });
       rect.appendChild(svg("title", {}, `${PITCHES[i]}: ${fmt(v, 2)}`));
       chart.appendChild(rect);
-      chart.appendChild(svg("text", { x: i * band + band / 2, y: 188, "text-anchor": "middle", class: "tick" }, PITCHES[i]));
+      const label = { x: i * band + band / 2, y: 188, "text-anchor": "middle", class: "tick" };
+      chart.appendChild(svg("text", label, PITCHES[i]));
     });
     chart.appendChild(svg("line", { x1: 0, x2: W, y1: bottom, y2: bottom, class: "axis" }));
     const ordered = chroma.map((v, i) => [v, PITCHES[i]]).sort((a, b) => b[0] - a[0]).slice(0, 3);
@@ -575,7 +578,8 @@
       body.appendChild(tr);
     }
     $("cache-empty").hidden = cacheState.rows.length > 0;
-    $("cache-empty").textContent = cacheState.query ? `No songs match “${cacheState.query}”.` : "No songs cached yet.";
+    $("cache-empty").textContent =
+      cacheState.query ? `No songs match “${cacheState.query}”.` : "No songs cached yet.";
     renderPager();
   }
 
