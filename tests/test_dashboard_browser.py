@@ -15,18 +15,13 @@ import http.server
 import io
 import json
 import os
-import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.servers import GunicornServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("ESSENTIA_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -48,20 +43,6 @@ def dashboard_app():
     return app
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def browser():
     if not Path(CHROMIUM).exists():
@@ -76,47 +57,27 @@ def browser():
         browser.close()
 
 
-def _serve(tmp_path, **env_overrides):
-    """Start gunicorn (gunicorn.conf.py, one analysis process) on a free loopback port; yield its base URL."""
-    port = _free_port()
-    env = {**os.environ, "ESSENTIA_PORT": str(port), "ESSENTIA_DB_PATH": str(tmp_path / "dashboard.db"),
-           "ESSENTIA_PRODUCTION": "0", "ESSENTIA_HOST": "127.0.0.1", "ESSENTIA_WORKERS": "1",
-           "ESSENTIA_RATE_LIMIT": "0", "ESSENTIA_STATS_FLUSH_SECONDS": "0", **env_overrides}
-    log_path = tmp_path / "gunicorn.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", WSGI_APP],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while not _healthy(base):
-        if process.poll() is not None or time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail("gunicorn did not come up:\n" + log_path.read_text(errors="replace")[-3000:])
-        time.sleep(0.2)
-    try:
-        yield base
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def _create_key(tmp_path, name: str, *flags: str) -> str:
-    env = {**os.environ, "ESSENTIA_DB_PATH": str(tmp_path / "dashboard.db"), "ESSENTIA_PRODUCTION": "1"}
-    created = subprocess.run([sys.executable, "-m", "flask", "--app", "backend", "keys", "create", name, *flags],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert created.returncode == 0, created.stderr
-    return re.search(r"^(ess_\S+)$", created.stdout, re.MULTILINE).group(1)
-
-
 @pytest.fixture
 def served(tmp_path):
     """Development mode: no keys; /analyze may fetch from loopback (the test serves a clip there)."""
-    yield from _serve(tmp_path, ESSENTIA_ALLOW_LOOPBACK_URLS="1")
+    server = GunicornServer(tmp_path, app=WSGI_APP, ESSENTIA_PRODUCTION="0", ESSENTIA_RATE_LIMIT="0",
+                            ESSENTIA_STATS_FLUSH_SECONDS="0", ESSENTIA_ALLOW_LOOPBACK_URLS="1")
+    try:
+        yield server.base
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def served_production(tmp_path):
+    """Production mode, with an admin key and an ordinary one made by the CLI."""
+    server = GunicornServer(tmp_path, app=WSGI_APP, ESSENTIA_PRODUCTION="1", ESSENTIA_RATE_LIMIT="1000",
+                            ESSENTIA_STATS_FLUSH_SECONDS="0")
+    try:
+        keys = {"admin": server.create_key("dashboard admin", "--admin"), "user": server.create_key("app")}
+        yield server.base, keys
+    finally:
+        server.stop()
 
 
 @pytest.fixture
@@ -136,14 +97,6 @@ def file_server(tmp_path):
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
-
-
-@pytest.fixture
-def served_production(tmp_path):
-    """Production mode, with an admin key and an ordinary one made by the CLI."""
-    keys = {"admin": _create_key(tmp_path, "dashboard admin", "--admin"), "user": _create_key(tmp_path, "app")}
-    for base in _serve(tmp_path, ESSENTIA_PRODUCTION="1", ESSENTIA_RATE_LIMIT="1000"):
-        yield base, keys
 
 
 @pytest.mark.slow
