@@ -498,6 +498,12 @@ def openapi_spec(version: str) -> dict[str, Any]:
                 "properties": {"openapi": {"type": "string", "pattern": r"^3\.1\.\d+$"}},
             }), guarded=False, storage=False),
             tags=["service"], security=_PUBLIC)},
+        "/": {"get": _op(
+            "dashboard", "The web dashboard: an HTML page that drives this API from the browser (no key needed to "
+                         "load it)",
+            _responses({"description": "An HTML page.", "headers": dict(_COMMON_HEADERS),
+                        "content": {"text/html": {"schema": {"type": "string"}}}}, guarded=False, storage=False),
+            tags=["service"], security=_PUBLIC)},
         "/docs": {"get": _op(
             "docs", "This description rendered as a web page, with a runnable example per endpoint (no key needed)",
             _responses({"description": "An HTML page.", "headers": dict(_COMMON_HEADERS),

@@ -1,7 +1,7 @@
 """The dashboard in a real browser: gunicorn (gunicorn.conf.py, a real process pool) on a free port, Debian's
 chromium driven headless by Playwright for Python. Development mode: upload synthesized clips, see the result
 and the charts, hit the cache, search, correct a BPM, export, sort, delete, analyze a URL; screenshots go to
-docs/screenshots/. Production mode: the page asks for a key, shows 401/403 readably, and sends the key (kept in
+test-artifacts/screenshots/ (docs/screenshots/ with ESSENTIA_UPDATE_SCREENSHOTS=1). Production mode: the page asks for a key, shows 401/403 readably, and sends the key (kept in
 sessionStorage) as X-API-Key, never in a URL.
 
 The browser is the system's (/usr/bin/chromium, from `apt-get install chromium`), never one downloaded by
@@ -25,7 +25,9 @@ from tests.servers import GunicornServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("ESSENTIA_TEST_CHROMIUM", "/usr/bin/chromium")
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# Screenshots go to test-artifacts/ on every run; ESSENTIA_UPDATE_SCREENSHOTS=1 refreshes the README's copies.
+SCREENSHOTS = ROOT / ("docs/screenshots" if os.environ.get("ESSENTIA_UPDATE_SCREENSHOTS") == "1"
+                      else "test-artifacts/screenshots")
 WSGI_APP = "tests.test_dashboard_browser:dashboard_app()"  # overrides gunicorn.conf.py's wsgi_app
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]

@@ -3,7 +3,7 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
-    from backend.api import analyze, cache, docs, health
+    from backend.api import analyze, cache, dashboard, docs, health
 
-    for module in (health, analyze, cache, docs):
+    for module in (health, analyze, cache, docs, dashboard):
         app.register_blueprint(module.bp)

@@ -17,6 +17,7 @@ def openapi_document():
 
 # A runnable example per operation, shown on /docs ("try it" from a terminal). {base} is this server's address.
 TRY_IT = {
+    "dashboard": 'open {base}/   # in a browser',
     "health": 'curl -s {base}/health',
     "openapi": 'curl -s {base}/openapi.json',
     "stats": 'curl -s {key}{base}/stats',
