@@ -383,6 +383,13 @@ def bench_ratelimit(quick: bool) -> dict[str, Any]:
         fake_now[0] += step
         return fake_now[0]
 
+    # Where ours spends its time: the decision object it returns on every call.
+    from backend.ratelimit import RateDecision
+    started = time.perf_counter()
+    for _ in range(100_000):
+        RateDecision(True, limit, 1, 1.0)
+    decision_s = (time.perf_counter() - started) / 100_000
+
     pruned = ours_limiter(clock=tick)
     for client in clients:
         pruned.hit(client)
@@ -395,6 +402,7 @@ def bench_ratelimit(quick: bool) -> dict[str, Any]:
         "ours_len": ours_len, "naive_len": naive_len,
         "ours_peak_bytes": ours_peak, "naive_peak_bytes": naive_peak,
         "memory_ratio": ratio(naive_peak, ours_peak),
+        "ours_decision_object_s": decision_s,
         "simulated_step_s": step, "simulated_len": len(pruned), "simulated_expected_len": int(60.0 / step),
         "simulated_note": "a new client every step seconds on a simulated clock: 60-s windows expire, so len() "
                           "stays near 60/step, below the bound, by pruning alone",
@@ -1023,6 +1031,49 @@ def naive_server_main(port: int) -> None:
     app.run(host="127.0.0.1", port=port, threaded=False, debug=False, use_reloader=False)
 
 
+# -- profile of the cache-hit path (optional, --profile-hits) ----------------------------------------------------
+
+
+def profile_hits(count: int) -> None:
+    """cProfile of `count` URL cache hits through the real app in this process (Flask test client): where a hit's
+    CPU goes, by project function (cumulative ms per request, profiler overhead included)."""
+    import cProfile
+    import pstats
+
+    from backend.app import create_app
+    from backend.config import Settings
+
+    clip = make_clip(100, "B", "minor", 10.0)
+    server = ClipServer({"p.m4a": clip})
+    with tempfile.TemporaryDirectory(prefix="essentia-profile-") as tmp:
+        app = create_app(Settings(db_path=str(Path(tmp) / "p.db"), workers=0, allow_loopback_urls=True,
+                                  log_level="WARNING"))
+        client = app.test_client()
+        body = {"url": server.url("p.m4a"), "title": "T", "artist": "A"}
+        client.post("/analyze", json=body)
+        client.post("/analyze", json=body)
+        started = time.perf_counter()
+        for _ in range(count):
+            client.post("/analyze", json=body)
+        plain_ms = (time.perf_counter() - started) / count * 1000
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(count):
+            client.post("/analyze", json=body)
+        profiler.disable()
+        app.extensions["essentia"].counters.flush()  # while the database still exists (atexit would be too late)
+        app.extensions["essentia"].executor.shutdown()
+        app.extensions["essentia"].db.close()
+    server.close()
+    stats = pstats.Stats(profiler).stats
+    print(f"{count} URL hits through the Flask test client: {plain_ms:.3f} ms per request without the profiler.")
+    print("cumulative ms per request under cProfile, project functions and json (profiler overhead included):")
+    rows = [(v[3] / count * 1000, f"{k[0].replace(str(ROOT) + '/', '')}:{k[1]} {k[2]}") for k, v in stats.items()
+            if str(ROOT / "backend") in k[0] or (k[2] in ("loads", "dumps") and "json/__init__" in k[0])]
+    for ms, name in sorted(rows, reverse=True)[:25]:
+        print(f"  {ms:7.3f}  {name}")
+
+
 # -- report -----------------------------------------------------------------------------------------------------
 
 
@@ -1152,10 +1203,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated sections to run (default: all)")
     parser.add_argument("--no-wrk", action="store_true",
                         help="measure cache hits with the built-in Python load generator even if wrk is installed")
+    parser.add_argument("--profile-hits", type=int, metavar="N",
+                        help="only profile N cache hits in-process (cProfile) and print where the time goes")
     parser.add_argument("--naive-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.naive_server:
         naive_server_main(args.naive_server)
+        return 0
+    if args.profile_hits:
+        profile_hits(args.profile_hits)
         return 0
 
     sections = {s.strip() for s in args.only.split(",") if s.strip()}
