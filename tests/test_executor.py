@@ -129,3 +129,20 @@ def test_analysis_that_runs_too_long_is_cut_off_with_a_clear_error(monkeypatch):
     assert time.monotonic() - started < 2
     assert job == {**job, "ok": False, "status": 422, "code": "analysis_timeout"}
     assert "cut off" in job["message"]
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [pool["num_threads"] for pool in threadpool_info() if pool.get("user_api") == "blas"]
+
+
+@pytest.mark.slow
+def test_pool_workers_use_one_math_thread_each():
+    """Each pool process is one core's worth of work: its BLAS must not start a thread per core as well."""
+    executor = AnalysisExecutor(workers=1, queue_depth=1, timeout=60)
+    try:
+        threads = executor.call(_blas_threads)
+    finally:
+        executor.shutdown()
+    assert threads and all(count == 1 for count in threads), threads
