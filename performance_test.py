@@ -4,6 +4,9 @@
     python performance_test.py                 # full run: a few minutes
     python performance_test.py --quick         # CI: smaller sizes, under a minute on 2 cores
     python performance_test.py --json out.json # also write every figure (and the raw samples' medians) as JSON
+    python performance_test.py --only 2,6      # some sections only
+    python performance_test.py --profile-hits 2000   # only: cProfile of cache hits in-process, by function
+Cache-hit phases use wrk when it is installed (--no-wrk: the built-in Python generator instead).
 
 Sections (the targets of issue 4):
   1. API-key validation: backend.auth.KeyValidator (TTL cache) vs one database query per lookup.
