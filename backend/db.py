@@ -109,6 +109,10 @@ MIGRATIONS: list[str] = [
     );
     INSERT INTO stats_meta (id, last_updated) VALUES (1, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'));
     """,
+    # 2: the chart arrays (?detail=1) move out of result_json, so a cache hit parses only the small summary
+    """
+    ALTER TABLE analyses ADD COLUMN detail_json TEXT;
+    """,
 ]
 
 

@@ -108,8 +108,18 @@ def analysis_response(row: sqlite3.Row, *, cached: bool, detail: bool = False) -
         "cached": cached,
     }))
     if detail:
-        body["detail"] = finite(result.get("detail"))
+        body["detail"] = _stored_detail(row, result)
     return body
+
+
+def _stored_detail(row: sqlite3.Row, result: dict[str, Any]) -> Any:
+    """The chart arrays: in their own column since schema 2, inside the result before."""
+    if row["detail_json"]:
+        try:
+            return finite(json.loads(row["detail_json"]))
+        except ValueError:
+            return None
+    return finite(result.get("detail"))
 
 
 def export_row(row: sqlite3.Row) -> dict[str, Any]:

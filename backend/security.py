@@ -75,6 +75,8 @@ def _finish_request(response):
     endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
     current_app.extensions["essentia"].metrics.observe_request(endpoint, request.method, response.status_code,
                                                                elapsed)
+    if not log.isEnabledFor(logging.INFO):
+        return response  # formatting the line costs more than the rest of a cache hit's bookkeeping
     log.info(json.dumps({
         "request_id": request_id,
         "method": request.method,

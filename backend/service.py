@@ -129,8 +129,10 @@ class AnalysisService:
 
 def analysis_row_values(job: dict[str, Any], *, cache_key: str, kind: str, preview_url: str, digest: str,
                         title: str | None, artist: str | None) -> dict[str, Any]:
-    """The analyses row for a successful job (see executor.run_analysis_job)."""
-    result = job["result"]
+    """The analyses row for a successful job (see executor.run_analysis_job). The chart arrays are stored apart
+    from the summary so that a cache hit parses only what it answers."""
+    result = dict(job["result"])
+    detail = result.pop("detail", None)
     return {
         "cache_key": cache_key,
         "source_kind": kind,
@@ -150,6 +152,7 @@ def analysis_row_values(job: dict[str, Any], *, cache_key: str, kind: str, previ
         "analyzed_at": utc_now_iso(),
         "result_json": json.dumps({"result": result, "window": job["window"], "source": job["source"]},
                                   allow_nan=False),
+        "detail_json": None if detail is None else json.dumps(detail, allow_nan=False),
     }
 
 

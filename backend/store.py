@@ -11,7 +11,7 @@ Row = sqlite3.Row
 ANALYSIS_COLUMNS = (
     "cache_key", "source_kind", "preview_url", "content_sha256", "title", "artist",
     "bpm", "bpm_confidence", "key", "key_confidence", "energy", "danceability", "acousticness",
-    "spectral_centroid", "analysis_duration", "analyzed_at", "result_json",
+    "spectral_centroid", "analysis_duration", "analyzed_at", "result_json", "detail_json",
 )
 
 # Orders the cache listing may be sorted by: API name -> SQL (whitelisted, never interpolated from input).

@@ -281,3 +281,26 @@ def test_analyze_rejects_non_json_bodies(client):
         response = client.post("/analyze", data=data, content_type=ctype)
         assert response.status_code == 400
         assert response.get_json()["error"] == "invalid_json"
+
+
+def test_rows_stored_before_the_detail_column_still_answer_detail(make_app, song_120_a_minor, tmp_path):
+    """Schema 1 kept the chart arrays inside result_json; after migrating, those rows still answer ?detail=1."""
+    import sqlite3
+
+    from backend.db import MIGRATIONS, _split_statements
+
+    app = make_app()
+    client = app.test_client()
+    body = post_audio(client, song_120_a_minor, query="?detail=1").get_json()
+    db = app.extensions["essentia"].db
+    with db.connection(write=True) as conn:   # make the row look like schema 1 wrote it
+        row = conn.execute("SELECT result_json, detail_json FROM analyses WHERE id = ?", (body["id"],)).fetchone()
+        legacy = json.loads(row["result_json"])
+        legacy["result"]["detail"] = json.loads(row["detail_json"])
+        conn.execute("UPDATE analyses SET result_json = ?, detail_json = NULL WHERE id = ?",
+                     (json.dumps(legacy), body["id"]))
+    assert len(MIGRATIONS) >= 2 and _split_statements(MIGRATIONS[1])
+    again = post_audio(client, song_120_a_minor, query="?detail=1").get_json()
+    assert again["cached"] is True
+    assert again["detail"]["chroma"] == body["detail"]["chroma"]
+    assert sqlite3.connect(db.path).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)

@@ -1,6 +1,8 @@
 """The key lifecycle and init-db through the real Flask CLI, as an operator runs them."""
 from __future__ import annotations
 
+from backend.db import MIGRATIONS
+
 import os
 import re
 import sqlite3
@@ -169,7 +171,7 @@ def test_malformed_arguments_are_usage_errors(app, command):
 
 def test_init_db_from_the_command_line_creates_the_database(tmp_path):
     """`flask --app backend init-db` on a fresh path: creates the file and the schema; a second run is harmless.
-    (Through app.test_cli_runner() it fails today: see tests/test_pending_bugs.py.)"""
+    """
     db_path = tmp_path / "fresh" / "essentia.db"
     env = {**os.environ, "ESSENTIA_DB_PATH": str(db_path), "ESSENTIA_WORKERS": "0",
            "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
@@ -177,11 +179,11 @@ def test_init_db_from_the_command_line_creates_the_database(tmp_path):
         result = subprocess.run([sys.executable, "-m", "flask", "--app", "backend", "init-db"], env=env,
                                 capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
         assert result.returncode == 0, result.stdout + result.stderr
-        assert str(db_path) in result.stdout and "schema version 1" in result.stdout
+        assert str(db_path) in result.stdout and f"schema version {len(MIGRATIONS)}" in result.stdout
     conn = sqlite3.connect(db_path)
     try:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     finally:
         conn.close()
     assert {"analyses", "api_keys", "api_usage", "daily_usage"} <= tables
@@ -231,4 +233,4 @@ def test_init_db_runs_through_the_apps_cli_runner(app):
     them with with_appcontext."""
     result = app.test_cli_runner().invoke(args=["init-db"])
     assert result.exit_code == 0, repr(result.exception)
-    assert "schema version 1" in result.output
+    assert f"schema version {len(MIGRATIONS)}" in result.output
