@@ -794,18 +794,21 @@ def url_request(url: str) -> tuple[str, str, bytes, dict]:
 _WRK_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 
 
-def run_wrk(port: int, path: str, body: bytes, content_type: str, connections: int, duration: float,
+def run_wrk(port: int, path: str, body: bytes | None, content_type: str | None, connections: int, duration: float,
             tmp: Path) -> dict[str, Any]:
     """The same measurement with wrk (C, event loop) when it is installed: a load generator that does not share
     Python's GIL, so the server, not the client, is what is measured. Percentiles from wrk --latency."""
     import re
     import shutil
 
-    body_path = tmp / f"wrk-body-{port}-{len(body)}"
-    body_path.write_bytes(body)
     script = tmp / f"wrk-{port}.lua"
-    script.write_text(f'wrk.method = "POST"\nlocal f = io.open("{body_path}", "rb")\nwrk.body = f:read("*all")\n'
-                      f'f:close()\nwrk.headers["Content-Type"] = "{content_type}"\n')
+    if body is None:
+        script.write_text('wrk.method = "GET"\n')
+    else:
+        body_path = tmp / f"wrk-body-{port}-{len(body)}"
+        body_path.write_bytes(body)
+        script.write_text(f'wrk.method = "POST"\nlocal f = io.open("{body_path}", "rb")\nwrk.body = f:read("*all")\n'
+                          f'f:close()\nwrk.headers["Content-Type"] = "{content_type}"\n')
     command = [shutil.which("wrk") or "wrk", f"-t{min(2, connections)}", f"-c{connections}",
                f"-d{max(1, round(duration))}s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}{path}"]
     started = time.perf_counter()
@@ -844,12 +847,12 @@ def measure_hits(name: str, port: int, request: tuple[str, str, bytes, dict], cf
     method, path, body, headers = request
     use_wrk = cfg["wrk"]
     if use_wrk:
-        run_wrk(port, path, body, headers["Content-Type"], 8, cfg["hit_warm_s"], tmp)
+        run_wrk(port, path, body, headers.get("Content-Type"), 8, cfg["hit_warm_s"], tmp)
     else:
         run_load(port, lambda i: request, 8, duration=cfg["hit_warm_s"])
     before = meter.snapshot()
     if use_wrk:
-        result = run_wrk(port, path, body, headers["Content-Type"], 8, cfg["hit_s"], tmp)
+        result = run_wrk(port, path, body, headers.get("Content-Type"), 8, cfg["hit_s"], tmp)
     else:
         result = run_load(port, lambda i: request, 8, duration=cfg["hit_s"])
         result["generator"] = "python http.client threads (keep-alive)"
@@ -932,12 +935,18 @@ def bench_load(tmp: Path, clips: list[bytes], preview: bytes, naive_proc, naive_
         # Cache hits by upload: the 30-s clip sent again (ours hashes it and finds it; the naive server has no
         # upload cache and would run exactly its miss path again, so its misses stand for it).
         body = tagged(clips[0], "ours-miss-0")
-        runs: dict[str, list] = {"ours_url": [], "naive_url": [], "ours_upload": []}
+        health = ("GET", "/health", None, {})
+        runs: dict[str, list] = {"ours_url": [], "naive_url": [], "ours_upload": [], "ours_health": [],
+                                 "naive_health": []}
         for round_number in range(cfg["hit_rounds"]):
             for key, name, server_port, meter, request in (
                     ("ours_url", "ours", port, ours_meter, url_request(url)),
                     ("naive_url", "naive", naive_port, naive_meter, url_request(url)),
-                    ("ours_upload", "ours", port, ours_meter, upload_request(body))):
+                    ("ours_upload", "ours", port, ours_meter, upload_request(body)),
+                    # The floor: the cheapest request each stack serves (no cache, no database), to tell the
+                    # framework's per-request cost from the application's.
+                    ("ours_health", "ours", port, ours_meter, health),
+                    ("naive_health", "naive", naive_port, naive_meter, health)):
                 result = measure_hits(name, server_port, request, cfg, meter, tmp)
                 runs[key].append(result)
                 log(f"  round {round_number + 1} {key} hits ({result['generator']}): "
@@ -948,6 +957,8 @@ def bench_load(tmp: Path, clips: list[bytes], preview: bytes, naive_proc, naive_
         naive["hit_url"] = median_run(runs["naive_url"])
         ours["hit_upload"] = median_run(runs["ours_upload"])
         naive["hit_upload"] = {**naive["miss"], "same_as_miss": True}
+        ours["health"] = median_run(runs["ours_health"])
+        naive["health"] = median_run(runs["naive_health"])
         ours["stats_after"] = http_json(port, "GET", "/stats")[1]
     finally:
         stop_process(gunicorn)
@@ -1180,6 +1191,12 @@ def summary_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]
                      f"{ratio(nm['analysis_cpu_s_per_request'], m['analysis_cpu_s_per_request']):.1f}x", "", ""))
         rows.append(("6 CPU per URL hit, server process", f"{h['server_cpu_ms_per_request']:.2f} ms",
                      f"{nh['server_cpu_ms_per_request']:.2f} ms", "", "", ""))
+        if "health" in o and "health" in n:
+            oh_, nh_ = o["health"], n["health"]
+            rows.append(("6 floor: GET /health req/s (CPU per request)",
+                         f"{oh_['throughput_per_s']:.0f}/s ({oh_.get('server_cpu_ms_per_request', 0):.2f} ms)",
+                         f"{nh_['throughput_per_s']:.0f}/s ({nh_.get('server_cpu_ms_per_request', 0):.2f} ms)",
+                         f"{ratio(oh_['throughput_per_s'], nh_['throughput_per_s']):.1f}x", "", ""))
         u, nu = o["hit_upload"], n["hit_upload"]
         rows.append(("6b' repeat upload, 8 clients, POST /analyze_data", f"{u['throughput_per_s']:.0f}/s",
                      f"{nu['throughput_per_s']:.2f}/s", f"{ratio(u['throughput_per_s'], nu['throughput_per_s']):.0f}x",
