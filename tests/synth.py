@@ -163,20 +163,21 @@ def wav_bytes(y: np.ndarray, sr: int = 22050) -> bytes:
 
 
 def encode_with_pyav(y: np.ndarray, sr: int = 44100, container: str = "mp4", codec: str = "aac",
-                     channels: int = 1) -> bytes:
-    """Encode to a compressed container (m4a/AAC, mp3) in memory with PyAV, as a phone would send it."""
+                     channels: int = 1, *, layout: str | None = None) -> bytes:
+    """Encode to a compressed container (m4a/AAC, mp3) in memory with PyAV, as a phone would send it.
+
+    The mono signal is copied to every channel of `layout` ("mono", "stereo", "5.1", ...; default from
+    `channels`)."""
     import av
 
     buf = io.BytesIO()
-    layout = "mono" if channels == 1 else "stereo"
+    layout = layout or ("mono" if channels == 1 else "stereo")
     with av.open(buf, mode="w", format=container) as out:
         stream = out.add_stream(codec, rate=sr, layout=layout)
-        data = np.atleast_2d(y.astype(np.float32))
-        if data.shape[0] != channels:
-            data = np.repeat(data[:1], channels, axis=0)
+        planes = np.repeat(np.atleast_2d(y.astype(np.float32))[:1], stream.codec_context.layout.nb_channels, axis=0)
         step = 1024
-        for start in range(0, data.shape[1], step):
-            chunk = np.ascontiguousarray(data[:, start:start + step])
+        for start in range(0, planes.shape[1], step):
+            chunk = np.ascontiguousarray(planes[:, start:start + step])
             frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
             frame.sample_rate = sr
             for packet in stream.encode(frame):

@@ -222,6 +222,23 @@
     return name.replace(/\.[A-Za-z0-9]{1,5}$/, "").replace(/[_]+/g, " ").trim();
   }
 
+  // Both ways of analyzing end the same: show the result, refresh the overview and the cache table.
+  async function runAnalysis(path, options, busyText, failureText) {
+    setBusy(true, busyText);
+    const started = performance.now();
+    try {
+      const result = await api(path, options);
+      hideNotice();
+      showResult(result, (performance.now() - started) / 1000);
+      setBusy(false, "");
+      refreshOverview();
+      loadCache();
+    } catch (error) {
+      setBusy(false, "");
+      showError(error, failureText);
+    }
+  }
+
   async function analyzeFile(file) {
     if (!file || busy) return;
     const form = new FormData();
@@ -230,18 +247,9 @@
     form.append("title", $("song-title").value.trim() || titleFromFile(file.name));
     const artist = $("song-artist").value.trim();
     if (artist) form.append("artist", artist);
-    setBusy(true, `Analyzing ${file.name}…`);
-    const started = performance.now();
     try {
-      const result = await api("/analyze_data?detail=1", { method: "POST", body: form });
-      hideNotice();
-      showResult(result, (performance.now() - started) / 1000);
-      setBusy(false, "");
-      refreshOverview();
-      loadCache();
-    } catch (error) {
-      setBusy(false, "");
-      showError(error, `Could not analyze ${file.name}`);
+      await runAnalysis("/analyze_data?detail=1", { method: "POST", body: form }, `Analyzing ${file.name}…`,
+        `Could not analyze ${file.name}`);
     } finally {
       $("file-input").value = "";
     }
@@ -254,19 +262,8 @@
     const artist = $("song-artist").value.trim();
     if (title) body.title = title;
     if (artist) body.artist = artist;
-    setBusy(true, "Downloading and analyzing…");
-    const started = performance.now();
-    try {
-      const result = await api("/analyze?detail=1", { method: "POST", json: body });
-      hideNotice();
-      showResult(result, (performance.now() - started) / 1000);
-      setBusy(false, "");
-      refreshOverview();
-      loadCache();
-    } catch (error) {
-      setBusy(false, "");
-      showError(error, "Could not analyze the URL");
-    }
+    await runAnalysis("/analyze?detail=1", { method: "POST", json: body }, "Downloading and analyzing…",
+      "Could not analyze the URL");
   }
 
   function setupAnalyze() {
