@@ -132,7 +132,7 @@ def test_every_id_the_script_uses_is_in_the_page(dash_app):
 
 def test_the_script_calls_only_documented_endpoints():
     js = (STATIC / "dashboard.js").read_text(encoding="utf-8")
-    paths = set(re.findall(r"api\(\s*[`\"](/[a-z_/]*)", js))
+    paths = set(re.findall(r"(?:api|runAnalysis)\(\s*[`\"](/[a-z_/]*)", js))
     assert paths == {"/health", "/stats", "/analyze_data", "/analyze", "/cache/export", "/verify", "/cache/"}
     assert "/cache?" in js and "/cache/search?" in js
 
