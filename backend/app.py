@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import logging
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -71,7 +72,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         analysis=AnalysisService(settings=settings, db=db, executor=executor, counters=counters, metrics=metrics),
         started_at=time.monotonic(),
     )
-    atexit.register(counters.flush)
+    # Flush what is still buffered at exit, without keeping every app a process ever built (tests build many).
+    atexit.register(_flush_at_exit, weakref.ref(counters))
 
     register_error_handlers(app)
     register_request_hygiene(app)
@@ -81,6 +83,12 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     from backend.cli import register_commands
     register_commands(app)
     return app
+
+
+def _flush_at_exit(counters_ref: "weakref.ref[BufferedCounters]") -> None:
+    counters = counters_ref()
+    if counters is not None:
+        counters.flush()
 
 
 def _finish_response(response):

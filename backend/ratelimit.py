@@ -11,12 +11,12 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Callable, Hashable
+from typing import Callable, Hashable, NamedTuple
 
 
-@dataclass(frozen=True)
-class RateDecision:
+class RateDecision(NamedTuple):
+    """One answer of the limiter (a NamedTuple: it is built on every request, and this is the cheapest record)."""
+
     allowed: bool
     limit: int
     remaining: int
