@@ -35,7 +35,6 @@ import os
 import platform
 import signal
 import socket
-import sqlite3
 import statistics
 import struct
 import subprocess
@@ -138,7 +137,7 @@ def make_keys_db(path: Path, count: int):
 def bench_keys(tmp: Path, quick: bool) -> dict[str, Any]:
     from backend import store
     from backend.auth import KeyValidator, hash_key, key_from_row, lookup_key_in
-    from backend.db import BUSY_TIMEOUT_MS
+    from backend.db import _open as open_connection
 
     db, raws = make_keys_db(tmp / "keys.db", 100)
     lookup = lookup_key_in(db)
@@ -153,11 +152,8 @@ def bench_keys(tmp: Path, quick: bool) -> dict[str, Any]:
     naive = per_call(lambda i: lookup(hash_key(raws[i % n])), 1_000 if quick else 4_000, repeats)
 
     def unpooled(i: int) -> None:
-        conn = sqlite3.connect(db.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        conn = open_connection(db.path)  # the pool's own opener: same PRAGMAs, just not reused
         try:
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA foreign_keys = ON")
             key_hash = hash_key(raws[i % n])
             key_from_row(store.find_key_by_hash(conn, key_hash), key_hash)
         finally:
@@ -268,7 +264,7 @@ def bench_quota(tmp: Path, quick: bool) -> dict[str, Any]:
 def bench_pool(tmp: Path, quick: bool) -> dict[str, Any]:
     from backend import store
     from backend.auth import hash_key
-    from backend.db import BUSY_TIMEOUT_MS
+    from backend.db import _open as open_connection
 
     db, raws = make_keys_db(tmp / "pool.db", 1000)
     hashes = [hash_key(raw) for raw in raws]
@@ -279,12 +275,8 @@ def bench_pool(tmp: Path, quick: bool) -> dict[str, Any]:
             store.find_key_by_hash(conn, hashes[i % n])
 
     def naive_call(i: int) -> None:
-        conn = sqlite3.connect(db.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        conn = open_connection(db.path)  # the pool's own opener: same PRAGMAs, just not reused
         try:
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA synchronous = NORMAL")
             store.find_key_by_hash(conn, hashes[i % n])
         finally:
             conn.close()

@@ -58,14 +58,14 @@ def title_and_artist(path: Path) -> tuple[str, str | None]:
     return stem, None
 
 
-def _analyze_file(path: str, window_seconds: float) -> dict[str, Any]:
-    """Runs in a worker: read, hash, decode and analyze one file."""
+def _analyze_file(path: str, window_seconds: float, digest: str | None) -> dict[str, Any]:
+    """Runs in a worker: read, decode and analyze one file; hash it unless the caller already did."""
     try:
         data = Path(path).read_bytes()
     except OSError as error:
         return {"ok": False, "code": "unreadable_file", "message": error.strerror or str(error)}
     job = run_analysis_job(data, window_seconds)
-    job["sha256"] = hashlib.sha256(data).hexdigest()
+    job["sha256"] = digest or hashlib.sha256(data).hexdigest()
     return job
 
 
@@ -125,7 +125,7 @@ def analyze_paths(paths: Iterable[str], *, db: Database, window_seconds: float, 
     progress = Progress(len(todo), progress_stream)
     workers = max(1, min(jobs, len(todo)))
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(_analyze_file, str(path), window_seconds): path for path, _ in todo}
+        futures = {pool.submit(_analyze_file, str(path), window_seconds, digest): path for path, digest in todo}
         for future in as_completed(futures):
             path = futures[future]
             try:
