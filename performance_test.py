@@ -1152,7 +1152,7 @@ def summary_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]
         rows.append(("4 rate limiter, entries held (len)", f"{rl['ours_len']:,} (bound {rl['max_clients_bound']:,})",
                      f"{rl['naive_len']:,}", "", "bounded",
                      "yes" if rl["ours_len"] <= rl["max_clients_bound"] else "no"))
-        rows.append((f"4 rate limiter, len with windows expiring", f"{rl['simulated_len']:,} "
+        rows.append(("4 rate limiter, len with windows expiring", f"{rl['simulated_len']:,} "
                      f"(expected ~{rl['simulated_expected_len']:,})", "", "", "prunes itself",
                      "yes" if rl["simulated_len"] <= 1.1 * rl["simulated_expected_len"] + 1 else "no"))
     if "single_flight" in r:

@@ -2,7 +2,7 @@
 clients can discover how to authenticate."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify, render_template, request
 
 from backend import __version__
 from backend.openapi import openapi_spec
@@ -69,7 +69,6 @@ def _operations(spec: dict) -> list[dict]:
 @bp.get("/docs")
 def docs_page():
     """The OpenAPI description rendered for people: every endpoint, its parameters and answers, and an example."""
-    from flask import current_app, render_template, request
 
     spec = openapi_spec(__version__)
     production = current_app.extensions["essentia"].settings.production

@@ -268,7 +268,7 @@ def _resolve(target: _Target, resolver: Resolver, allow_loopback: bool) -> list[
     else:
         try:
             infos = resolver(target.host, target.port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError, ValueError) as exc:
+        except (OSError, UnicodeError, ValueError):
             raise FetchError("download_failed", f"The host {target.host!r} could not be resolved: no such host, "
                                                 "or DNS did not answer.") from None
         addresses = []
