@@ -23,6 +23,7 @@ from backend.timeutil import seconds_until_utc_midnight, utc_today
 
 KEY_PREFIX = "ess_"
 DISPLAY_PREFIX_LENGTH = 12  # "ess_" + 8 characters: enough to tell keys apart, useless to an attacker
+MAX_KEY_LENGTH = 128  # generate_key() makes 47 characters; anything much longer is not one of ours
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,13 @@ class KeyValidator:
     Known keys are cached for `ttl` seconds, unknown ones for `negative_ttl` (briefly, so a key created a moment
     ago soon works, while a flood of made-up keys costs no queries). A key deactivated in the database stops
     working within `ttl`. The cache holds at most `max_entries`, evicting the least recently used.
+
+    The cache is keyed by the raw key, not its SHA-256: hashing costs more than the rest of a cached answer, so
+    a hash-keyed cache could not be much faster than the query it saves. This is safe because the match is
+    exact (a dict compares the full string, never a truncated fingerprint), the key is in this process's
+    memory for every request that carries it anyway, and it is kept no longer than its entry is useful: every
+    miss first drops the entries idle for longer than their TTL, and misses happen at least once per `ttl`
+    while any request arrives. The database and the lookup still see only the hash.
     """
 
     def __init__(self, lookup: Callable[[str], ApiKey | None], *, ttl: float = 300.0, negative_ttl: float = 30.0,
@@ -63,36 +71,54 @@ class KeyValidator:
         self.negative_ttl = negative_ttl
         self.max_entries = max_entries
         self._clock = clock
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[str, tuple[float, ApiKey | None]] = OrderedDict()  # hash -> (expires, key)
+        self._lock = threading.Lock()  # serializes writers; readers rely on OrderedDict's atomic C methods
+        self._entries: OrderedDict[str, tuple[float, ApiKey | None]] = OrderedDict()  # raw key -> (expires, key)
         self.lookups = 0  # database queries made, for tests and benchmarks
 
     def validate(self, raw_key: str) -> ApiKey | None:
         """The key record for `raw_key` (active or not), or None if no such key exists."""
-        key_hash = hash_key(raw_key)
         now = self._clock()
-        with self._lock:
-            cached = self._entries.get(key_hash)
-            if cached is not None and cached[0] > now:
-                self._entries.move_to_end(key_hash)
-                return cached[1]
+        cached = self._entries.get(raw_key)
+        if cached is not None and cached[0] > now:
+            # No lock on a hit: under the GIL each OrderedDict call is atomic, and a writer may only have
+            # evicted the entry in between, which leaves nothing to move.
+            try:
+                self._entries.move_to_end(raw_key)
+            except KeyError:
+                pass
+            return cached[1]
+        if len(raw_key) > MAX_KEY_LENGTH:
+            return None  # longer than any key we issue: no such key, and no big made-up strings in the cache
         # Query outside the lock: a slow database must not serialize every request.
-        record = self._lookup(key_hash)
+        record = self._lookup(hash_key(raw_key))
         self.lookups += 1
         expires = now + (self.ttl if record is not None else self.negative_ttl)
         with self._lock:
-            self._entries[key_hash] = (expires, record)
-            self._entries.move_to_end(key_hash)
+            self._drop_idle(now)
+            self._entries[raw_key] = (expires, record)
+            self._entries.move_to_end(raw_key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
         return record
 
+    def _drop_idle(self, now: float) -> None:
+        """Drop expired entries from the least recently used end. Any entry idle for longer than its TTL is
+        there behind only expired ones (an entry expires at most a TTL after its last use), so raw keys do not
+        outlive their use by more than a TTL; each entry is dropped once, so this is amortized O(1)."""
+        while self._entries:
+            oldest = next(iter(self._entries))
+            if self._entries[oldest][0] > now:
+                return
+            del self._entries[oldest]
+
     def forget_id(self, key_id: int) -> None:
         """Drop every cached entry of the key with this id (it was deleted or deactivated)."""
         with self._lock:
-            stale = [h for h, (_, record) in self._entries.items() if record is not None and record.id == key_id]
-            for key_hash in stale:
-                del self._entries[key_hash]
+            # list() snapshots in one C call, so lock-free hits moving entries cannot break the iteration.
+            entries = list(self._entries.items())
+            for raw_key, (_, record) in entries:
+                if record is not None and record.id == key_id:
+                    self._entries.pop(raw_key, None)
 
     def forget(self, raw_key: str | None = None) -> None:
         """Drop one key (or all) from the cache, e.g. after this process changed it."""
@@ -100,7 +126,7 @@ class KeyValidator:
             if raw_key is None:
                 self._entries.clear()
             else:
-                self._entries.pop(hash_key(raw_key), None)
+                self._entries.pop(raw_key, None)
 
 
 def key_from_row(row, expected_hash: str) -> ApiKey | None:

@@ -406,3 +406,24 @@ def test_refused_requests_of_a_real_key_are_recorded_too(make_app):
     out = app.test_cli_runner().invoke(args=["keys", "show", "1"]).output
     assert "usage total: 3" in out, out
     assert recent_requests(out) == [("403", "/cache/clear"), ("429", "/cache"), ("200", "/cache")], out
+
+
+def test_idle_keys_leave_the_cache_after_their_ttl():
+    """The cache is keyed by the raw key, so an entry idle past its TTL must not linger: the next miss drops it."""
+    clock = FakeClock()
+    lookup = CountingLookup({"ess_idle": _record(1), "ess_busy": _record(2)})
+    validator = KeyValidator(lookup, ttl=300, negative_ttl=30, clock=clock)
+    validator.validate("ess_idle")
+    validator.validate("ess_made_up")
+    clock.advance(200)
+    validator.validate("ess_busy")
+    clock.advance(101)  # ess_idle and ess_made_up expired; ess_busy has not
+    validator.validate("ess_new")
+    assert list(validator._entries) == ["ess_busy", "ess_new"]
+
+
+def test_overlong_keys_are_refused_without_a_query_or_a_cache_entry():
+    lookup = CountingLookup({})
+    validator = KeyValidator(lookup, clock=FakeClock())
+    assert validator.validate("ess_" + "x" * 5000) is None
+    assert lookup.calls == [] and len(validator._entries) == 0
