@@ -3,11 +3,13 @@ and, in development mode (no keys), refusal of cross-site and DNS-rebinding requ
 developer visits cannot drive the local server."""
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import re
+import secrets
 import time
-import uuid
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app, g, request
@@ -28,6 +30,21 @@ SECURITY_HEADERS = {
 }
 
 
+def _reset_request_ids() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix, _id_counter = secrets.token_hex(8), itertools.count()
+
+
+_reset_request_ids()
+os.register_at_fork(after_in_child=_reset_request_ids)  # forked workers must not repeat each other's ids
+
+
+def new_request_id() -> str:
+    """32 hex characters, unique rather than secret: a random per-process prefix and a counter. (uuid4 cost a
+    getrandom system call per request; next() on itertools.count is atomic, so threads get distinct ids.)"""
+    return f"{_id_prefix}{next(_id_counter):016x}"
+
+
 def register_request_hygiene(app: Flask) -> None:
     app.before_request(_start_request)
     app.after_request(_finish_request)
@@ -36,7 +53,7 @@ def register_request_hygiene(app: Flask) -> None:
 def _start_request():
     g.started = time.perf_counter()
     incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    g.request_id = incoming if _REQUEST_ID.match(incoming) else new_request_id()
     settings = current_app.extensions["essentia"].settings
     if not settings.production:
         _refuse_foreign_pages(settings)
@@ -65,9 +82,12 @@ def _refuse_foreign_pages(settings) -> None:
 
 
 def _finish_request(response):
+    # One pass over the headers instead of a scan per setdefault; a view's own value still wins.
+    present = {name.lower() for name, _ in response.headers}
     for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    request_id = getattr(g, "request_id", None) or uuid.uuid4().hex
+        if name.lower() not in present:
+            response.headers.add(name, value)
+    request_id = getattr(g, "request_id", None) or new_request_id()
     response.headers["X-Request-ID"] = request_id
     key = getattr(g, "api_key", None)
     started = getattr(g, "started", None)

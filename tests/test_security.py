@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 
 import pytest
 
+from backend.security import new_request_id
 from tests.test_api_analyze import post_audio
 
 
@@ -110,3 +113,18 @@ def test_read_only_database_answers_503_and_reads_still_work(make_app, song_120_
     response = post_audio(client, song_96_c_major)
     assert response.status_code == 503 and response.get_json()["error"] == "storage_unavailable"
     assert len(client.get("/cache").get_json()) == 1
+
+
+def test_generated_request_ids_are_unique_hex_and_differ_after_fork():
+    ids = {new_request_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child reports its first id and leaves at once
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    child_id = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert re.fullmatch(r"[0-9a-f]{32}", child_id) and child_id[:16] != new_request_id()[:16]
