@@ -13,15 +13,16 @@ PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"
 _KEY_PATTERN = re.compile(r"^\s*([A-Ga-g])\s*([#b♯♭]?)\s*(major|minor|maj|min|m)?\s*$", re.IGNORECASE)
 
 
-def finite(value: Any) -> Any:
-    """Floats that JSON can carry: NaN and infinities become None; containers are cleaned recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(item) for item in value]
-    return value
+def _finite_columns(values: dict[str, Any]) -> dict[str, Any]:
+    """Column values (flat scalars) that JSON can carry: NaN and infinities become None."""
+    return {key: None if isinstance(value, float) and not math.isfinite(value) else value
+            for key, value in values.items()}
+
+
+# Stored JSON is read with NaN/Infinity tokens as null, so what it yields is already finite: Python's json
+# writes non-finite floats only as those tokens (never as a literal like 1e999), and our rows are written with
+# allow_nan=False anyway. That spares a cache hit a recursive walk over the whole stored result.
+_STORED_JSON = json.JSONDecoder(parse_constant=lambda _token: None)
 
 
 def normalize_key_name(text: str) -> str | None:
@@ -54,7 +55,7 @@ def _key(value: str | None) -> str:
 
 def _stored_result(row: sqlite3.Row) -> dict[str, Any]:
     try:
-        return json.loads(row["result_json"])
+        return _STORED_JSON.decode(row["result_json"])
     except (TypeError, ValueError):
         return {}
 
@@ -70,7 +71,7 @@ def _manual_fields(row: sqlite3.Row) -> dict[str, Any]:
 
 def cache_row(row: sqlite3.Row) -> dict[str, Any]:
     """One row of /cache and /cache/search: the stored measurements, metadata and corrections."""
-    return finite({
+    return _finite_columns({
         "id": row["id"],
         "title": row["title"],
         "artist": row["artist"],
@@ -95,7 +96,7 @@ def analysis_response(row: sqlite3.Row, *, cached: bool, detail: bool = False) -
     stored = _stored_result(row)
     result = stored.get("result", {})
     body = cache_row(row)
-    body.update(finite({
+    body.update({
         "bpm_candidates": result.get("bpm_candidates", []),
         "mode": result.get("mode"),
         "key_index": result.get("key_index"),
@@ -106,7 +107,7 @@ def analysis_response(row: sqlite3.Row, *, cached: bool, detail: bool = False) -
         "analysis_window": stored.get("window"),
         "source": stored.get("source"),
         "cached": cached,
-    }))
+    })
     if detail:
         body["detail"] = _stored_detail(row, result)
     return body
@@ -116,16 +117,16 @@ def _stored_detail(row: sqlite3.Row, result: dict[str, Any]) -> Any:
     """The chart arrays: in their own column since schema 2, inside the result before."""
     if row["detail_json"]:
         try:
-            return finite(json.loads(row["detail_json"]))
+            return _STORED_JSON.decode(row["detail_json"])
         except ValueError:
             return None
-    return finite(result.get("detail"))
+    return result.get("detail")
 
 
 def export_row(row: sqlite3.Row) -> dict[str, Any]:
     """One song of /cache/export: the user's corrections where they made them, never a null."""
     bpm = row["manual_bpm"] if row["manual_bpm"] is not None else row["bpm"]
-    return finite({
+    return _finite_columns({
         "title": row["title"],
         "artist": row["artist"],
         "bpm": _bpm(bpm),
