@@ -434,3 +434,20 @@ def test_normalize_url_is_idempotent_and_rejects_garbage():
         with pytest.raises(FetchError) as info:
             normalize_url(bad)
         assert info.value.code == "invalid_url"
+
+
+def test_normalize_url_is_cached_but_errors_are_raised_every_time():
+    from backend.audio.fetch import _normalized
+    url = "HTTP://Example.COM:80/a b?x=1#frag"
+    assert normalize_url(url) == normalize_url(url) == "http://example.com/a%20b?x=1"
+    hits = _normalized.cache_info().hits
+    normalize_url(url)
+    assert _normalized.cache_info().hits == hits + 1
+    for _ in range(2):
+        with pytest.raises(FetchError) as error:
+            normalize_url("ftp://example.com/a")
+        assert error.value.code == "invalid_url"
+    long_url = "http://example.com/" + "a" * 2000
+    assert normalize_url(long_url) == long_url  # too long to cache, still normalized
+    with pytest.raises(FetchError):
+        normalize_url(None)  # not a string: refused, not a TypeError from the cache

@@ -162,6 +162,19 @@ def normalize_url(url: str) -> str:
 
     Raises ``FetchError("invalid_url")`` for anything :func:`fetch_url` would refuse on syntax alone.
     """
+    if isinstance(url, str) and len(url) <= _CACHED_URL_LENGTH:
+        return _normalized(url)
+    return _parse(url).url
+
+
+# Every /analyze cache hit normalizes its URL, and clients repeat URLs. A pure function of the string, so a
+# bounded LRU is exact; lru_cache does not cache exceptions, so invalid URLs raise afresh every time. Only
+# ordinary-length URLs are cached, which bounds the memory at about 1024 x (1 KB + its percent-encoding).
+_CACHED_URL_LENGTH = 1024
+
+
+@functools.lru_cache(maxsize=1024)
+def _normalized(url: str) -> str:
     return _parse(url).url
 
 
