@@ -304,3 +304,15 @@ def test_rows_stored_before_the_detail_column_still_answer_detail(make_app, song
     assert again["cached"] is True
     assert again["detail"]["chroma"] == body["detail"]["chroma"]
     assert sqlite3.connect(db.path).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_lone_surrogates_are_refused_however_the_json_body_spells_them(client):
+    """The fast path skips the surrogate check only for plain-ASCII bodies without \\u escapes; every other
+    spelling (UTF-8 bytes of a surrogate, UTF-16 text, an escape) still gets the full check."""
+    spellings = ['{"url": "http://example.com/\\ud800.mp3"}'.encode(),
+                 '{"url": "http://example.com/\ud800.mp3"}'.encode("utf-8", "surrogatepass"),
+                 '{"url": "http://example.com/\ud800.mp3"}'.encode("utf-16-le", "surrogatepass"),
+                 '{"url": "http://example.com/\\ud800.mp3"}'.encode("utf-16-le")]
+    for body in spellings:
+        response = client.post("/analyze", data=body, content_type="application/json")
+        assert response.status_code == 400 and response.get_json()["error"] == "invalid_json", body

@@ -60,6 +60,8 @@ def json_object() -> dict[str, Any]:
         raise ApiError(400, "invalid_json",
                        "The body must be a JSON object (Content-Type: application/json), "
                        'e.g. {"url": "https://example.com/preview.m4a"}.')
+    if _surrogate_free(request.get_data()):
+        return body
     try:
         # JSON may escape lone UTF-16 surrogates ("\ud800") that no UTF-8 text, URL or database can hold.
         json.dumps(body, ensure_ascii=False).encode("utf-8")
@@ -68,5 +70,13 @@ def json_object() -> dict[str, Any]:
     return body
 
 
+def _surrogate_free(raw: bytes) -> bool:
+    """True when the body cannot hold a lone surrogate, so the full check can be skipped: a surrogate needs a
+    \\u escape or non-ASCII bytes, and a body with NUL bytes may be UTF-16/32, where escapes look different."""
+    return raw.isascii() and b"\\u" not in raw and b"\x00" not in raw
+
+
 def wants_detail() -> bool:
+    if not request.query_string:
+        return False  # most requests have no query string; parsing request.args for nothing costs more
     return request.args.get("detail", "").lower() in ("1", "true", "yes")
