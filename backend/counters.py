@@ -2,8 +2,10 @@
 
 A cache hit should cost a hash, one indexed SELECT and JSON, not a write transaction. So counters and usage rows
 collect here and reach the database together, at most every `flush_seconds` (on the next request after that, on
-/stats, and at exit). One gunicorn worker process owns HTTP, so these in-memory counts are exact; what a hard kill
-can lose is at most the last `flush_seconds` of counts, never a stored analysis.
+/stats, at exit, and under gunicorn from a background thread, so an idle HTTP process does not sit on its counts).
+With several HTTP processes the hit and miss counts wait in shared memory (SharedTally), so /stats is exact
+whichever process answers; usage records wait in their own process. What a hard kill can lose is at most the
+last `flush_seconds` of counts, never a stored analysis.
 """
 from __future__ import annotations
 
@@ -14,31 +16,78 @@ from typing import Callable
 
 from backend import store
 from backend.db import Database
+from backend.sharedtable import SharedTable
 from backend.timeutil import utc_now_iso
 
 log = logging.getLogger(__name__)
 
 
+class LocalTally:
+    """Hit and miss counts not yet written, in this process (one process serves)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts = {"hits": 0, "misses": 0}
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += amount
+
+    def take(self, name: str) -> int:
+        with self._lock:
+            taken, self._counts[name] = self._counts[name], 0
+            return taken
+
+    def read(self, name: str) -> int:
+        return self._counts[name]
+
+
+class SharedTally:
+    """The same counts in a SharedTable, so that /stats, whichever HTTP process answers it, includes what every
+    process has counted and not yet written."""
+
+    def __init__(self, table: SharedTable):
+        self.table = table
+
+    def _update(self, name: str, change: Callable[[int], int | None]) -> int:
+        seen: list[int] = []
+
+        def record(_number: float, count: int, _found: bool):
+            seen.append(count)
+            new = change(count)
+            return None if new is None else (0.0, new)
+
+        self.table.update(name, record, is_free=lambda number, count: False, eviction_rank=lambda n, c: 0.0)
+        return seen[0]
+
+    def add(self, name: str, amount: int = 1) -> None:
+        self._update(name, lambda count: count + amount)
+
+    def take(self, name: str) -> int:
+        return self._update(name, lambda count: 0)
+
+    def read(self, name: str) -> int:
+        return self._update(name, lambda count: None)
+
+
 class BufferedCounters:
-    def __init__(self, db: Database, *, flush_seconds: float = 2.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, db: Database, *, flush_seconds: float = 2.0, clock: Callable[[], float] = time.monotonic,
+                 tally: LocalTally | SharedTally | None = None):
         self._db = db
         self.flush_seconds = flush_seconds
         self._clock = clock
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._hits = 0
-        self._misses = 0
+        self._tally = tally or LocalTally()
         self._usage: list[tuple] = []
         self._last_flush = clock()
 
     def count_hit(self) -> None:
-        with self._lock:
-            self._hits += 1
+        self._tally.add("hits")
         self.flush_if_due()
 
     def count_miss(self) -> None:
-        with self._lock:
-            self._misses += 1
+        self._tally.add("misses")
         self.flush_if_due()
 
     def record_usage(self, key_id: int, endpoint: str, status: int) -> None:
@@ -48,8 +97,19 @@ class BufferedCounters:
 
     def pending(self) -> tuple[int, int]:
         """Hits and misses not yet written to the database."""
-        with self._lock:
-            return self._hits, self._misses
+        return self._tally.read("hits"), self._tally.read("misses")
+
+    def start_background_flush(self) -> None:
+        """Flush every `flush_seconds` from a daemon thread of this process (started after gunicorn's fork)."""
+        if self.flush_seconds <= 0:
+            return
+
+        def flush_forever() -> None:
+            while True:
+                time.sleep(self.flush_seconds)
+                self.flush_if_due()
+
+        threading.Thread(target=flush_forever, name="counters-flush", daemon=True).start()
 
     def flush_if_due(self) -> None:
         if self._clock() - self._last_flush >= self.flush_seconds:
@@ -60,9 +120,9 @@ class BufferedCounters:
         if not self._flush_lock.acquire(blocking=False):
             return
         try:
+            hits, misses = self._tally.take("hits"), self._tally.take("misses")
             with self._lock:
-                hits, misses, usage = self._hits, self._misses, self._usage
-                self._hits, self._misses, self._usage = 0, 0, []
+                usage, self._usage = self._usage, []
                 self._last_flush = self._clock()
             if not (hits or misses or usage):
                 return
@@ -74,9 +134,9 @@ class BufferedCounters:
                         store.record_usage(conn, usage)
             except Exception:
                 log.exception("could not write counters; keeping them for the next flush")
+                self._tally.add("hits", hits)
+                self._tally.add("misses", misses)
                 with self._lock:
-                    self._hits += hits
-                    self._misses += misses
                     self._usage[:0] = usage
         finally:
             self._flush_lock.release()

@@ -13,6 +13,8 @@ import time
 from collections import OrderedDict
 from typing import Callable, Hashable, NamedTuple
 
+from backend.sharedtable import SharedTable
+
 
 class RateDecision(NamedTuple):
     """One answer of the limiter (a NamedTuple: it is built on every request, and this is the cheapest record)."""
@@ -76,3 +78,54 @@ class RateLimiter:
             if window[0] > horizon:
                 break
             del windows[client]
+
+
+class SharedRateLimiter:
+    """The same fixed-window limit, kept in a SharedTable so that several HTTP processes count together.
+
+    Windows start at a client's first request, as in RateLimiter. The clock must be one every process shares
+    (time.monotonic is system-wide on Linux). Memory is the table's, fixed: when a probe run holds only live
+    windows, the one that started longest ago is forgotten, as RateLimiter does at its bound.
+    """
+
+    def __init__(self, limit: int, window_seconds: float = 60.0, *, table: SharedTable,
+                 clock: Callable[[], float] = time.monotonic):
+        if limit <= 0:
+            raise ValueError("limit must be positive; switch the limiter off instead of setting 0")
+        self.limit = limit
+        self.window_seconds = window_seconds
+        self.table = table
+        self._clock = clock
+
+    @property
+    def max_clients(self) -> int:
+        return self.table.slots
+
+    def __len__(self) -> int:
+        now = self._clock()
+        return self.table.count(lambda start, count: self._live(start, now))
+
+    def _live(self, start: float, now: float) -> bool:
+        # `now` is read before the lock, so another process may have started a window a moment "later". A start
+        # a whole window ahead, though, comes from before a reboot (the monotonic clock restarted): not live.
+        return start - self.window_seconds < now < start + self.window_seconds
+
+    def hit(self, client: Hashable) -> RateDecision:
+        """Count one request by `client` and say whether it may proceed."""
+        now = self._clock()
+        limit, window_seconds = self.limit, self.window_seconds
+        answer: list[RateDecision] = []
+
+        def change(start: float, count: int, found: bool):
+            if not (found and self._live(start, now)):
+                start, count = now, 0
+            if count >= limit:
+                answer.append(RateDecision(False, limit, 0, min(window_seconds, start + window_seconds - now)))
+                return None
+            count += 1
+            answer.append(RateDecision(True, limit, limit - count, min(window_seconds, start + window_seconds - now)))
+            return start, count
+
+        self.table.update(str(client), change, is_free=lambda start, count: not self._live(start, now),
+                          eviction_rank=lambda start, count: start)
+        return answer[0]

@@ -1,0 +1,182 @@
+"""State shared by several HTTP processes (backend/sharedtable.py): the rate limiter and the analysis claims must
+count across processes exactly, stay within their fixed memory, and survive a process killed at any moment."""
+from __future__ import annotations
+
+import fcntl
+import multiprocessing
+import os
+import signal
+import time
+
+import pytest
+
+from backend.claims import ContentClaims
+from backend.counters import SharedTally
+from backend.ratelimit import SharedRateLimiter
+from backend.sharedtable import SharedTable
+
+FORK = multiprocessing.get_context("fork")
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _hammer(path: str, limit: int, hits: int, results) -> None:
+    limiter = SharedRateLimiter(limit, 60.0, table=SharedTable(path, slots=1024))
+    results.put(sum(limiter.hit("key:7").allowed for _ in range(hits)))
+
+
+def test_processes_share_one_limit_exactly(tmp_path):
+    path = str(tmp_path / "limits")
+    results = FORK.Queue()
+    workers = [FORK.Process(target=_hammer, args=(path, 150, 100, results)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    allowed = sum(results.get(timeout=60) for _ in workers)
+    for worker in workers:
+        worker.join(30)
+    assert allowed == 150  # 400 attempts by four processes, one shared budget
+
+
+def test_window_counts_down_then_resets(tmp_path):
+    clock = FakeClock()
+    limiter = SharedRateLimiter(3, 60.0, table=SharedTable(tmp_path / "limits", slots=64), clock=clock)
+    decisions = [limiter.hit("addr:1") for _ in range(4)]
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert [d.remaining for d in decisions] == [2, 1, 0, 0]
+    assert decisions[-1].retry_after == 60
+    assert limiter.hit("addr:2").allowed  # another client has its own window
+    clock.now += 59.5
+    assert not limiter.hit("addr:1").allowed and limiter.hit("addr:1").retry_after == 1
+    clock.now += 0.5
+    assert limiter.hit("addr:1").allowed and len(limiter) == 1  # addr:2's window ended too
+
+
+def test_memory_is_fixed_whatever_the_number_of_clients(tmp_path):
+    clock = FakeClock()
+    table = SharedTable(tmp_path / "limits", slots=256)
+    limiter = SharedRateLimiter(5, 60.0, table=table, clock=clock)
+    for client in range(5000):
+        assert limiter.hit(f"addr:{client}").allowed
+    assert len(limiter) <= 256
+    assert os.path.getsize(tmp_path / "limits") == table.nbytes
+    # The newest client is tracked: the evicted ones are those whose windows started longest ago.
+    for _ in range(4):
+        limiter.hit("addr:4999")
+    assert not limiter.hit("addr:4999").allowed
+
+
+def test_a_window_from_before_a_reboot_does_not_count(tmp_path):
+    clock = FakeClock(now=5000.0)
+    path = tmp_path / "limits"
+    limiter = SharedRateLimiter(1, 60.0, table=SharedTable(path, slots=64), clock=clock)
+    assert limiter.hit("addr:1").allowed and not limiter.hit("addr:1").allowed
+    clock.now = 10.0  # the monotonic clock starts again after a reboot; the file is still there
+    rebooted = SharedRateLimiter(1, 60.0, table=SharedTable(path, slots=64), clock=clock)
+    assert rebooted.hit("addr:1").allowed
+
+
+def test_a_table_file_of_another_layout_is_started_afresh(tmp_path):
+    path = tmp_path / "limits"
+    path.write_bytes(b"not a table" * 100)
+    limiter = SharedRateLimiter(2, 60.0, table=SharedTable(path, slots=64))
+    assert limiter.hit("addr:1").remaining == 1
+
+
+def _hold_lock_forever(path: str, ready) -> None:
+    table = SharedTable(path, slots=64)
+    table.update("x", lambda number, count, found: (1.0, 1), lambda n, c: True, lambda n, c: n)
+    fd = os.open(path, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as if killed inside the critical section
+    ready.set()
+    time.sleep(60)
+
+
+def test_a_process_killed_while_holding_the_lock_does_not_wedge_the_others(tmp_path):
+    path = str(tmp_path / "limits")
+    ready = FORK.Event()
+    holder = FORK.Process(target=_hold_lock_forever, args=(path, ready))
+    holder.start()
+    assert ready.wait(30)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.join(10)
+    limiter = SharedRateLimiter(5, 60.0, table=SharedTable(path, slots=64))
+    assert limiter.hit("addr:1").allowed
+
+
+def _claim_and_report(path: str, key: str, results, hold_seconds: float, ttl: float = 60.0) -> None:
+    claims = ContentClaims(SharedTable(path, slots=64))
+    results.put(claims.try_claim(key, ttl=ttl))
+    time.sleep(hold_seconds)
+
+
+def test_one_process_at_a_time_holds_a_claim(tmp_path):
+    path = str(tmp_path / "claims")
+    claims = ContentClaims(SharedTable(path, slots=64))
+    assert claims.try_claim("sha256:abc", ttl=60.0)
+    assert claims.try_claim("sha256:abc", ttl=60.0)  # the holder may renew its own claim
+
+    results = FORK.Queue()
+    other = FORK.Process(target=_claim_and_report, args=(path, "sha256:abc", results, 0.0))
+    other.start()
+    assert results.get(timeout=30) is False
+    other.join(10)
+
+    claims.release("sha256:abc")
+    other = FORK.Process(target=_claim_and_report, args=(path, "sha256:abc", results, 0.0))
+    other.start()
+    assert results.get(timeout=30) is True
+    other.join(10)
+
+
+def test_a_claim_ends_with_its_process_or_its_time(tmp_path):
+    path = str(tmp_path / "claims")
+    results = FORK.Queue()
+    holder = FORK.Process(target=_claim_and_report, args=(path, "url:x", results, 60.0))
+    holder.start()
+    assert results.get(timeout=30) is True
+    claims = ContentClaims(SharedTable(path, slots=64))
+    assert not claims.try_claim("url:x", ttl=60.0)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.join(10)
+    assert claims.try_claim("url:x", ttl=60.0)  # its process is gone: free at once
+
+
+    results = FORK.Queue()
+    brief = FORK.Process(target=_claim_and_report, args=(path, "url:y", results, 60.0, 0.5))
+    brief.start()
+    assert results.get(timeout=30) is True
+    assert not claims.try_claim("url:y", ttl=60.0)
+    time.sleep(0.6)
+    assert claims.try_claim("url:y", ttl=60.0)  # its process lives on, but the claim ran out of time
+    os.kill(brief.pid, signal.SIGKILL)
+    brief.join(10)
+
+
+def test_table_rejects_a_size_that_is_not_a_power_of_two(tmp_path):
+    with pytest.raises(ValueError):
+        SharedTable(tmp_path / "t", slots=1000)
+
+
+def _count_hits(path: str, times: int) -> None:
+    tally = SharedTally(SharedTable(path, slots=16))
+    for _ in range(times):
+        tally.add("hits")
+
+
+def test_hit_counts_of_all_processes_add_up_until_taken(tmp_path):
+    path = str(tmp_path / "counters")
+    workers = [FORK.Process(target=_count_hits, args=(path, 250)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    tally = SharedTally(SharedTable(path, slots=16))
+    assert tally.read("hits") == 1000 and tally.read("misses") == 0
+    assert tally.take("hits") == 1000  # what a flush writes to the database...
+    assert tally.read("hits") == 0     # ...is no longer pending
