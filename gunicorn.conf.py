@@ -1,16 +1,39 @@
 """gunicorn settings for EssentiaServer: `gunicorn -c gunicorn.conf.py` (what ./serve.sh runs).
 
-One worker process owns HTTP, with threads for concurrent requests; CPU-heavy decoding and analysis run in that
-worker's process pool (ESSENTIA_WORKERS processes), so the in-memory rate limiter and key cache are exact.
+ESSENTIA_HTTP_WORKERS processes serve HTTP (default: two per core, at most four), each with a few threads. One
+Python process cannot answer more than one core's worth of requests (the GIL; see PERFORMANCE_OPTIMIZATIONS.md),
+and with keep-alive a client's connection stays with the process that accepted it, so more processes than cores
+keep both cores busy however connections happen to be spread. Decoding and analysis run in one pool of
+ESSENTIA_WORKERS processes for the whole server (backend/poolservice.py), started here by the master.
+
+State that must be exact across the HTTP processes (rate-limit windows, who is analyzing what, Prometheus counts)
+lives in a private directory made here, in the master, before the workers fork; the database is shared anyway.
 Everything is configured through the same ESSENTIA_* variables as the app (see README).
 """
+import os
+import shutil
+import tempfile
+
 from backend.config import Settings
 
 _settings = Settings.from_env()  # a bad ESSENTIA_* value stops start-up here, naming the variable
+_own_state_dir = None
+if not _settings.shared_state_dir:
+    _own_state_dir = tempfile.mkdtemp(prefix="essentia-shared-")  # mode 0700: this user only
+    os.environ["ESSENTIA_SHARED_STATE_DIR"] = _own_state_dir  # the workers' create_app() reads it
+_state_dir = _own_state_dir or _settings.shared_state_dir
+# prometheus_client reads this when first imported (in the workers, after the fork): counts go to files there.
+_metrics_dir = os.path.join(_state_dir, "metrics")
+os.makedirs(_metrics_dir, exist_ok=True)
+for _stale in os.listdir(_metrics_dir):  # counts of an earlier run in a reused directory must not add up
+    if _stale.endswith(".db"):
+        os.remove(os.path.join(_metrics_dir, _stale))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+_pool_supervisor = None
 
 wsgi_app = "backend.app:create_app()"
 bind = [f"[{_settings.host}]:{_settings.port}" if ":" in _settings.host else f"{_settings.host}:{_settings.port}"]
-workers = 1
+workers = _settings.http_processes
 worker_class = "gthread"
 threads = _settings.http_threads
 timeout = 120            # a worker silent this long is restarted (covers a slow warm-up on a busy machine)
@@ -24,9 +47,18 @@ limit_request_field_size = 16 * 1024
 control_socket_disable = True  # one shared path in $HOME would clash between instances; nothing here uses it
 
 
+def on_starting(server):
+    """Start the analysis pool before any HTTP worker: the workers wait for it to answer (it warms up first)."""
+    global _pool_supervisor
+    from backend.poolservice import start_supervisor
+    _pool_supervisor = start_supervisor(_state_dir, workers=_settings.workers, queue_depth=_settings.queue_depth,
+                                        timeout=_settings.analysis_timeout)
+
+
 def post_worker_init(worker):
-    """Start and warm the analysis pool in the serving process, after the fork, before the first request."""
-    worker.wsgi.extensions["essentia"].executor.start(wait=True)
+    services = worker.wsgi.extensions["essentia"]
+    services.executor.start(wait=True)
+    services.counters.start_background_flush()
 
 
 def worker_exit(server, worker):
@@ -34,3 +66,16 @@ def worker_exit(server, worker):
     if services is not None:
         services.counters.flush()
         services.executor.shutdown()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)  # its live gauges stop counting; its counters stay summed
+
+
+def on_exit(server):
+    if _pool_supervisor is not None:
+        from backend.poolservice import stop_supervisor
+        stop_supervisor(_pool_supervisor)
+    if _own_state_dir is not None:
+        shutil.rmtree(_own_state_dir, ignore_errors=True)

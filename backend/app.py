@@ -8,6 +8,7 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 from flask import Flask, current_app, g, request
@@ -15,14 +16,23 @@ from flask import Flask, current_app, g, request
 from backend.api import register_blueprints
 from backend.auth import KeyValidator, lookup_key_in
 from backend.config import Settings
-from backend.counters import BufferedCounters
+from backend.counters import BufferedCounters, SharedTally
 from backend.db import Database
 from backend.errors import register_error_handlers
 from backend.executor import AnalysisExecutor
 from backend.metrics import Metrics
-from backend.ratelimit import RateLimiter
+from backend.poolservice import PoolClient
+from backend.claims import ContentClaims
+from backend.ratelimit import RateLimiter, SharedRateLimiter
 from backend.security import register_request_hygiene
 from backend.service import AnalysisService
+from backend.sharedtable import SharedTable
+
+
+# Shared tables' sizes: clients tracked at once by the rate limiter (24 bytes each: 3 MiB), analyses in flight.
+SHARED_LIMITER_SLOTS = 1 << 17
+SHARED_CLAIM_SLOTS = 1 << 12
+SHARED_TALLY_SLOTS = 16  # "hits" and "misses"
 
 
 @dataclass
@@ -31,10 +41,10 @@ class Services:
     settings: Settings
     db: Database
     key_validator: KeyValidator
-    rate_limiter: RateLimiter | None
+    rate_limiter: RateLimiter | SharedRateLimiter | None
     counters: BufferedCounters
     metrics: Metrics
-    executor: AnalysisExecutor
+    executor: AnalysisExecutor | PoolClient
     analysis: AnalysisService
     started_at: float
 
@@ -55,21 +65,21 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False
 
     db = Database(settings.db_path, settings.db_pool_size)
-    executor = AnalysisExecutor(workers=settings.workers, queue_depth=settings.queue_depth,
-                                timeout=settings.analysis_timeout)
+    executor = _executor(settings)
     metrics = Metrics(queue_depth=lambda: executor.pending, workers_alive=executor.workers_alive)
-    counters = BufferedCounters(db, flush_seconds=settings.stats_flush_seconds)
+    counters = BufferedCounters(db, flush_seconds=settings.stats_flush_seconds, tally=_tally(settings))
     app.extensions["essentia"] = Services(
         settings=settings,
         db=db,
         key_validator=KeyValidator(lookup_key_in(db), ttl=settings.key_cache_ttl,
                                    negative_ttl=settings.negative_key_cache_ttl,
                                    max_entries=settings.key_cache_size),
-        rate_limiter=RateLimiter(settings.rate_limit) if settings.rate_limit > 0 else None,
+        rate_limiter=_rate_limiter(settings),
         counters=counters,
         metrics=metrics,
         executor=executor,
-        analysis=AnalysisService(settings=settings, db=db, executor=executor, counters=counters, metrics=metrics),
+        analysis=AnalysisService(settings=settings, db=db, executor=executor, counters=counters, metrics=metrics,
+                                 claims=_content_claims(settings)),
         started_at=time.monotonic(),
     )
     # Flush what is still buffered at exit, without keeping every app a process ever built (tests build many).
@@ -83,6 +93,38 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     from backend.cli import register_commands
     register_commands(app)
     return app
+
+
+def _executor(settings: Settings) -> AnalysisExecutor | PoolClient:
+    """Under gunicorn, the server's one analysis pool (a service the master started); otherwise a pool of this
+    process's own."""
+    if settings.shared_state_dir:
+        return PoolClient(settings.shared_state_dir, timeout=settings.analysis_timeout)
+    return AnalysisExecutor(workers=settings.workers, queue_depth=settings.queue_depth,
+                            timeout=settings.analysis_timeout)
+
+
+def _rate_limiter(settings: Settings) -> RateLimiter | SharedRateLimiter | None:
+    """In memory when one process serves HTTP (exact and cheapest); in shared memory when several do, so that
+    they count together."""
+    if settings.rate_limit <= 0:
+        return None
+    if settings.shared_state_dir:
+        table = SharedTable(Path(settings.shared_state_dir) / "rate-limits", slots=SHARED_LIMITER_SLOTS)
+        return SharedRateLimiter(settings.rate_limit, table=table)
+    return RateLimiter(settings.rate_limit)
+
+
+def _tally(settings: Settings) -> SharedTally | None:
+    if not settings.shared_state_dir:
+        return None  # one process: its own counts are all there is
+    return SharedTally(SharedTable(Path(settings.shared_state_dir) / "counters", slots=SHARED_TALLY_SLOTS))
+
+
+def _content_claims(settings: Settings) -> ContentClaims | None:
+    if not settings.shared_state_dir:
+        return None  # one process: SingleFlight alone is exact
+    return ContentClaims(SharedTable(Path(settings.shared_state_dir) / "claims", slots=SHARED_CLAIM_SLOTS))
 
 
 def _flush_at_exit(counters_ref: "weakref.ref[BufferedCounters]") -> None:

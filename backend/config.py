@@ -23,7 +23,8 @@ class Settings:
     production: bool = False
     host: str = "127.0.0.1"
     port: int = 5050
-    http_threads: int = 16                  # gunicorn threads serving requests in the one HTTP process
+    http_workers: int = 0                   # gunicorn HTTP processes; 0 = auto (see http_processes)
+    http_threads: int = 4                   # threads serving requests in each HTTP process (few: see GIL note)
     db_path: str = str(PROJECT_ROOT / "instance" / "essentia.db")
     db_pool_size: int = 8
     # Requests per minute per client; 0 switches the limiter off. Default: 60 in production, off in development.
@@ -38,12 +39,23 @@ class Settings:
     allow_loopback_urls: bool = False       # tests only: lets /analyze fetch from 127.0.0.1
     fetch_timeout: float = 15.0
     max_redirects: int = 5
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # analysis processes; 0 = in-thread
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # analysis processes in all; 0 = in-thread
     queue_depth: int = 16                   # analyses waiting beyond this answer 503 server_busy
     analysis_timeout: float = 60.0          # seconds one analysis may take
     stats_flush_seconds: float = 2.0        # in-memory hit/miss counters reach the database this often
     cors_origins: tuple[str, ...] = ()      # production CORS allow-list; empty = CORS off
     log_level: str = "INFO"
+    # Where the HTTP processes keep what they share (rate-limit windows, analysis claims, metrics, the analysis
+    # pool's socket). gunicorn.conf.py makes a private one; empty = one process (tests, the CLI), state in memory.
+    shared_state_dir: str = ""
+
+    @property
+    def http_processes(self) -> int:
+        """HTTP processes gunicorn runs: ESSENTIA_HTTP_WORKERS, or by default two per core, at most four. One
+        Python process cannot use more than one core for HTTP (the GIL), and with keep-alive connections each
+        stays with the process that accepted it: more processes than cores keep both cores busy however the
+        clients' connections happen to be spread."""
+        return self.http_workers or max(1, min(4, 2 * (os.cpu_count() or 1)))
 
     @property
     def max_upload_bytes(self) -> int:
@@ -111,6 +123,7 @@ _PARSERS: dict[str, _Parser] = {
     "production": (_parse_bool, _always, "0 or 1"),
     "host": (str, _always, "an address to bind, e.g. 127.0.0.1"),
     "port": (int, lambda p: 1 <= p <= 65535, "an integer port from 1 to 65535"),
+    "http_workers": (int, lambda n: 0 <= n <= 64, "an integer from 0 to 64 (0 = automatic)"),
     "http_threads": (int, lambda n: 1 <= n <= 256, "an integer from 1 to 256"),
     "db_path": (str, _always, "a file path"),
     "db_pool_size": (int, lambda n: 1 <= n <= 64, "an integer from 1 to 64"),
@@ -130,5 +143,6 @@ _PARSERS: dict[str, _Parser] = {
     "analysis_timeout": (float, _positive, "seconds, a number > 0"),
     "stats_flush_seconds": (float, _non_negative, "seconds, a number >= 0"),
     "cors_origins": (_parse_origins, _always, "a comma-separated list of origins"),
+    "shared_state_dir": (str, _always, "a directory path"),
     "log_level": (str.upper, lambda s: s in ("DEBUG", "INFO", "WARNING", "ERROR"), "DEBUG, INFO, WARNING or ERROR"),
 }

@@ -8,10 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from typing import Any, Callable
 
 from backend import store
 from backend.audio.fetch import FetchError, fetch_url, normalize_url
+from backend.claims import ContentClaims
 from backend.config import Settings
 from backend.counters import BufferedCounters
 from backend.db import Database
@@ -22,6 +24,7 @@ from backend.records import UNKNOWN
 from backend.timeutil import utc_now_iso
 
 UPLOAD_URL_PREFIX = "upload:sha256:"
+CLAIM_POLL_SECONDS = 0.025  # how often a process waiting on another's analysis looks for its result
 
 
 def url_cache_key(normalized_url: str) -> str:
@@ -34,13 +37,14 @@ def upload_cache_key(sha256_hex: str) -> str:
 
 class AnalysisService:
     def __init__(self, *, settings: Settings, db: Database, executor: AnalysisExecutor,
-                 counters: BufferedCounters, metrics: Metrics):
+                 counters: BufferedCounters, metrics: Metrics, claims: ContentClaims | None = None):
         self.settings = settings
         self.db = db
         self.executor = executor
         self.counters = counters
         self.metrics = metrics
         self.flights = SingleFlight()
+        self.claims = claims  # set when several HTTP processes serve: single flight across them
 
     def analyze_upload(self, data: bytes, *, title: str | None, artist: str | None) -> tuple[sqlite3.Row, bool]:
         """The analysis of uploaded audio bytes, cached by their SHA-256; returns (row, served_from_cache)."""
@@ -81,9 +85,17 @@ class AnalysisService:
             existing = self._lookup(cache_key, title, artist)
             if existing is not None:
                 return existing, True
-            data, digest, kind, preview_url = source()
-            job = self._run(data)
-            return self._store(cache_key, kind, preview_url, digest, title, artist, job), False
+            if self.claims is not None:
+                stored_meanwhile = self._claim_or_wait(cache_key, title, artist)
+                if stored_meanwhile is not None:
+                    return stored_meanwhile, True
+            try:
+                data, digest, kind, preview_url = source()
+                job = self._run(data)
+                return self._store(cache_key, kind, preview_url, digest, title, artist, job), False
+            finally:
+                if self.claims is not None:
+                    self.claims.release(cache_key)
 
         (row, from_cache), shared = self.flights.do(cache_key, analyze_and_store)
         if shared or from_cache:
@@ -92,6 +104,21 @@ class AnalysisService:
         self._count(hit=False)
         self.metrics.analysis.observe(row["analysis_duration"])
         return row, False
+
+    def _claim_or_wait(self, cache_key: str, title: str | None, artist: str | None) -> sqlite3.Row | None:
+        """Claim `cache_key` across processes, or wait while another process analyzes it: returns its stored
+        row if it finished meanwhile, else None with the claim held by this process (the caller releases it)."""
+        longest = self.settings.fetch_timeout + self.settings.analysis_timeout + 30.0
+        give_up = time.monotonic() + longest
+        while not self.claims.try_claim(cache_key, longest) and time.monotonic() < give_up:
+            time.sleep(CLAIM_POLL_SECONDS)
+            row = self._lookup(cache_key, title, artist)
+            if row is not None:
+                return row
+        row = self._lookup(cache_key, title, artist)  # the holder may have stored it just before releasing
+        if row is not None:
+            self.claims.release(cache_key)
+        return row
 
     def _count(self, *, hit: bool) -> None:
         if hit:

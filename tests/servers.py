@@ -33,6 +33,14 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
 def create_key_cli(env: dict[str, str], name: str, *flags: str) -> str:
     """Create an API key with the real `flask --app backend keys create` and return the printed secret."""
     created = subprocess.run([sys.executable, "-m", "flask", "--app", "backend", "keys", "create", name, *flags],
@@ -92,10 +100,25 @@ class GunicornServer:
         finally:
             conn.close()
 
+    def http_worker_pids(self) -> list[int]:
+        """gunicorn's HTTP worker processes (the master's other children run the analysis pool)."""
+        return [pid for pid in children(self.process.pid) if "gunicorn" in _cmdline(pid)]
+
     def http_worker_pid(self) -> int:
-        workers = children(self.process.pid)
+        workers = self.http_worker_pids()
         assert workers, "no gunicorn worker"
         return workers[0]
+
+    def analysis_service_pid(self) -> int:
+        """The process that owns the analysis pool (master -> supervisor -> service -> pool workers)."""
+        supervisors = [pid for pid in children(self.process.pid) if "spawn_main" in _cmdline(pid)]
+        assert supervisors, "no analysis pool supervisor"
+        services = children(supervisors[0])
+        assert services, "no analysis service"
+        return services[0]
+
+    def analysis_pool_pids(self) -> list[int]:
+        return [pid for pid in children(self.analysis_service_pid()) if "resource_tracker" not in _cmdline(pid)]
 
     def stop(self) -> None:
         try:
