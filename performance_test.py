@@ -671,7 +671,8 @@ def _status_kb(pid: int, field: str) -> int | None:
     return None
 
 
-def _cmdline(pid: int) -> str:
+def process_cmdline(pid: int) -> str:
+    """The command line of a process (empty once it is gone); tests/servers.py uses it too."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return f.read().replace(b"\0", b" ").decode(errors="replace")
@@ -696,7 +697,7 @@ def _role(pid: int, depth: int, single: bool) -> str:
         return "naive server"
     if depth == 0:
         return "gunicorn master"
-    command = _cmdline(pid)
+    command = process_cmdline(pid)
     if "resource_tracker" in command:
         return "multiprocessing resource tracker"
     if "spawn_main" not in command:

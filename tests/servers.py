@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from performance_test import process_cmdline
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -31,14 +33,6 @@ def children(pid: int) -> list[int]:
             return [int(part) for part in handle.read().split()]
     except FileNotFoundError:
         return []
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode(errors="replace")
-    except FileNotFoundError:
-        return ""
 
 
 def create_key_cli(env: dict[str, str], name: str, *flags: str) -> str:
@@ -102,7 +96,7 @@ class GunicornServer:
 
     def http_worker_pids(self) -> list[int]:
         """gunicorn's HTTP worker processes (the master's other children run the analysis pool)."""
-        return [pid for pid in children(self.process.pid) if "gunicorn" in _cmdline(pid)]
+        return [pid for pid in children(self.process.pid) if "gunicorn" in process_cmdline(pid)]
 
     def http_worker_pid(self) -> int:
         workers = self.http_worker_pids()
@@ -111,14 +105,14 @@ class GunicornServer:
 
     def analysis_service_pid(self) -> int:
         """The process that owns the analysis pool (master -> supervisor -> service -> pool workers)."""
-        supervisors = [pid for pid in children(self.process.pid) if "spawn_main" in _cmdline(pid)]
+        supervisors = [pid for pid in children(self.process.pid) if "spawn_main" in process_cmdline(pid)]
         assert supervisors, "no analysis pool supervisor"
         services = children(supervisors[0])
         assert services, "no analysis service"
         return services[0]
 
     def analysis_pool_pids(self) -> list[int]:
-        return [pid for pid in children(self.analysis_service_pid()) if "resource_tracker" not in _cmdline(pid)]
+        return [pid for pid in children(self.analysis_service_pid()) if "resource_tracker" not in process_cmdline(pid)]
 
     def stop(self) -> None:
         try:
