@@ -240,6 +240,20 @@ class Database:
             else:
                 self._discard(conn)
 
+    @contextmanager
+    def single_read(self) -> Iterator[sqlite3.Connection]:
+        """Lend a pooled connection for ONE read statement, outside any transaction: SQLite runs a lone statement
+        as its own consistent snapshot, so the BEGIN and COMMIT round trips (half the cost of a cache hit's
+        lookup) buy nothing there. Writes and multi-statement reads use connection()."""
+        conn = self._acquire()
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:  # not for writes, but never pool a connection left inside one
+                self._discard(conn)
+            else:
+                self._release(conn)
+
     def _discard(self, conn: sqlite3.Connection) -> None:
         try:
             conn.close()

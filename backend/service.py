@@ -128,7 +128,7 @@ class AnalysisService:
         self.metrics.cache.labels("hit" if hit else "miss").inc()
 
     def _lookup(self, cache_key: str, title: str | None, artist: str | None) -> sqlite3.Row | None:
-        with self.db.connection() as conn:
+        with self.db.single_read() as conn:
             row = store.find_analysis_by_cache_key(conn, cache_key)
         if row is not None and ((title and row["title"] == UNKNOWN) or (artist and row["artist"] == UNKNOWN)):
             with self.db.connection(write=True) as conn:

@@ -204,3 +204,17 @@ def test_concurrent_writers_all_succeed(tmp_path):
     finally:
         for pool in pools:
             pool.close()
+
+
+def test_single_read_lends_a_pooled_connection_outside_any_transaction(tmp_path):
+    db = Database(str(tmp_path / "r.db"), pool_size=1)
+    with db.single_read() as conn:
+        assert not conn.in_transaction
+        assert conn.execute("SELECT COUNT(*) FROM analyses").fetchone()[0] == 0
+    with db.single_read() as again:
+        assert again is conn  # back in the pool
+    with db.single_read() as conn:
+        conn.execute("BEGIN")  # misuse: left inside a transaction
+    with db.connection(write=True) as fresh:  # ... so it was not pooled, and the file is not locked
+        assert fresh is not conn
+        fresh.execute("DELETE FROM analyses")
