@@ -549,7 +549,9 @@ class _MonoWindow:
     frame as it is decoded (and than ``to_ndarray``), while memory stays bounded by the batch size.
     """
 
-    _BATCH = 256  # frames held before folding (~6 s of 44.1 kHz AAC)
+    # frames held before folding (~1.5 s of 44.1 kHz AAC): small enough that the held frames are still in the
+    # CPU cache when they are folded; measured faster than 256 (~6 s) or 16
+    _BATCH = 64
 
     def __init__(self, layout: _Layout, capacity: int) -> None:
         self.layout = layout
@@ -572,22 +574,31 @@ class _MonoWindow:
                 self._fold()
 
     def _fold(self) -> None:
+        # One concatenate per channel over the whole batch instead of a copy and an add per frame: with ~1,300
+        # frames in a 30 s clip, the per-frame numpy calls were most of the Python cost of decoding.
+        if not self._pending:
+            return
         layout = self.layout
+        dtype = np.dtype(layout.dtype)
+        per_channel: list[list[np.ndarray]] = [[] for _ in range(layout.channels)]
         for frame, skip, take in self._pending:
-            n = frame.samples
-            dst = self.buffer[self._folded:self._folded + take]
             planes = frame.planes
             if layout.planar:  # plane buffers may be padded: view exactly the samples
-                sources = [np.frombuffer(p, dtype=layout.dtype, count=n)[skip:skip + take]
-                           for p in planes[:layout.channels]]
+                for views, plane in zip(per_channel, planes):
+                    views.append(np.frombuffer(plane, dtype=dtype, count=take, offset=skip * dtype.itemsize))
             else:
-                packed = np.frombuffer(planes[0], dtype=layout.dtype, count=n * layout.channels)
+                n = frame.samples
+                packed = np.frombuffer(planes[0], dtype=dtype, count=n * layout.channels)
                 packed = packed.reshape(n, layout.channels)[skip:skip + take]
-                sources = [packed[:, c] for c in range(layout.channels)]
-            np.copyto(dst, sources[0], casting="unsafe")
-            for src in sources[1:]:
-                np.add(dst, src, out=dst, casting="unsafe")
-            self._folded += take
+                for c, views in enumerate(per_channel):
+                    views.append(packed[:, c])
+        count = self.held - self._folded
+        dst = self.buffer[self._folded:self._folded + count]
+        # same arithmetic as before: the first channel cast into the buffer, the others added in their own dtype
+        np.concatenate(per_channel[0], out=dst, casting="unsafe")
+        for views in per_channel[1:]:
+            np.add(dst, np.concatenate(views), out=dst, casting="unsafe")
+        self._folded += count
         self._pending.clear()
 
     def mono(self) -> np.ndarray:
