@@ -16,20 +16,22 @@ import tempfile
 
 from backend.config import Settings
 
+# gunicorn runs this file again on SIGHUP (reload): what must survive that is kept in the environment.
+_OWN_DIR_VAR, _SUPERVISOR_VAR = "_ESSENTIA_OWN_STATE_DIR", "_ESSENTIA_POOL_SUPERVISOR_PID"
+
 _settings = Settings.from_env()  # a bad ESSENTIA_* value stops start-up here, naming the variable
-_own_state_dir = None
 if not _settings.shared_state_dir:
-    _own_state_dir = tempfile.mkdtemp(prefix="essentia-shared-")  # mode 0700: this user only
-    os.environ["ESSENTIA_SHARED_STATE_DIR"] = _own_state_dir  # the workers' create_app() reads it
-_state_dir = _own_state_dir or _settings.shared_state_dir
+    os.environ[_OWN_DIR_VAR] = tempfile.mkdtemp(prefix="essentia-shared-")  # mode 0700: this user only
+    os.environ["ESSENTIA_SHARED_STATE_DIR"] = os.environ[_OWN_DIR_VAR]  # the workers' create_app() reads it
+_state_dir = os.environ["ESSENTIA_SHARED_STATE_DIR"]
 # prometheus_client reads this when first imported (in the workers, after the fork): counts go to files there.
 _metrics_dir = os.path.join(_state_dir, "metrics")
 os.makedirs(_metrics_dir, exist_ok=True)
-for _stale in os.listdir(_metrics_dir):  # counts of an earlier run in a reused directory must not add up
-    if _stale.endswith(".db"):
-        os.remove(os.path.join(_metrics_dir, _stale))
+if _SUPERVISOR_VAR not in os.environ:  # first start, not a reload: counts of an earlier run must not add up
+    for _stale in os.listdir(_metrics_dir):
+        if _stale.endswith(".db"):
+            os.remove(os.path.join(_metrics_dir, _stale))
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
-_pool_supervisor = None
 
 wsgi_app = "backend.app:create_app()"
 bind = [f"[{_settings.host}]:{_settings.port}" if ":" in _settings.host else f"{_settings.host}:{_settings.port}"]
@@ -49,10 +51,10 @@ control_socket_disable = True  # one shared path in $HOME would clash between in
 
 def on_starting(server):
     """Start the analysis pool before any HTTP worker: the workers wait for it to answer (it warms up first)."""
-    global _pool_supervisor
     from backend.poolservice import start_supervisor
-    _pool_supervisor = start_supervisor(_state_dir, workers=_settings.workers, queue_depth=_settings.queue_depth,
-                                        timeout=_settings.analysis_timeout)
+    os.environ[_SUPERVISOR_VAR] = str(start_supervisor(_state_dir, workers=_settings.workers,
+                                                       queue_depth=_settings.queue_depth,
+                                                       timeout=_settings.analysis_timeout))
 
 
 def post_worker_init(worker):
@@ -74,8 +76,8 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    if _pool_supervisor is not None:
+    if os.environ.get(_SUPERVISOR_VAR):
         from backend.poolservice import stop_supervisor
-        stop_supervisor(_pool_supervisor)
-    if _own_state_dir is not None:
-        shutil.rmtree(_own_state_dir, ignore_errors=True)
+        stop_supervisor(int(os.environ[_SUPERVISOR_VAR]))
+    if os.environ.get(_OWN_DIR_VAR):
+        shutil.rmtree(os.environ[_OWN_DIR_VAR], ignore_errors=True)

@@ -700,9 +700,11 @@ def _role(pid: int, depth: int, single: bool) -> str:
     command = process_cmdline(pid)
     if "resource_tracker" in command:
         return "multiprocessing resource tracker"
+    if "backend.poolservice" in command:
+        return "analysis pool supervisor"
     if "spawn_main" not in command:
         return "gunicorn HTTP worker"
-    return {1: "analysis pool supervisor", 2: "analysis service"}.get(depth, "analysis pool worker")
+    return "analysis service" if depth == 2 else "analysis pool worker"
 
 
 def process_tree(root_pid: int) -> list[tuple[int, int]]:

@@ -18,12 +18,15 @@ import logging
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from multiprocessing.connection import AuthenticationError, Client, Connection, Listener
 from pathlib import Path
 from typing import Any
 
+from backend.config import PROJECT_ROOT
 from backend.executor import AnalysisExecutor, AnalysisTimeout, ExecutorError, ServerBusy, WorkerCrashed
 
 log = logging.getLogger(__name__)
@@ -51,11 +54,13 @@ def read_key(state_dir: str | os.PathLike) -> bytes:
 # -- the service side --------------------------------------------------------------------------------------------
 
 def start_supervisor(state_dir: str, *, workers: int, queue_depth: int, timeout: float) -> int:
-    """Start the supervisor (from gunicorn's master) and return its pid, which is also its process group."""
+    """Start the supervisor (from gunicorn's master) and return its pid, which is also its process group.
+
+    A plain subprocess, not a multiprocessing.Process: the master and the workers it forks would otherwise
+    each try to join it at exit."""
     write_key(state_dir)
-    process = multiprocessing.get_context("spawn").Process(
-        target=supervise, args=(state_dir, workers, queue_depth, timeout), name="essentia-pool-supervisor")
-    process.start()
+    process = subprocess.Popen([sys.executable, "-m", "backend.poolservice", state_dir, str(workers),
+                                str(queue_depth), str(timeout)], cwd=PROJECT_ROOT, start_new_session=True)
     return process.pid
 
 
@@ -67,7 +72,8 @@ def stop_supervisor(pid: int) -> None:
 
 
 def supervise(state_dir: str, workers: int, queue_depth: int, timeout: float) -> None:
-    os.setsid()  # a group of our own, so that stopping gunicorn can take every analysis process down at once
+    # Started in a session of its own (start_new_session), so that stopping gunicorn can take every analysis
+    # process down at once with one killpg.
     parent = os.getppid()
     signal.signal(signal.SIGTERM, _exit_with_group)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole terminal group; gunicorn stops us
@@ -214,3 +220,8 @@ class PoolClient:
 
     def shutdown(self) -> None:
         self._drop()
+
+
+if __name__ == "__main__":  # how start_supervisor runs it: STATE_DIR WORKERS QUEUE_DEPTH TIMEOUT
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    supervise(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))

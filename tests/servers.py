@@ -35,6 +35,18 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def spawned_children(pid: int) -> list[int]:
+    """Children started by multiprocessing's spawn, without its resource tracker."""
+    return [child for child in children(pid)
+            if "spawn_main" in process_cmdline(child) and "resource_tracker" not in process_cmdline(child)]
+
+
+def service_of(supervisor_pid: int) -> int:
+    services = spawned_children(supervisor_pid)
+    assert services, "no analysis service"
+    return services[0]
+
+
 def create_key_cli(env: dict[str, str], name: str, *flags: str) -> str:
     """Create an API key with the real `flask --app backend keys create` and return the printed secret."""
     created = subprocess.run([sys.executable, "-m", "flask", "--app", "backend", "keys", "create", name, *flags],
@@ -105,14 +117,12 @@ class GunicornServer:
 
     def analysis_service_pid(self) -> int:
         """The process that owns the analysis pool (master -> supervisor -> service -> pool workers)."""
-        supervisors = [pid for pid in children(self.process.pid) if "spawn_main" in process_cmdline(pid)]
+        supervisors = [pid for pid in children(self.process.pid) if "backend.poolservice" in process_cmdline(pid)]
         assert supervisors, "no analysis pool supervisor"
-        services = children(supervisors[0])
-        assert services, "no analysis service"
-        return services[0]
+        return service_of(supervisors[0])
 
     def analysis_pool_pids(self) -> list[int]:
-        return [pid for pid in children(self.analysis_service_pid()) if "resource_tracker" not in process_cmdline(pid)]
+        return spawned_children(self.analysis_service_pid())
 
     def stop(self) -> None:
         try:

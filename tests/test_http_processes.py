@@ -13,6 +13,7 @@ import time
 import pytest
 
 from tests import synth
+from performance_test import process_cmdline
 from tests.servers import GunicornServer, children
 
 
@@ -99,3 +100,24 @@ def test_metrics_add_up_across_processes(server):
     after = _metric(server, 'essentia_http_requests_total{endpoint="/openapi.json",method="GET",status="200"}')
     assert after - before == 25
     assert _metric(server, "essentia_analysis_workers_alive") == 2.0  # the one pool, not a sum per process
+
+
+@pytest.mark.slow
+def test_a_reload_keeps_the_pool_and_a_stop_takes_everything_down(server):
+    supervisor = [pid for pid in children(server.process.pid) if pid not in server.http_worker_pids()
+                  and "backend.poolservice" in process_cmdline(pid)][0]
+    with open(f"/proc/{supervisor}/environ", "rb") as handle:
+        environment = dict(item.split(b"=", 1) for item in handle.read().split(b"\0") if b"=" in item)
+    state_dir = environment[b"ESSENTIA_SHARED_STATE_DIR"].decode()
+    os.kill(server.process.pid, signal.SIGHUP)  # gunicorn re-reads its config and replaces its workers
+    time.sleep(2)
+    server.wait_healthy()
+    status, _, body = _upload(server, synth.wav_bytes(synth.song(104, "D", "minor", seconds=6.0)))
+    assert status == 200 and body["bpm"] > 0
+    assert supervisor in children(server.process.pid)  # the same pool served it
+    server.stop()
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{supervisor}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{supervisor}")
+    assert not os.path.exists(state_dir)

@@ -13,7 +13,7 @@ import pytest
 from backend.executor import ServerBusy
 from backend.poolservice import PoolClient, socket_path, start_supervisor, stop_supervisor
 from tests import synth
-from tests.servers import children
+from tests.servers import children, service_of
 
 
 @pytest.fixture
@@ -73,13 +73,13 @@ def test_the_bound_is_the_whole_servers(service):
 @pytest.mark.slow
 def test_restarted_after_a_kill_and_stopped_with_its_group(service):
     supervisor, client = service
-    old_service = children(supervisor)[0]
+    old_service = service_of(supervisor)
     os.kill(old_service, signal.SIGKILL)
     deadline = time.monotonic() + 60
     while client.workers_alive() == 0:
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    assert children(supervisor)[0] != old_service
+    assert service_of(supervisor) != old_service
     everything = [supervisor, *children(supervisor)]
     everything += [pid for pid in list(everything) for pid in children(pid)]
     stop_supervisor(supervisor)
