@@ -71,48 +71,63 @@ def stop_supervisor(pid: int) -> None:
         pass
 
 
+STOP_GRACE_SECONDS = 5.0  # how long the service may take to shut its pool down before the group is killed
+
+
 def supervise(state_dir: str, workers: int, queue_depth: int, timeout: float) -> None:
     # Started in a session of its own (start_new_session), so that stopping gunicorn can take every analysis
     # process down at once with one killpg.
     parent = os.getppid()
-    signal.signal(signal.SIGTERM, _exit_with_group)
+    running: list = []
+    signal.signal(signal.SIGTERM, lambda *_args: _stop(running))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole terminal group; gunicorn stops us
     context = multiprocessing.get_context("spawn")
     while True:
         service = context.Process(target=serve, args=(state_dir, workers, queue_depth, timeout),
                                   name="essentia-analysis-pool")
         service.start()
+        running[:] = [service]
         while service.is_alive():
             service.join(1.0)
             if os.getppid() != parent:  # gunicorn's master is gone without stopping us
-                _exit_with_group()
+                _stop(running)
         logging.getLogger(__name__).warning("analysis service exited (code %s); starting it again",
                                             service.exitcode)
         time.sleep(0.5)
 
 
-def _exit_with_group(*_args: Any) -> None:
+def _stop(running: list) -> None:
+    """Let the service shut its pool down (so it releases what it registered), then end the whole group."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    os.killpg(os.getpgid(0), signal.SIGTERM)
+    for service in running:
+        service.terminate()
+        service.join(STOP_GRACE_SECONDS)
+    os.killpg(os.getpgid(0), signal.SIGTERM)  # whatever is left: a pool worker stuck in an analysis
     os._exit(0)
 
 
 def serve(state_dir: str, workers: int, queue_depth: int, timeout: float) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    def stop(*_args: Any) -> None:
+        raise SystemExit(0)  # unwinds to the finally below, then exits normally (finalizers run)
+
+    signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     executor = AnalysisExecutor(workers=workers, queue_depth=queue_depth, timeout=timeout)
-    executor.start(wait=True)
-    address = socket_path(state_dir)
-    if os.path.exists(address):
-        os.unlink(address)  # left by a service that died
-    listener = Listener(address, family="AF_UNIX", authkey=read_key(state_dir))
-    os.chmod(address, 0o600)
-    while True:
-        try:
-            connection = listener.accept()
-        except (AuthenticationError, OSError, EOFError):
-            continue  # a peer without the key, or one that went away during the handshake
-        threading.Thread(target=_answer, args=(executor, connection), daemon=True).start()
+    try:
+        executor.start(wait=True)
+        address = socket_path(state_dir)
+        if os.path.exists(address):
+            os.unlink(address)  # left by a service that died
+        listener = Listener(address, family="AF_UNIX", authkey=read_key(state_dir))
+        os.chmod(address, 0o600)
+        while True:
+            try:
+                connection = listener.accept()
+            except (AuthenticationError, OSError, EOFError):
+                continue  # a peer without the key, or one that went away during the handshake
+            threading.Thread(target=_answer, args=(executor, connection), daemon=True).start()
+    finally:
+        executor.shutdown()
 
 
 def _answer(executor: AnalysisExecutor, connection: Connection) -> None:
