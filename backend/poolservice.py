@@ -1,8 +1,8 @@
 """One analysis pool for every HTTP process: a small local service that gunicorn's master starts.
 
-Why: with several HTTP processes, a pool in each either runs more analyses at once than there are cores (measured
-in PERFORMANCE_OPTIMIZATIONS.md: about a fifth more CPU per analysis) or leaves a core idle while another
-process's share is overloaded (a client's keep-alive connections all landed on that process). One
+Why: with several HTTP processes, a pool in each either runs more analyses at once than there are cores (more
+CPU per analysis: section 7 of PERFORMANCE_OPTIMIZATIONS.md) or leaves a core idle while another process's share
+is overloaded (a client's keep-alive connections all landed on that process). One
 AnalysisExecutor behind a Unix socket keeps one queue, one bound and one set of workers for the whole server.
 
 Processes (gunicorn.conf.py starts the first one):
@@ -91,8 +91,7 @@ def supervise(state_dir: str, workers: int, queue_depth: int, timeout: float) ->
             service.join(1.0)
             if os.getppid() != parent:  # gunicorn's master is gone without stopping us
                 _stop(running)
-        logging.getLogger(__name__).warning("analysis service exited (code %s); starting it again",
-                                            service.exitcode)
+        log.warning("analysis service exited (code %s); starting it again", service.exitcode)
         time.sleep(0.5)
 
 
