@@ -70,11 +70,6 @@ def worker_exit(server, worker):
         services.executor.shutdown()
 
 
-def child_exit(server, worker):
-    from prometheus_client import multiprocess
-    multiprocess.mark_process_dead(worker.pid)  # its live gauges stop counting; its counters stay summed
-
-
 def on_exit(server):
     if os.environ.get(_SUPERVISOR_VAR):
         from backend.poolservice import stop_supervisor

@@ -15,6 +15,7 @@ from flask import Flask, current_app, g, request
 
 from backend.api import register_blueprints
 from backend.auth import KeyValidator, lookup_key_in
+from backend.claims import ContentClaims
 from backend.config import Settings
 from backend.counters import BufferedCounters, SharedTally
 from backend.db import Database
@@ -22,7 +23,6 @@ from backend.errors import register_error_handlers
 from backend.executor import AnalysisExecutor
 from backend.metrics import Metrics
 from backend.poolservice import PoolClient
-from backend.claims import ContentClaims
 from backend.ratelimit import RateLimiter, SharedRateLimiter
 from backend.security import register_request_hygiene
 from backend.service import AnalysisService
@@ -110,21 +110,25 @@ def _rate_limiter(settings: Settings) -> RateLimiter | SharedRateLimiter | None:
     if settings.rate_limit <= 0:
         return None
     if settings.shared_state_dir:
-        table = SharedTable(Path(settings.shared_state_dir) / "rate-limits", slots=SHARED_LIMITER_SLOTS)
-        return SharedRateLimiter(settings.rate_limit, table=table)
+        return SharedRateLimiter(settings.rate_limit, table=_shared_table(settings, "rate-limits",
+                                                                          SHARED_LIMITER_SLOTS))
     return RateLimiter(settings.rate_limit)
 
 
 def _tally(settings: Settings) -> SharedTally | None:
     if not settings.shared_state_dir:
         return None  # one process: its own counts are all there is
-    return SharedTally(SharedTable(Path(settings.shared_state_dir) / "counters", slots=SHARED_TALLY_SLOTS))
+    return SharedTally(_shared_table(settings, "counters", SHARED_TALLY_SLOTS))
 
 
 def _content_claims(settings: Settings) -> ContentClaims | None:
     if not settings.shared_state_dir:
         return None  # one process: SingleFlight alone is exact
-    return ContentClaims(SharedTable(Path(settings.shared_state_dir) / "claims", slots=SHARED_CLAIM_SLOTS))
+    return ContentClaims(_shared_table(settings, "claims", SHARED_CLAIM_SLOTS))
+
+
+def _shared_table(settings: Settings, name: str, slots: int) -> SharedTable:
+    return SharedTable(Path(settings.shared_state_dir) / name, slots=slots)
 
 
 def _flush_at_exit(counters_ref: "weakref.ref[BufferedCounters]") -> None:

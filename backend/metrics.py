@@ -53,17 +53,16 @@ class Metrics:
 class _PoolGauges(Collector):
     """The analysis pool's state, read when scraped."""
 
+    NAMES = (("essentia_analysis_queue_depth", "Analyses running or waiting in the pool"),
+             ("essentia_analysis_workers_alive", "Live analysis pool processes"))
+
     def __init__(self, queue_depth: Callable[[], float], workers_alive: Callable[[], float]):
-        self._queue_depth = queue_depth
-        self._workers_alive = workers_alive
+        self._reads = (queue_depth, workers_alive)
 
     def describe(self):
         # What the registry checks names with: it must not ask the pool (it may not be running yet).
-        yield GaugeMetricFamily("essentia_analysis_queue_depth", "Analyses running or waiting in the pool")
-        yield GaugeMetricFamily("essentia_analysis_workers_alive", "Live analysis pool processes")
+        return [GaugeMetricFamily(name, help_text) for name, help_text in self.NAMES]
 
     def collect(self):
-        yield GaugeMetricFamily("essentia_analysis_queue_depth", "Analyses running or waiting in the pool",
-                                value=self._queue_depth())
-        yield GaugeMetricFamily("essentia_analysis_workers_alive", "Live analysis pool processes",
-                                value=self._workers_alive())
+        return [GaugeMetricFamily(name, help_text, value=read())
+                for (name, help_text), read in zip(self.NAMES, self._reads)]

@@ -107,7 +107,8 @@ class AnalysisService:
 
     def _claim_or_wait(self, cache_key: str, title: str | None, artist: str | None) -> sqlite3.Row | None:
         """Claim `cache_key` across processes, or wait while another process analyzes it: returns its stored
-        row if it finished meanwhile, else None with the claim held by this process (the caller releases it)."""
+        row if it finished meanwhile, else None: the claim is this process's (the caller releases it), or the wait
+        outlasted any analysis and this process goes ahead without one."""
         longest = self.settings.fetch_timeout + self.settings.analysis_timeout + 30.0
         give_up = time.monotonic() + longest
         while not self.claims.try_claim(cache_key, longest) and time.monotonic() < give_up:

@@ -106,7 +106,7 @@ class SharedTable:
                 offset = _HEADER.size + slot * _RECORD.size
                 stored, number, count = _RECORD.unpack_from(mapped, offset)
                 if stored == wanted:
-                    target = offset
+                    target, found = offset, (number, count)
                     break
                 if stored == 0 or is_free(number, count):
                     if free is None:
@@ -118,8 +118,7 @@ class SharedTable:
                     if evict is None or rank < evict_rank:
                         evict, evict_rank = offset, rank
             if target is not None:
-                _, number, count = _RECORD.unpack_from(mapped, target)
-                new = change(number, count, True)
+                new = change(*found, True)
             else:
                 target = free if free is not None else evict
                 new = change(0.0, 0, False)
