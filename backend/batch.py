@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, TextIO
 
 from backend import store
 from backend.db import Database
-from backend.runtime.executor import run_analysis_job
+from backend.runtime.executor import JobFailure, JobResult, run_analysis_job
 from backend.service import UPLOAD_URL_PREFIX, analysis_row_values, upload_cache_key
 
 AUDIO_SUFFIXES = {".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".mp4", ".aac", ".aif", ".aiff",
@@ -58,15 +58,14 @@ def title_and_artist(path: Path) -> tuple[str, str | None]:
     return stem, None
 
 
-def _analyze_file(path: str, window_seconds: float, digest: str | None) -> dict[str, Any]:
-    """Runs in a worker: read, decode and analyze one file; hash it unless the caller already did."""
+def _analyze_file(path: str, window_seconds: float, digest: str | None) -> tuple[JobResult | JobFailure, str]:
+    """Runs in a worker: read, decode and analyze one file; hash it unless the caller already did. Returns the
+    job and the file's SHA-256."""
     try:
         data = Path(path).read_bytes()
     except OSError as error:
-        return {"ok": False, "code": "unreadable_file", "message": error.strerror or str(error)}
-    job = run_analysis_job(data, window_seconds)
-    job["sha256"] = digest or hashlib.sha256(data).hexdigest()
-    return job
+        return JobFailure(400, "unreadable_file", error.strerror or str(error)), ""
+    return run_analysis_job(data, window_seconds), digest or hashlib.sha256(data).hexdigest()
 
 
 def _sha256_of(path: Path) -> str | None:
@@ -129,26 +128,25 @@ def analyze_paths(paths: Iterable[str], *, db: Database, window_seconds: float, 
         for future in as_completed(futures):
             path = futures[future]
             try:
-                job = future.result()
+                job, digest = future.result()
             except Exception as error:  # a crashed worker fails one file, not the batch
-                job = {"ok": False, "code": "analysis_failed", "message": str(error) or type(error).__name__}
+                job, digest = JobFailure(500, "analysis_failed", str(error) or type(error).__name__), ""
             progress.advance(path.name)
-            if not job["ok"]:
-                report.failed.append((str(path), f"{job['code']}: {job['message']}"))
+            if isinstance(job, JobFailure):
+                report.failed.append((str(path), f"{job.code}: {job.message}"))
                 continue
-            report.analyzed.append(_store(db, path, job, force))
+            report.analyzed.append(_store(db, path, job, digest, force))
     report.analyzed.sort(key=lambda row: row["file"])
     return report
 
 
-def _store(db: Database, path: Path, job: dict[str, Any], force: bool) -> dict[str, Any]:
+def _store(db: Database, path: Path, job: JobResult, digest: str, force: bool) -> dict[str, Any]:
     title, artist = title_and_artist(path)
-    digest = job["sha256"]
     values = analysis_row_values(job, cache_key=upload_cache_key(digest), kind="upload",
                                  preview_url=UPLOAD_URL_PREFIX + digest, digest=digest, title=title, artist=artist)
     with db.connection(write=True) as conn:
         row = store.insert_analysis(conn, values, replace=force)
-    result = job["result"]
+    result = job.result
     return {"file": str(path), "id": row["id"], "title": row["title"], "artist": row["artist"],
             "bpm": result["bpm"], "bpm_confidence": result["bpm_confidence"], "key": result["key"],
             "key_confidence": result["key_confidence"], "camelot": result["camelot"], "energy": result["energy"],

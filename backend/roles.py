@@ -19,7 +19,10 @@ With several hosts the shared roles move to Redis (ESSENTIA_REDIS_URL) and the s
 from __future__ import annotations
 
 import math
-from typing import Any, Hashable, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Hashable, NamedTuple, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from backend.runtime.executor import JobFailure, JobResult
 
 
 # -- records the roles answer with -------------------------------------------------------------------------------
@@ -64,9 +67,10 @@ QUOTA_KEY_UNKNOWN = "unknown_key"    # deleted since the key validator cached it
 class Executor(Protocol):
     """Decodes and analyzes audio bytes away from the request threads, with a bounded queue."""
 
-    def run(self, data: bytes, window_seconds: float) -> dict[str, Any]:
-        """The analysis of `data` (its first `window_seconds` of interest), as a job result; raises ExecutorError
-        (503-family) when the analysis could not run at all (busy, timed out, worker crashed, pool gone)."""
+    def run(self, data: bytes, window_seconds: float) -> JobResult | JobFailure:
+        """The analysis of `data` (the `window_seconds` it analyzes), or why this audio cannot be analyzed;
+        raises ExecutorError (503) when the analysis could not run at all (busy, timed out, worker crashed, pool
+        gone)."""
         ...
 
     def pending(self) -> int:

@@ -12,15 +12,14 @@ import time
 from typing import Any, Callable
 
 from backend import store
-from backend.audio.fetch import FetchError, fetch_url, normalize_url
+from backend.audio.fetch import fetch_url, normalize_url
 from backend.config import Settings
 from backend.counters import BufferedCounters
 from backend.db import Database
 from backend.roles import Claims, Executor
 from backend.runtime.claims import SingleFlight
-from backend.runtime.executor import ExecutorError
+from backend.runtime.executor import JobFailure, JobResult
 from backend.timeutil import utc_now_iso
-from backend.web.errors import ApiError
 from backend.web.metrics import Metrics
 from backend.web.responses import UNKNOWN
 
@@ -56,18 +55,12 @@ class AnalysisService:
 
     def analyze_url(self, url: str, *, title: str | None, artist: str | None) -> tuple[sqlite3.Row, bool]:
         """The analysis of the audio at `url`, cached by the normalized URL; returns (row, served_from_cache)."""
-        try:
-            normalized = normalize_url(url)
-        except FetchError as error:
-            raise _api_error(error) from None
+        normalized = normalize_url(url)  # FetchError (400 invalid_url) if it is not an http(s) URL we can fetch
 
         def download() -> tuple[bytes, str, str, str]:
-            try:
-                fetched = fetch_url(normalized, max_bytes=self.settings.max_download_bytes,
-                                    timeout=self.settings.fetch_timeout, max_redirects=self.settings.max_redirects,
-                                    allow_loopback=self.settings.allow_loopback_urls)
-            except FetchError as error:
-                raise _api_error(error) from None
+            fetched = fetch_url(normalized, max_bytes=self.settings.max_download_bytes,
+                                timeout=self.settings.fetch_timeout, max_redirects=self.settings.max_redirects,
+                                allow_loopback=self.settings.allow_loopback_urls)
             return fetched.data, hashlib.sha256(fetched.data).hexdigest(), "url", url.strip()
 
         return self._cached_or_analyzed(url_cache_key(normalized), title, artist, download)
@@ -135,29 +128,26 @@ class AnalysisService:
                 row = store.find_analysis_by_id(conn, row["id"])
         return row
 
-    def _run(self, data: bytes) -> dict[str, Any]:
-        try:
-            job = self.executor.run(data, self.settings.analysis_seconds)
-        except ExecutorError as error:
-            headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
-            raise ApiError(error.status, error.code, error.message, headers=headers) from None
-        if not job["ok"]:
-            raise ApiError(job["status"], job["code"], job["message"])
+    def _run(self, data: bytes) -> JobResult:
+        """The analysis of `data`; raises ExecutorError (the pool could not run it) or the JobFailure's error."""
+        job = self.executor.run(data, self.settings.analysis_seconds)
+        if isinstance(job, JobFailure):
+            raise job.error()
         return job
 
     def _store(self, cache_key: str, kind: str, preview_url: str, digest: str, title: str | None,
-               artist: str | None, job: dict[str, Any]) -> sqlite3.Row:
+               artist: str | None, job: JobResult) -> sqlite3.Row:
         values = analysis_row_values(job, cache_key=cache_key, kind=kind, preview_url=preview_url, digest=digest,
                                      title=title, artist=artist)
         with self.db.connection(write=True) as conn:
             return store.insert_analysis(conn, values)
 
 
-def analysis_row_values(job: dict[str, Any], *, cache_key: str, kind: str, preview_url: str, digest: str,
+def analysis_row_values(job: JobResult, *, cache_key: str, kind: str, preview_url: str, digest: str,
                         title: str | None, artist: str | None) -> dict[str, Any]:
     """The analyses row for a successful job (see executor.run_analysis_job). The chart arrays are stored apart
     from the summary so that a cache hit parses only what it answers."""
-    result = dict(job["result"])
+    result = dict(job.result)
     detail = result.pop("detail", None)
     return {
         "cache_key": cache_key,
@@ -174,13 +164,10 @@ def analysis_row_values(job: dict[str, Any], *, cache_key: str, kind: str, previ
         "danceability": result["danceability"],
         "acousticness": result["acousticness"],
         "spectral_centroid": result["spectral_centroid"],
-        "analysis_duration": round(job["seconds"], 4),
+        "analysis_duration": round(job.seconds, 4),
         "analyzed_at": utc_now_iso(),
-        "result_json": json.dumps({"result": result, "window": job["window"], "source": job["source"]},
+        "result_json": json.dumps({"result": result, "window": job.window, "source": job.source},
                                   allow_nan=False),
         "detail_json": None if detail is None else json.dumps(detail, allow_nan=False),
     }
 
-
-def _api_error(error: FetchError) -> ApiError:
-    return ApiError(error.status, error.code, error.message)

@@ -2,17 +2,24 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from backend.runtime.claims import SingleFlight
-from backend.runtime.executor import AnalysisExecutor, ServerBusy, WorkerCrashed, run_analysis_job_with_limit
+from backend.runtime.executor import (AnalysisExecutor, JobFailure, JobResult, ServerBusy, WorkerCrashed,
+                                     run_analysis_job_with_limit)
 from tests import synth
 from tests.conftest import SR
 from tests.test_api_analyze import post_audio
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _wait_until(predicate, timeout=30.0):
@@ -113,7 +120,7 @@ def test_killed_worker_fails_only_its_request_and_the_pool_recovers():
 
     data = synth.wav_bytes(synth.song(100, "G", "major", seconds=6, sr=SR), SR)
     job = executor.run(data, 30.0)
-    assert job["ok"] and job["result"]["key"] == "G Major"
+    assert isinstance(job, JobResult) and job.result["key"] == "G Major"
     executor.shutdown()
 
 
@@ -122,14 +129,14 @@ def test_analysis_that_runs_too_long_is_cut_off_with_a_clear_error(monkeypatch):
 
     def slow(data, window):
         time.sleep(5)
-        return {"ok": True}
+        return JobFailure(500, "never", "the limit should have cut this off")
 
     monkeypatch.setattr(executor_module, "run_analysis_job", slow)
     started = time.monotonic()
     job = run_analysis_job_with_limit(b"...", 30.0, 0.2)  # pytest runs tests on the main thread, like a pool worker
     assert time.monotonic() - started < 2
-    assert job == {**job, "ok": False, "status": 422, "code": "analysis_timeout"}
-    assert "cut off" in job["message"]
+    assert isinstance(job, JobFailure) and (job.status, job.code) == (422, "analysis_timeout")
+    assert "cut off" in job.message
 
 
 def _blas_threads() -> list[int]:
@@ -147,3 +154,18 @@ def test_pool_workers_use_one_math_thread_each():
     finally:
         executor.shutdown()
     assert threads and all(count == 1 for count in threads), threads
+
+
+def test_a_job_result_crosses_the_process_boundary_as_a_small_typed_record(song_96_c_major):
+    job = run_analysis_job_with_limit(song_96_c_major, 30.0, 60.0)
+    assert isinstance(job, JobResult)
+    copy = pickle.loads(pickle.dumps(job))
+    assert copy == job and copy.result["key"] == job.result["key"]
+    assert len(pickle.dumps(JobFailure(422, "silent_audio", "no audible content"))) < 200
+
+
+def test_the_analysis_processes_never_load_flask():
+    # What a pool worker imports (the job functions, decode, fetch errors) must not pull Flask in.
+    code = ("import sys, backend.runtime.executor, backend.audio.decode, backend.audio.fetch; "
+            "sys.exit(1 if 'flask' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=120).returncode == 0

@@ -10,7 +10,7 @@ from multiprocessing.connection import AuthenticationError, Client
 
 import pytest
 
-from backend.runtime.executor import ServerBusy
+from backend.runtime.executor import JobResult, ServerBusy
 from backend.runtime.poolservice import PoolClient, socket_path, start_supervisor, stop_supervisor
 from tests import synth
 from tests.servers import children, service_of
@@ -37,7 +37,7 @@ def _alive(pid: int) -> bool:
 def test_runs_an_analysis_and_reports_its_pool(service, tmp_path):
     _, client = service
     job = client.run(synth.wav_bytes(synth.click_track(100, 8.0)), 30.0)
-    assert job["ok"] and abs(job["result"]["bpm"] - 100) < 1
+    assert isinstance(job, JobResult) and abs(job.result["bpm"] - 100) < 1
     assert client.workers_alive() == 1 and client.pending() == 0
     assert oct(os.stat(socket_path(tmp_path)).st_mode & 0o777) == "0o600"
 

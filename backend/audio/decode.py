@@ -21,6 +21,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from backend.web.errors import ServiceError
+
 __all__ = ["AudioDecodeError", "DecodedAudio", "decode_audio", "sniff_format"]
 
 # Formats libsndfile reads natively; everything else recognized goes to PyAV.
@@ -33,7 +35,7 @@ _MIN_RATE, _MAX_RATE = 1000, 768_000
 _MAX_DECODE_ERRORS = 200
 
 
-class AudioDecodeError(Exception):
+class AudioDecodeError(ServiceError):
     """The bytes are not audio we can analyze.
 
     ``code`` is stable and machine-readable: ``empty_audio`` (400), ``unsupported_format`` (415),

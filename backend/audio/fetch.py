@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
+from backend.web.errors import ServiceError
+
 __all__ = ["FetchError", "FetchedAudio", "normalize_url", "fetch_url"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -41,7 +43,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[..., list]
 
 
-class FetchError(Exception):
+class FetchError(ServiceError):
     """A URL could not be fetched. ``code`` is stable; ``status`` is the HTTP status the server should answer.
 
     Codes: ``invalid_url`` 400, ``blocked_address`` 400, ``too_many_redirects`` 400, ``download_too_large``

@@ -1,7 +1,8 @@
 """Runs decoding and analysis off the request threads: a process pool with a bounded queue, a time limit and a
 warm-up.
 
-Only bytes go in and plain dicts come out, so nothing of Flask crosses into the workers. The pool is created in
+Only bytes go in and small picklable records come out (JobResult or JobFailure), so nothing of Flask crosses
+into the workers. The pool is created in
 the process that uses it (after gunicorn forks), with the "spawn" start method so a worker never inherits the
 server's threads or open database connections.
 """
@@ -16,13 +17,40 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from backend.web.errors import ApiError, ServiceError
 
 log = logging.getLogger(__name__)
 
 
-class ExecutorError(Exception):
-    """The analysis could not run; carries what the client should be told."""
+@dataclass(frozen=True)
+class JobResult:
+    """A finished analysis, as it crosses back from the pool: the analysis's fields (AnalysisResult.to_dict(),
+    with `detail`), the window analyzed, what the source was, and the seconds decode + analysis took."""
+
+    result: dict[str, Any]
+    window: dict[str, float]
+    source: dict[str, Any]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """An analysis that ran and could not measure this audio (undecodable, too short, silent, too slow): the
+    client's answer, not a fault of the server."""
+
+    status: int
+    code: str
+    message: str
+
+    def error(self) -> ApiError:
+        return ApiError(self.status, self.code, self.message)
+
+
+class ExecutorError(ServiceError):
+    """The analysis could not run (503 family); `retry_after` seconds go to the client as Retry-After."""
 
     status = 503
     code = "analysis_unavailable"
@@ -31,6 +59,10 @@ class ExecutorError(Exception):
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return {"Retry-After": str(self.retry_after)} if self.retry_after else {}
 
 
 class ServerBusy(ExecutorError):
@@ -45,10 +77,9 @@ class WorkerCrashed(ExecutorError):
     code = "analysis_worker_crashed"
 
 
-def run_analysis_job(data: bytes, window_seconds: float) -> dict[str, Any]:
-    """Decode `data` and analyze it. Runs in a pool worker; returns a plain dict either way:
-    {"ok": True, "result": {...}, "window": {...}, "source": {...}, "seconds": float} or
-    {"ok": False, "status": int, "code": str, "message": str}."""
+def run_analysis_job(data: bytes, window_seconds: float) -> JobResult | JobFailure:
+    """Decode `data` and analyze it. Runs in a pool worker; what the audio cannot give is a JobFailure, never an
+    exception."""
     from backend.analysis import MIN_ANALYSIS_SECONDS, ANALYSIS_SAMPLE_RATE, perform_audio_analysis
     from backend.audio.decode import AudioDecodeError, decode_audio
 
@@ -56,26 +87,22 @@ def run_analysis_job(data: bytes, window_seconds: float) -> dict[str, Any]:
     try:
         audio = decode_audio(data, target_sr=ANALYSIS_SAMPLE_RATE, window_seconds=window_seconds)
     except AudioDecodeError as error:
-        return {"ok": False, "status": error.status, "code": error.code, "message": error.message}
+        return JobFailure(error.status, error.code, error.message)
     result = perform_audio_analysis(audio.samples, audio.sample_rate, detail=True)
     if result.too_short:
-        return {"ok": False, "status": 422, "code": "audio_too_short",
-                "message": f"The audio is {result.duration:.2f} s long; analysis needs at least "
-                           f"{MIN_ANALYSIS_SECONDS:g} s."}
+        return JobFailure(422, "audio_too_short", f"The audio is {result.duration:.2f} s long; analysis needs at "
+                                                  f"least {MIN_ANALYSIS_SECONDS:g} s.")
     if result.silent:
-        return {"ok": False, "status": 422, "code": "silent_audio",
-                "message": "The audio has no audible content (digital silence or near it), so it has no tempo "
-                           "or key to measure."}
-    return {
-        "ok": True,
-        "result": result.to_dict(),
-        "window": {"start": round(audio.window_start, 3), "end": round(audio.window_end, 3),
-                   "seconds": round(audio.window_end - audio.window_start, 3)},
-        "source": {"format": audio.source_format, "sample_rate": audio.source_sample_rate,
-                   "channels": audio.channels,
-                   "duration": None if audio.source_duration is None else round(audio.source_duration, 3)},
-        "seconds": time.perf_counter() - started,
-    }
+        return JobFailure(422, "silent_audio", "The audio has no audible content (digital silence or near it), so "
+                                               "it has no tempo or key to measure.")
+    return JobResult(
+        result=result.to_dict(),
+        window={"start": round(audio.window_start, 3), "end": round(audio.window_end, 3),
+                "seconds": round(audio.window_end - audio.window_start, 3)},
+        source={"format": audio.source_format, "sample_rate": audio.source_sample_rate, "channels": audio.channels,
+                "duration": None if audio.source_duration is None else round(audio.source_duration, 3)},
+        seconds=time.perf_counter() - started,
+    )
 
 
 class _OverTime(Exception):
@@ -86,7 +113,7 @@ def _raise_over_time(signum, frame):
     raise _OverTime()
 
 
-def run_analysis_job_with_limit(data: bytes, window_seconds: float, time_limit: float) -> dict[str, Any]:
+def run_analysis_job_with_limit(data: bytes, window_seconds: float, time_limit: float) -> JobResult | JobFailure:
     """run_analysis_job, cut off after `time_limit` seconds of running (not of waiting in the queue).
 
     In a pool process the job runs on the main thread, so a real-time interval timer can interrupt it and the
@@ -100,8 +127,8 @@ def run_analysis_job_with_limit(data: bytes, window_seconds: float, time_limit: 
     try:
         return run_analysis_job(data, window_seconds)
     except _OverTime:
-        return {"ok": False, "status": 422, "code": "analysis_timeout",
-                "message": f"This audio took longer than {time_limit:g} s to analyze and was cut off."}
+        return JobFailure(422, "analysis_timeout",
+                          f"This audio took longer than {time_limit:g} s to analyze and was cut off.")
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -199,9 +226,8 @@ class AnalysisExecutor:
                 except Exception:
                     log.exception("analysis warm-up failed")
 
-    def run(self, data: bytes, window_seconds: float) -> dict[str, Any]:
-        """Decode and analyze `data` in the pool, cut off after `timeout` seconds of running; see
-        run_analysis_job for the result."""
+    def run(self, data: bytes, window_seconds: float) -> JobResult | JobFailure:
+        """Decode and analyze `data` in the pool, cut off after `timeout` seconds of running."""
         return self.call(run_analysis_job_with_limit, data, window_seconds, self.timeout)
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from backend.config import PROJECT_ROOT
-from backend.runtime.executor import AnalysisExecutor, AnalysisTimeout, ExecutorError, ServerBusy, WorkerCrashed
+from backend.runtime.executor import (AnalysisExecutor, AnalysisTimeout, ExecutorError, JobFailure, JobResult,
+                                     ServerBusy, WorkerCrashed)
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ class PoolClient:
                     raise ExecutorError("The analysis service stopped while answering; try again shortly.",
                                         retry_after=2) from None
 
-    def run(self, data: bytes, window_seconds: float) -> dict[str, Any]:
+    def run(self, data: bytes, window_seconds: float) -> JobResult | JobFailure:
         reply = self._ask(("run", data, window_seconds), self.wait_limit)
         if reply[0] == "error":
             raise _ERRORS.get(reply[1], ExecutorError)(reply[2], retry_after=reply[3])

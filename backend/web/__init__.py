@@ -2,7 +2,12 @@
 call the service or the store, and serialize the answer (responses). Around them: the key check, rate limit and
 quota (auth), the request hooks (ids, log line, headers, development-mode guards), errors as JSON (errors), the
 OpenAPI document (openapi) and Prometheus metrics (metrics)."""
-from flask import Flask
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the package is imported by pool workers (via web.errors): no Flask at import time
+    from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:

@@ -1,12 +1,21 @@
-"""Errors are data: every error response is JSON with a stable `error` code and a `message` a person can act on."""
+"""Errors are data: every error response is JSON with a stable `error` code and a `message` a person can act on.
+
+Every error a client may see derives from ServiceError, which carries the HTTP status, the code and the
+message (and, when needed, response headers and extra JSON fields): ApiError (raised by the web layer and the
+service), FetchError (backend/audio/fetch.py), AudioDecodeError (backend/audio/decode.py) and ExecutorError
+(backend/runtime/executor.py). One handler renders them all. This module imports Flask only inside the
+functions that need it, so that the audio and runtime modules, which run in the analysis processes too, can
+derive from ServiceError without loading Flask there.
+"""
 from __future__ import annotations
 
 import logging
 import queue
 import sqlite3
+from typing import TYPE_CHECKING, Any, Mapping
 
-from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
+if TYPE_CHECKING:
+    from flask import Flask, Response
 
 log = logging.getLogger(__name__)
 
@@ -17,27 +26,56 @@ _HTTP_CODES = {
 }
 
 
-class ApiError(Exception):
-    """An error the client should see: HTTP status, stable code, human message, optional extra headers/fields."""
+class ServiceError(Exception):
+    """An error the client should see. Subclasses set `status`, `code` and `message` (as class attributes or
+    in their constructor); `headers` and `fields` add response headers and JSON fields."""
 
-    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
-                 **fields):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-        self.fields = fields
+    status: int = 500
+    code: str = "internal_error"
+    message: str = "The server hit an unexpected error; it has been logged."
 
-    def to_response(self):
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return {}
+
+    @property
+    def fields(self) -> Mapping[str, Any]:
+        return {}
+
+    def to_response(self) -> Response:
+        from flask import jsonify
+
         response = jsonify(error=self.code, message=self.message, **self.fields)
         response.status_code = self.status
         response.headers.update(self.headers)
         return response
 
 
+class ApiError(ServiceError):
+    """A ServiceError made on the spot: ApiError(404, "not_found", "No cached song has id 3.")."""
+
+    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
+                 **fields: Any):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self._headers = headers or {}
+        self._fields = fields
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._headers
+
+    @property
+    def fields(self) -> Mapping[str, Any]:
+        return self._fields
+
+
 def register_error_handlers(app: Flask) -> None:
-    app.register_error_handler(ApiError, lambda error: error.to_response())
+    from werkzeug.exceptions import HTTPException
+
+    app.register_error_handler(ServiceError, lambda error: error.to_response())
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
