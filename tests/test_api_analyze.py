@@ -253,6 +253,21 @@ def test_analyze_url_refuses_loopback_unless_allowed(client, audio_server):
     assert handler.hits == []
 
 
+def test_analyze_url_whose_host_does_not_resolve_is_422_not_a_server_error(make_app, monkeypatch):
+    import socket
+
+    from backend.audio import fetch
+
+    def no_such_host(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setitem(fetch.fetch_url.__kwdefaults__, "resolver", no_such_host)
+    response = make_app().test_client().post("/analyze", json={"url": "https://no-such-host.invalid/a.m4a"})
+    assert response.status_code == 422
+    assert response.get_json()["error"] == "unresolvable_host"
+    assert "no-such-host.invalid" in response.get_json()["message"]
+
+
 def test_analyze_url_download_failure_is_a_json_error(make_app, audio_server):
     base, _ = audio_server
     client = make_app(allow_loopback_urls=True).test_client()

@@ -398,13 +398,22 @@ def test_numeric_hosts_are_never_sent_to_dns(no_connect):
         assert "127.0.0.1" in info.value.message
 
 
-def test_resolver_failure_is_a_download_failure(no_connect):
+@pytest.mark.parametrize("error", [socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+                                   socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")])
+def test_a_host_that_does_not_resolve_is_the_clients_mistake_422(no_connect, error):
     def resolver(*args, **kwargs):
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        raise error
 
     with pytest.raises(FetchError) as info:
         fetch_url("http://no-such-host.test/a.mp3", max_bytes=MAX, resolver=resolver)
-    assert info.value.code == "download_failed" and info.value.status == 502
+    assert info.value.code == "unresolvable_host" and info.value.status == 422
+    assert "no-such-host.test" in info.value.message
+
+
+def test_a_host_with_no_address_is_unresolvable(no_connect):
+    with pytest.raises(FetchError) as info:
+        fetch_url("http://empty.test/a.mp3", max_bytes=MAX, resolver=lambda *args, **kwargs: [])
+    assert info.value.code == "unresolvable_host" and info.value.status == 422
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -47,7 +47,8 @@ class FetchError(ServiceError):
     """A URL could not be fetched. ``code`` is stable; ``status`` is the HTTP status the server should answer.
 
     Codes: ``invalid_url`` 400, ``blocked_address`` 400, ``too_many_redirects`` 400, ``download_too_large``
-    413, ``download_failed`` 502, ``download_timeout`` 504.
+    413, ``unresolvable_host`` 422 (the URL names a host that does not resolve: the client's mistake),
+    ``download_failed`` 502 and ``download_timeout`` 504 (the remote server failed or was too slow).
     """
 
     _STATUS = {
@@ -55,6 +56,7 @@ class FetchError(ServiceError):
         "blocked_address": 400,
         "too_many_redirects": 400,
         "download_too_large": 413,
+        "unresolvable_host": 422,
         "download_failed": 502,
         "download_timeout": 504,
     }
@@ -284,17 +286,17 @@ def _resolve(target: _Target, resolver: Resolver, allow_loopback: bool) -> list[
         try:
             infos = resolver(target.host, target.port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError, ValueError):
-            raise FetchError("download_failed", f"The host {target.host!r} could not be resolved: no such host, "
-                                                "or DNS did not answer.") from None
+            raise FetchError("unresolvable_host", f"The host {target.host!r} could not be resolved: no such "
+                                                  "host, or DNS did not answer. Check the URL.") from None
         addresses = []
         for info in infos:
             try:
                 addresses.append(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]))
             except (ValueError, IndexError, TypeError):
-                raise FetchError("download_failed", f"The host {target.host!r} resolved to a bad address.") \
+                raise FetchError("unresolvable_host", f"The host {target.host!r} resolved to a bad address.") \
                     from None
         if not addresses:
-            raise FetchError("download_failed", f"The host {target.host!r} has no address.")
+            raise FetchError("unresolvable_host", f"The host {target.host!r} has no address.")
     for ip in addresses:
         _check_address(ip, target.host, allow_loopback)
     return list(dict.fromkeys(addresses))  # dedupe, keep resolver order

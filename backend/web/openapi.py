@@ -452,7 +452,9 @@ def openapi_spec(version: str) -> dict[str, Any]:
                       "metadata) address, or too many redirects.",
                       analyze_extra[400][1] + ["invalid_json", "missing_url"] + _FETCH_400)
     url_extra[413] = ("The request body or the download is too large.", ["payload_too_large", "download_too_large"])
-    url_extra[502] = ("The download failed (no such host, refused, the server answered an error).",
+    url_extra[422] = ("The audio could not be analyzed (damaged, truncated, silent, too short, too slow), or the "
+                      "URL's host does not resolve.", _DECODE_422 + ["unresolvable_host"])
+    url_extra[502] = ("The download failed (the server refused, reset the connection or answered an error).",
                       ["download_failed"])
     url_extra[504] = ("The download did not finish in time.", ["download_timeout"])
 
