@@ -63,12 +63,10 @@ class Services:
 
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
-    """Build the app. `config` is a Settings, a mapping of Settings fields overriding the environment's, or
-    None for the environment alone (ESSENTIA_* variables)."""
-    if isinstance(config, Settings):
-        settings = config
-    else:
-        settings = Settings.from_env().replace(**dict(config or {}))
+    """Build the app. `config` is a mapping of Settings fields overriding the environment's (ESSENTIA_* variables),
+    None for the environment alone (both get the production defaults when production is on), or a Settings
+    taken exactly as it is."""
+    settings = config if isinstance(config, Settings) else Settings.from_env(overrides=config)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     app = Flask(__name__)

@@ -14,6 +14,10 @@ from typing import Any, Callable, Mapping
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+# What production mode changes unless the environment or create_app's mapping says otherwise.
+PRODUCTION_DEFAULTS: Mapping[str, Any] = {"host": "0.0.0.0", "rate_limit": 60}
+
+
 class ConfigError(ValueError):
     """A setting has a value the server cannot run with; the message names the variable."""
 
@@ -66,31 +70,40 @@ class Settings:
         return int(self.max_download_mb * 1024 * 1024)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        """Read ESSENTIA_* variables from `env` (default: os.environ); raise ConfigError on a bad value."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for name, (parse, check, hint) in _PARSERS.items():
-            var = "ESSENTIA_" + name.upper()
-            raw = env.get(var)
-            if raw is None or raw.strip() == "":
-                continue
-            try:
-                value = parse(raw.strip())
-            except ValueError:
-                raise ConfigError(f"{var}={raw!r} is not valid: expected {hint}") from None
-            if not check(value):
-                raise ConfigError(f"{var}={raw!r} is out of range: expected {hint}")
-            values[name] = value
-        production = values.get("production", False)
-        if production and "host" not in values:
-            values["host"] = "0.0.0.0"
-        if production and "rate_limit" not in values:
-            values["rate_limit"] = 60
+    def from_env(cls, env: Mapping[str, str] | None = None, *,
+                 overrides: Mapping[str, Any] | None = None) -> "Settings":
+        """Read ESSENTIA_* variables from `env` (default: os.environ); raise ConfigError on a bad value.
+
+        `overrides` (Settings field -> value, e.g. create_app's mapping) win over the environment. Production mode
+        then fills in its own defaults (PRODUCTION_DEFAULTS: bind every interface, 60 requests a minute) for
+        what neither set, whichever of the two switched production on."""
+        values = _read_environment(os.environ if env is None else env)
+        values.update(overrides or {})
+        if values.get("production"):
+            for name, value in PRODUCTION_DEFAULTS.items():
+                values.setdefault(name, value)
         return cls(**values)
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
+
+
+def _read_environment(env: Mapping[str, str]) -> dict[str, Any]:
+    """The Settings fields that ESSENTIA_* variables in `env` set, parsed and checked."""
+    values: dict[str, Any] = {}
+    for name, (parse, check, hint) in _PARSERS.items():
+        var = "ESSENTIA_" + name.upper()
+        raw = env.get(var)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            value = parse(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{var}={raw!r} is not valid: expected {hint}") from None
+        if not check(value):
+            raise ConfigError(f"{var}={raw!r} is out of range: expected {hint}")
+        values[name] = value
+    return values
 
 
 def _parse_bool(raw: str) -> bool:

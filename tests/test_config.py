@@ -148,6 +148,27 @@ def test_development_mode_keeps_limiter_off_and_binds_loopback():
     assert settings.host == "127.0.0.1" and settings.rate_limit == 0
 
 
+def test_create_app_mapping_gets_the_same_production_defaults_as_the_environment(tmp_path):
+    app = create_app({"production": True, "db_path": str(tmp_path / "x.db"), "workers": 0})
+    try:
+        settings = app.extensions["essentia"].settings
+        assert settings.host == "0.0.0.0" and settings.rate_limit == 60
+        assert app.extensions["essentia"].rate_limiter.limit == 60
+    finally:
+        app.extensions["essentia"].db.close()
+
+
+def test_production_defaults_yield_to_explicit_overrides_and_to_the_environment():
+    assert Settings.from_env({}, overrides={"production": True, "rate_limit": 0}).rate_limit == 0
+    assert Settings.from_env({"ESSENTIA_HOST": "10.0.0.5"}, overrides={"production": True}).host == "10.0.0.5"
+    assert Settings.from_env({"ESSENTIA_PRODUCTION": "1"}, overrides={"host": "::1"}).rate_limit == 60
+
+
+def test_switching_production_off_by_override_drops_its_defaults():
+    settings = Settings.from_env({"ESSENTIA_PRODUCTION": "1"}, overrides={"production": False})
+    assert settings.host == "127.0.0.1" and settings.rate_limit == 0
+
+
 def test_create_app_stops_on_a_bad_environment(monkeypatch):
     monkeypatch.setenv("ESSENTIA_PORT", "abc")
     with pytest.raises(ConfigError, match="ESSENTIA_PORT"):
