@@ -12,16 +12,17 @@ Everything is configured through the same ESSENTIA_* variables as the app (see R
 """
 import os
 import shutil
-import tempfile
 
 from backend.config import Settings
+from backend.runtime.poolservice import make_state_dir, start_supervisor, stop_supervisor, sweep_abandoned_state_dirs
 
 # gunicorn runs this file again on SIGHUP (reload): what must survive that is kept in the environment.
 _OWN_DIR_VAR, _SUPERVISOR_VAR = "_ESSENTIA_OWN_STATE_DIR", "_ESSENTIA_POOL_SUPERVISOR_PID"
 
 _settings = Settings.from_env()  # a bad ESSENTIA_* value stops start-up here, naming the variable
 if not _settings.shared_state_dir:
-    os.environ[_OWN_DIR_VAR] = tempfile.mkdtemp(prefix="essentia-shared-")  # mode 0700: this user only
+    sweep_abandoned_state_dirs()  # left by servers killed together with their pool supervisor
+    os.environ[_OWN_DIR_VAR] = make_state_dir()  # mode 0700: this user only; names this master as its owner
     os.environ["ESSENTIA_SHARED_STATE_DIR"] = os.environ[_OWN_DIR_VAR]  # the workers' create_app() reads it
 _state_dir = os.environ["ESSENTIA_SHARED_STATE_DIR"]
 # prometheus_client reads this when first imported (in the workers, after the fork): counts go to files there.
@@ -51,7 +52,6 @@ control_socket_disable = True  # one shared path in $HOME would clash between in
 
 def on_starting(server):
     """Start the analysis pool before any HTTP worker: the workers wait for it to answer (it warms up first)."""
-    from backend.runtime.poolservice import start_supervisor
     os.environ[_SUPERVISOR_VAR] = str(start_supervisor(_state_dir, workers=_settings.workers,
                                                        queue_depth=_settings.queue_depth,
                                                        timeout=_settings.analysis_timeout))
@@ -72,7 +72,6 @@ def worker_exit(server, worker):
 
 def on_exit(server):
     if os.environ.get(_SUPERVISOR_VAR):
-        from backend.runtime.poolservice import stop_supervisor
         stop_supervisor(int(os.environ[_SUPERVISOR_VAR]))
     if os.environ.get(_OWN_DIR_VAR):
         shutil.rmtree(os.environ[_OWN_DIR_VAR], ignore_errors=True)

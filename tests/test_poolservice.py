@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from multiprocessing.connection import AuthenticationError, Client
 
 import pytest
 
 from backend.runtime.executor import JobResult, ServerBusy
-from backend.runtime.poolservice import PoolClient, socket_path, start_supervisor, stop_supervisor
+from backend.runtime.poolservice import (OWNER_NAME, STATE_DIR_PREFIX, PoolClient, make_state_dir, socket_path,
+                                        start_supervisor, state_dir_owner, stop_supervisor,
+                                        sweep_abandoned_state_dirs)
+from performance_test import process_cmdline
 from tests import synth
-from tests.servers import children, service_of
+from tests.servers import GunicornServer, children, service_of
 
 
 @pytest.fixture
@@ -87,3 +93,47 @@ def test_restarted_after_a_kill_and_stopped_with_its_group(service):
     while any(_alive(pid) for pid in everything) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in everything)
+
+
+# -- the shared-state folder outlives no server --------------------------------------------------------------------
+
+def _dead_pid() -> int:
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    return finished.pid
+
+
+def test_sweep_removes_only_folders_whose_owner_process_is_dead(tmp_path):
+    abandoned = Path(make_state_dir(str(tmp_path)))
+    (abandoned / OWNER_NAME).write_text(str(_dead_pid()))
+    (abandoned / "metrics").mkdir()
+    running = Path(make_state_dir(str(tmp_path)))  # owned by this live process
+    chosen = tmp_path / (STATE_DIR_PREFIX + "operator")  # no owner file: the operator's own folder
+    chosen.mkdir()
+    unrelated = tmp_path / "something-else"
+    unrelated.mkdir()
+    (unrelated / OWNER_NAME).write_text(str(_dead_pid()))
+
+    assert sweep_abandoned_state_dirs(str(tmp_path)) == [str(abandoned)]
+    assert not abandoned.exists()
+    assert running.exists() and chosen.exists() and unrelated.exists()
+
+
+@pytest.mark.slow
+def test_killing_gunicorns_master_with_sigkill_leaves_no_shared_state_folder(tmp_path):
+    server = GunicornServer(tmp_path)
+    try:
+        supervisor = [pid for pid in children(server.process.pid)
+                      if "backend.runtime.poolservice" in process_cmdline(pid)][0]
+        state_dir = Path(process_cmdline(supervisor).split()[-4])
+        assert state_dir.is_dir() and state_dir_owner(state_dir) == server.process.pid
+        group = [supervisor, *children(supervisor)]
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while (state_dir.exists() or any(_alive(pid) for pid in group)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not state_dir.exists()
+        assert not any(_alive(pid) for pid in group)  # the pool went with it
+    finally:
+        server.stop()

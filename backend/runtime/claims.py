@@ -25,7 +25,8 @@ def _pause(seconds: float) -> None:
     time.sleep(max(0.0, min(seconds, POLL_SECONDS)))
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (on this host)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -57,7 +58,7 @@ class ContentClaims:
         self._clock = clock
 
     def _held(self, expires: float, owner: int, now: float) -> bool:
-        return owner != 0 and now < expires and _process_alive(owner)
+        return owner != 0 and now < expires and process_alive(owner)
 
     def try_claim(self, key: str, ttl: float) -> bool:
         """Claim `key` for this process for at most `ttl` seconds; False if another live process holds it."""

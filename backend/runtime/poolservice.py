@@ -7,7 +7,10 @@ AnalysisExecutor behind a Unix socket keeps one queue, one bound and one set of 
 
 Processes (gunicorn.conf.py starts the first one):
   supervisor (own session) -> service (AnalysisExecutor, a thread per HTTP connection) -> pool workers
-The supervisor starts the service again if it dies, and takes the whole group down when gunicorn stops.
+The supervisor starts the service again if it dies, and takes the whole group down when gunicorn stops. If
+gunicorn's master dies without stopping it (SIGKILL), the supervisor notices, takes the group down and removes
+the shared-state folder the master made; folders whose every process died at once (the whole tree killed) are
+swept by the next server that starts (sweep_abandoned_state_dirs).
 
 Messages are multiprocessing.connection's: pickles, exchanged only after an HMAC handshake with a key kept in the
 server's private state directory (mode 0600), so only this server's own processes can talk to the service.
@@ -17,9 +20,11 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from multiprocessing.connection import AuthenticationError, Client, Connection, Listener
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.config import PROJECT_ROOT
+from backend.runtime.claims import process_alive
 from backend.runtime.executor import (AnalysisExecutor, AnalysisTimeout, ExecutorError, JobFailure, JobResult,
                                      ServerBusy, WorkerCrashed)
 
@@ -34,6 +40,8 @@ log = logging.getLogger(__name__)
 
 SOCKET_NAME = "analysis-pool.sock"
 KEY_NAME = "analysis-pool.key"
+STATE_DIR_PREFIX = "essentia-shared-"
+OWNER_NAME = "owner.pid"  # in a folder gunicorn made: the master's pid (the folder goes when it does)
 _ERRORS = {cls.__name__: cls for cls in (ExecutorError, ServerBusy, AnalysisTimeout, WorkerCrashed)}
 
 
@@ -50,6 +58,41 @@ def write_key(state_dir: str | os.PathLike) -> None:
 
 def read_key(state_dir: str | os.PathLike) -> bytes:
     return (Path(state_dir) / KEY_NAME).read_bytes()
+
+
+# -- the shared-state folder -------------------------------------------------------------------------------------
+
+def make_state_dir(parent: str | None = None) -> str:
+    """A new private folder (mode 0700) for one server's shared state, owned by this process (gunicorn's
+    master): it records this pid so the folder can be removed once this process is gone."""
+    path = tempfile.mkdtemp(prefix=STATE_DIR_PREFIX, dir=parent)
+    (Path(path) / OWNER_NAME).write_text(str(os.getpid()))
+    return path
+
+
+def state_dir_owner(state_dir: str | os.PathLike) -> int | None:
+    """The pid of the process that made `state_dir` with make_state_dir, or None (a folder the operator chose)."""
+    try:
+        return int((Path(state_dir) / OWNER_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def sweep_abandoned_state_dirs(parent: str | None = None) -> list[str]:
+    """Remove this user's shared-state folders whose owner process is dead (a server killed with SIGKILL, the
+    supervisor with it); returns the folders removed. A folder without an owner pid is never touched."""
+    removed = []
+    root = Path(parent or tempfile.gettempdir())
+    for path in root.glob(STATE_DIR_PREFIX + "*"):
+        try:
+            mine = path.is_dir() and not path.is_symlink() and path.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        owner = state_dir_owner(path) if mine else None
+        if owner is not None and not process_alive(owner):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
+    return removed
 
 
 # -- the service side --------------------------------------------------------------------------------------------
@@ -90,7 +133,9 @@ def supervise(state_dir: str, workers: int, queue_depth: int, timeout: float) ->
         running[:] = [service]
         while service.is_alive():
             service.join(1.0)
-            if os.getppid() != parent:  # gunicorn's master is gone without stopping us
+            if os.getppid() != parent:  # gunicorn's master is gone without stopping us (SIGKILL)
+                if state_dir_owner(state_dir) == parent:
+                    shutil.rmtree(state_dir, ignore_errors=True)  # nobody else will: the master made it
                 _stop(running)
         log.warning("analysis service exited (code %s); starting it again", service.exitcode)
         time.sleep(0.5)
