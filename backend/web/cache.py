@@ -4,31 +4,28 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from backend import store
-from backend.web.params import int_arg, json_object, optional_text
-from backend.web.auth import require_api_key
 from backend.db import get_db_connection
-from backend.web.errors import ApiError
-from backend.web.responses import cache_row, export_row, normalize_key_name
 from backend.service import url_cache_key
 from backend.timeutil import utc_now_iso
+from backend.web.auth import require_api_key
+from backend.web.errors import ApiError
+from backend.web.params import (DEFAULT_PAGE, DEFAULT_SORT, MAX_BPM, MAX_NOTES_LENGTH, MAX_OFFSET, MAX_PAGE,
+                                MAX_QUERY_LENGTH, MIN_BPM, int_arg, json_object, optional_text)
+from backend.web.responses import cache_row, export_row, normalize_key_name
 
 bp = Blueprint("cache", __name__)
 
-MAX_PAGE = 500
-MIN_BPM, MAX_BPM = 20.0, 400.0
-MAX_NOTES = 2000
-
 
 def _page() -> tuple[int, int]:
-    return (int_arg("limit", 50, minimum=1, maximum=MAX_PAGE),
-            int_arg("offset", 0, minimum=0, maximum=10_000_000))
+    return (int_arg("limit", DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE),
+            int_arg("offset", 0, minimum=0, maximum=MAX_OFFSET))
 
 
 @bp.get("/cache")
 @require_api_key()
 def list_cache():
     limit, offset = _page()
-    sort = request.args.get("sort", "newest")
+    sort = request.args.get("sort", DEFAULT_SORT)
     if sort not in store.SORT_ORDERS:
         raise ApiError(400, "invalid_parameter",
                        f"'sort' must be one of {', '.join(store.SORT_ORDERS)}, got {sort!r}.")
@@ -40,7 +37,7 @@ def list_cache():
 @bp.get("/cache/search")
 @require_api_key()
 def search_cache():
-    query = optional_text(request.args.get("q"), "q", max_length=200)
+    query = optional_text(request.args.get("q"), "q", max_length=MAX_QUERY_LENGTH)
     if not query:
         raise ApiError(400, "missing_query", "Give the text to look for in titles and artists as ?q=...")
     limit, offset = _page()
@@ -81,7 +78,7 @@ def verify():
     body = json_object()
     manual_bpm = _manual_bpm(body.get("manual_bpm"))
     manual_key = _manual_key(body.get("manual_key"))
-    notes = optional_text(body.get("bpm_notes"), "bpm_notes", max_length=MAX_NOTES)
+    notes = optional_text(body.get("bpm_notes"), "bpm_notes", max_length=MAX_NOTES_LENGTH)
     with get_db_connection(write=True) as conn:
         row = _find_song(conn, body)
         row = store.verify_analysis(conn, row["id"], manual_bpm=manual_bpm, manual_key=manual_key,

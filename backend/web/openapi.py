@@ -11,19 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from backend import store
+from backend.web.params import (DEFAULT_PAGE, DEFAULT_SORT, MAX_BPM, MAX_NOTES_LENGTH, MAX_OFFSET, MAX_PAGE, MAX_QUERY_LENGTH,
+                                MAX_TEXT_LENGTH, MIN_BPM)
+from backend.web.responses import UNKNOWN, pitch_classes
+
 # -- shared pieces ------------------------------------------------------------------------------------------------
 
-PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
-_TONICS = "|".join(PITCH_CLASSES)
-KEY_NAME_PATTERN = f"^({_TONICS}) (Major|Minor)$"            # "A# Minor": sharps only, as the server writes keys
-RESULT_KEY_PATTERN = f"^(({_TONICS}) (Major|Minor)|Unknown)$"  # "Unknown" when the audio has no tonal centre
 
-MAX_TEXT = 500     # backend.web.params.MAX_TEXT_LENGTH
-MAX_PAGE = 500     # backend.web.cache.MAX_PAGE
-MAX_OFFSET = 10_000_000
-MIN_BPM, MAX_BPM = 20, 400
-MAX_NOTES = 2000
-MAX_QUERY = 200
+def _key_patterns() -> tuple[str, str]:
+    """A key the client may send ("A# Minor": sharps only, as the server writes keys), and a key the server may
+    answer (the same, or "Unknown" when the audio has no tonal centre)."""
+    tonics = "|".join(pitch_classes())
+    return f"^({tonics}) (Major|Minor)$", f"^(({tonics}) (Major|Minor)|{UNKNOWN})$"
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -130,6 +130,7 @@ def _responses(ok: dict[str, Any], *, guarded: bool = True, admin: bool = False,
 # -- components ---------------------------------------------------------------------------------------------------
 
 def _schemas() -> dict[str, Any]:
+    key_name_pattern, result_key_pattern = _key_patterns()
     analysis_window = {
         "type": "object",
         "description": "The part of the input that was analyzed, in seconds.",
@@ -169,8 +170,8 @@ def _schemas() -> dict[str, Any]:
     manual = {
         "user_verified": {"type": "boolean", "description": "True once corrected through POST /verify."},
         "manual_bpm": _nullable({"type": "number", "minimum": MIN_BPM, "maximum": MAX_BPM}),
-        "manual_key": _nullable({"type": "string", "pattern": KEY_NAME_PATTERN}),
-        "bpm_notes": _nullable({"type": "string", "maxLength": MAX_NOTES}),
+        "manual_key": _nullable({"type": "string", "pattern": key_name_pattern}),
+        "bpm_notes": _nullable({"type": "string", "maxLength": MAX_NOTES_LENGTH}),
     }
     core = {
         "id": {"type": "integer", "minimum": 1, "description": "For /verify and DELETE /cache/{id}."},
@@ -181,7 +182,7 @@ def _schemas() -> dict[str, Any]:
         "bpm": {"type": "number", "minimum": 0,
                 "description": "Tempo in beats per minute; 0.0 (confidence 0) when the audio has no beat."},
         "bpm_confidence": _UNIT,
-        "key": {"type": "string", "pattern": RESULT_KEY_PATTERN,
+        "key": {"type": "string", "pattern": result_key_pattern,
                 "description": "Tonic with sharps and mode, e.g. \"A# Minor\"; \"Unknown\" (confidence 0) when "
                                "the audio has no tonal centre."},
         "key_confidence": _UNIT,
@@ -285,7 +286,7 @@ def _schemas() -> dict[str, Any]:
                 "title": {"type": "string"},
                 "artist": {"type": "string"},
                 "bpm": {"type": "number", "minimum": 0},
-                "key": {"type": "string", "pattern": RESULT_KEY_PATTERN},
+                "key": {"type": "string", "pattern": result_key_pattern},
                 "energy": _UNIT,
                 "danceability": _UNIT,
                 "acousticness": _UNIT,
@@ -330,8 +331,8 @@ def _schemas() -> dict[str, Any]:
                 "url": {"type": "string", "format": "uri", "minLength": 1,
                         "description": "http or https only; private, loopback, link-local and metadata "
                                        "addresses are refused (checked again on every redirect)."},
-                "title": {"type": "string", "maxLength": MAX_TEXT},
-                "artist": {"type": "string", "maxLength": MAX_TEXT},
+                "title": {"type": "string", "maxLength": MAX_TEXT_LENGTH},
+                "artist": {"type": "string", "maxLength": MAX_TEXT_LENGTH},
             },
             "additionalProperties": True,
             "examples": [{"url": "https://example.com/preview.m4a", "title": "Halo", "artist": "Beyoncé"}],
@@ -342,8 +343,8 @@ def _schemas() -> dict[str, Any]:
             "properties": {
                 "file": {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream",
                          "description": "The audio file (WAV, FLAC, OGG/Vorbis, MP3, AAC in .m4a/.mp4)."},
-                "title": {"type": "string", "maxLength": MAX_TEXT},
-                "artist": {"type": "string", "maxLength": MAX_TEXT},
+                "title": {"type": "string", "maxLength": MAX_TEXT_LENGTH},
+                "artist": {"type": "string", "maxLength": MAX_TEXT_LENGTH},
             },
         },
         "VerifyRequest": {
@@ -358,7 +359,7 @@ def _schemas() -> dict[str, Any]:
                 "manual_key": _nullable({"type": "string",
                                          "description": "A key: tonic (sharps, flats, ♯/♭) then major/minor "
                                                         "(maj, min, m), e.g. \"Bb Minor\", \"F#m\", \"C\"."}),
-                "bpm_notes": _nullable({"type": "string", "maxLength": MAX_NOTES}),
+                "bpm_notes": _nullable({"type": "string", "maxLength": MAX_NOTES_LENGTH}),
             },
             "additionalProperties": True,
             "examples": [{"id": 1, "manual_bpm": 87, "manual_key": "Bb Minor", "bpm_notes": "half-time"}],
@@ -389,25 +390,25 @@ _DETAIL = {
     "description": "`1`, `true` or `yes` adds `detail` (onset envelope, beat times, chroma, key correlations).",
     "schema": {"type": "string", "enum": ["0", "1", "true", "false", "yes", "no"]},
 }
-_LIMIT = {"name": "limit", "in": "query", "required": False, "description": "Rows per page (400 outside 1..500).",
-          "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 50}}
+_LIMIT = {"name": "limit", "in": "query", "required": False,
+          "description": f"Rows per page (400 outside 1..{MAX_PAGE}).",
+          "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}}
 _OFFSET = {"name": "offset", "in": "query", "required": False, "description": "Rows to skip.",
            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}}
 _SORT = {"name": "sort", "in": "query", "required": False,
-         "schema": {"type": "string", "enum": ["newest", "oldest", "title", "artist", "bpm", "key"],
-                    "default": "newest"}}
+         "schema": {"type": "string", "enum": list(store.SORT_ORDERS), "default": DEFAULT_SORT}}
 _QUERY = {"name": "q", "in": "query", "required": True,
           "description": "Text to find in titles or artists, case-insensitively (400 when missing or blank).",
-          "schema": {"type": "string", "minLength": 1, "maxLength": MAX_QUERY, "pattern": r"\S"},
+          "schema": {"type": "string", "minLength": 1, "maxLength": MAX_QUERY_LENGTH, "pattern": r"\S"},
           "example": "beyoncé"}
 _SONG_ID = {"name": "id", "in": "path", "required": True, "description": "The cached song's id.",
             "schema": {"type": "integer", "minimum": 1, "maximum": 2 ** 63 - 1}, "example": 1}
 _TITLE_HEADER = {"name": "X-Song-Title", "in": "header", "required": False,
                  "description": "Title, UTF-8 bytes allowed (raw body uploads only).",
-                 "schema": {"type": "string", "maxLength": MAX_TEXT}}
+                 "schema": {"type": "string", "maxLength": MAX_TEXT_LENGTH}}
 _ARTIST_HEADER = {"name": "X-Song-Artist", "in": "header", "required": False,
                   "description": "Artist, UTF-8 bytes allowed (raw body uploads only).",
-                  "schema": {"type": "string", "maxLength": MAX_TEXT}}
+                  "schema": {"type": "string", "maxLength": MAX_TEXT_LENGTH}}
 
 _REQUEST_ID = {"name": "X-Request-ID", "in": "header", "required": False,
                "description": "A request id of the client's own (1-64 of A-Z a-z 0-9 . _ -), echoed in the "

@@ -9,7 +9,14 @@ from flask import request
 
 from backend.web.errors import ApiError
 
-MAX_TEXT_LENGTH = 500
+# The limits requests are checked against; web/openapi.py documents these same values.
+MAX_TEXT_LENGTH = 500         # titles, artists
+MAX_QUERY_LENGTH = 200        # /cache/search?q=
+MAX_NOTES_LENGTH = 2000       # /verify bpm_notes
+DEFAULT_PAGE, MAX_PAGE = 50, 500
+DEFAULT_SORT = "newest"       # /cache?sort= (the orders themselves: store.SORT_ORDERS)
+MAX_OFFSET = 10_000_000
+MIN_BPM, MAX_BPM = 20, 400    # a manual tempo correction
 # NUL and other C0 controls have no place in titles or queries (and NUL cuts strings short in SQLite's FTS).
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 

