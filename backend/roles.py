@@ -107,11 +107,9 @@ class Limiter(Protocol):
 class Quota(Protocol):
     """A key's daily allowance (its `daily_limit` requests per UTC day; 0 = unlimited), consumed atomically."""
 
-    def consume(self, key_id: int, daily_limit: int) -> QuotaDecision:
-        """Count one request against the key's allowance for today (UTC), unless it is used up or the key is
-        gone or inactive (nothing is counted then). `daily_limit` is the limit as the caller knows it (the key
-        validator's record, at most its TTL old); an implementation that can read the current limit in the
-        same atomic step (the store) goes by that instead."""
+    def consume(self, key_id: int) -> QuotaDecision:
+        """Count one request against the key's allowance for today, unless it is used up or the key is gone or
+        inactive (nothing is counted then)."""
         ...
 
 

@@ -114,16 +114,9 @@ def test_claims_wait_returns_within_the_time_given(claims):
 def test_quota_counts_to_the_limit_then_refuses_as_exhausted(quota_and_app):
     quota, app = quota_and_app
     create_key(app, "alice", "--daily-limit", "2")
-    decisions = [quota.consume(1, 2) for _ in range(3)]
+    decisions = [quota.consume(1) for _ in range(3)]
     assert [d.allowed for d in decisions] == [True, True, False]
     assert decisions[-1].refusal == QUOTA_EXHAUSTED and decisions[-1].daily_limit == 2
-
-
-def test_store_quota_goes_by_the_stored_limit_not_a_stale_cached_one(make_app):
-    app = make_app(production=True)
-    quota = StoreQuota(app.extensions["essentia"].db)
-    create_key(app, "alice", "--daily-limit", "1")
-    assert [quota.consume(1, 100).allowed for _ in range(2)] == [True, False]
 
 
 def test_quota_tells_a_deactivated_key_from_a_deleted_one(quota_and_app):
@@ -133,15 +126,15 @@ def test_quota_tells_a_deactivated_key_from_a_deleted_one(quota_and_app):
     runner = app.test_cli_runner()
     assert runner.invoke(args=["keys", "deactivate", "1"]).exit_code == 0
     assert runner.invoke(args=["keys", "delete", "2", "--yes"]).exit_code == 0
-    assert quota.consume(1, 2).refusal == QUOTA_KEY_INACTIVE
-    assert quota.consume(2, 2).refusal == QUOTA_KEY_UNKNOWN
-    assert not quota.consume(1, 2).allowed and not quota.consume(2, 2).allowed
+    assert quota.consume(1).refusal == QUOTA_KEY_INACTIVE
+    assert quota.consume(2).refusal == QUOTA_KEY_UNKNOWN
+    assert not quota.consume(1).allowed and not quota.consume(2).allowed
 
 
 def test_quota_of_zero_is_unlimited(quota_and_app):
     quota, app = quota_and_app
     create_key(app, "alice", "--daily-limit", "0")
-    assert all(quota.consume(1, 0).allowed for _ in range(50))
+    assert all(quota.consume(1).allowed for _ in range(50))
 
 
 # -- one choice per role, made in create_app ---------------------------------------------------------------------

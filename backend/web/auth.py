@@ -195,7 +195,7 @@ def _check_rate(limiter: Limiter, client: str) -> None:
 
 
 def _check_quota(services, key: ApiKey) -> None:
-    decision = services.quota.consume(key.id, key.daily_limit)
+    decision = services.quota.consume(key.id)
     if decision.allowed:
         return
     if decision.refusal in (QUOTA_KEY_UNKNOWN, QUOTA_KEY_INACTIVE):
@@ -214,14 +214,13 @@ def _check_quota(services, key: ApiKey) -> None:
 
 class StoreQuota:
     """The Quota role on the store: one statement counts the request in the key's daily_usage row unless the
-    key's current limit is reached. It reads that limit itself (the caller's may be a cached one), so a changed
-    limit applies at once on every process and host."""
+    key's current limit is reached (so a changed limit applies at once on every process and host)."""
 
     def __init__(self, db, *, today: Callable[[], str] = utc_today):
         self._db = db
         self._today = today
 
-    def consume(self, key_id: int, daily_limit: int) -> QuotaDecision:
+    def consume(self, key_id: int) -> QuotaDecision:
         with self._db.connection(write=True) as conn:
             if store.consume_daily_quota(conn, key_id, self._today()) is not None:
                 return QuotaDecision(True)
