@@ -6,8 +6,8 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from backend import store
-from backend.timeutil import utc_now_iso, utc_today
 from backend.web.auth import display_prefix, generate_key, hash_key
+from backend.timeutil import utc_now_iso, utc_today
 
 keys = AppGroup("keys", help="Create and manage API keys (production mode needs them).")
 

@@ -19,8 +19,8 @@ from flask import current_app, g, request
 
 from backend import store
 from backend.roles import QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, Limiter, QuotaDecision
-from backend.timeutil import seconds_until_utc_midnight, utc_today
 from backend.web.errors import ApiError
+from backend.timeutil import seconds_until_utc_midnight, utc_today
 
 KEY_PREFIX = "ess_"
 DISPLAY_PREFIX_LENGTH = 12  # "ess_" + 8 characters: enough to tell keys apart, useless to an attacker

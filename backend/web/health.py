@@ -6,9 +6,9 @@ import time
 from flask import Blueprint, Response, current_app, jsonify
 
 from backend import __version__, store
+from backend.web.auth import require_api_key
 from backend.db import get_db_connection
 from backend.timeutil import utc_now_iso
-from backend.web.auth import require_api_key
 
 bp = Blueprint("health", __name__)
 
