@@ -77,7 +77,20 @@ class Settings:
         `overrides` (Settings field -> value, e.g. create_app's mapping) win over the environment. Production mode
         then fills in its own defaults (PRODUCTION_DEFAULTS: bind every interface, 60 requests a minute) for
         what neither set, whichever of the two switched production on."""
-        values = _read_environment(os.environ if env is None else env)
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name, (parse, check, hint) in _PARSERS.items():
+            var = "ESSENTIA_" + name.upper()
+            raw = env.get(var)
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                value = parse(raw.strip())
+            except ValueError:
+                raise ConfigError(f"{var}={raw!r} is not valid: expected {hint}") from None
+            if not check(value):
+                raise ConfigError(f"{var}={raw!r} is out of range: expected {hint}")
+            values[name] = value
         values.update(overrides or {})
         if values.get("production"):
             for name, value in PRODUCTION_DEFAULTS.items():
@@ -86,24 +99,6 @@ class Settings:
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
-
-
-def _read_environment(env: Mapping[str, str]) -> dict[str, Any]:
-    """The Settings fields that ESSENTIA_* variables in `env` set, parsed and checked."""
-    values: dict[str, Any] = {}
-    for name, (parse, check, hint) in _PARSERS.items():
-        var = "ESSENTIA_" + name.upper()
-        raw = env.get(var)
-        if raw is None or raw.strip() == "":
-            continue
-        try:
-            value = parse(raw.strip())
-        except ValueError:
-            raise ConfigError(f"{var}={raw!r} is not valid: expected {hint}") from None
-        if not check(value):
-            raise ConfigError(f"{var}={raw!r} is out of range: expected {hint}")
-        values[name] = value
-    return values
 
 
 def _parse_bool(raw: str) -> bool:
