@@ -22,7 +22,6 @@ import os
 import struct
 import threading
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Callable, Iterator
 
 _MAGIC = b"ESSTAB01"
@@ -55,10 +54,11 @@ class SharedTable:
         return self._size
 
     def _attach(self) -> mmap.mmap:
-        # Each process maps the file itself (after gunicorn's fork): its own descriptor is its own flock.
+        # Each process maps the file itself (after gunicorn's fork): its own descriptor is its own flock. The folder
+        # is made before any worker starts; once it is gone the server is being torn down, and a late attach (an
+        # exiting worker's last flush) must fail rather than bring the folder back (FileNotFoundError).
         if self._pid == os.getpid() and self._map is not None:
             return self._map
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

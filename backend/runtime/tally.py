@@ -51,7 +51,15 @@ class SharedTally:
         self._update(name, lambda count: count + amount)
 
     def take(self, name: str) -> int:
-        return self._update(name, lambda count: 0)
+        return self._gone_is_zero(lambda: self._update(name, lambda count: 0))
 
     def read(self, name: str) -> int:
-        return self._update(name, lambda count: None)
+        return self._gone_is_zero(lambda: self._update(name, lambda count: None))
+
+    def _gone_is_zero(self, look: Callable[[], int]) -> int:
+        """A table file that no longer exists (the server is being torn down and this process never mapped it)
+        holds nothing this process could take: 0, so that its last flush still writes its usage records."""
+        try:
+            return look()
+        except FileNotFoundError:
+            return 0
