@@ -17,8 +17,6 @@ from backend.api import register_blueprints
 from backend.auth import KeyValidator, lookup_key_in
 from backend.claims import ContentClaims
 from backend.config import Settings
-from backend.counters import BufferedCounters, SharedTally
-from backend.db import Database
 from backend.errors import register_error_handlers
 from backend.executor import AnalysisExecutor
 from backend.metrics import Metrics
@@ -27,6 +25,8 @@ from backend.ratelimit import RateLimiter, SharedRateLimiter
 from backend.security import register_request_hygiene
 from backend.service import AnalysisService
 from backend.sharedtable import SharedTable
+from backend.storage import Store, open_store
+from backend.storage.counters import BufferedCounters, SharedTally
 
 
 # Shared tables' sizes: clients tracked at once by the rate limiter (24 bytes each: 3 MiB), analyses in flight.
@@ -39,7 +39,7 @@ SHARED_TALLY_SLOTS = 16  # "hits" and "misses"
 class Services:
     """Everything a request needs besides Flask itself; lives in app.extensions['essentia']."""
     settings: Settings
-    db: Database
+    store: Store
     key_validator: KeyValidator
     rate_limiter: RateLimiter | SharedRateLimiter | None
     counters: BufferedCounters
@@ -64,21 +64,21 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app.json.ensure_ascii = False  # "Beyoncé" stays readable in curl; still valid JSON
     app.json.sort_keys = False
 
-    db = Database(settings.db_path, settings.db_pool_size)
+    store = open_store(settings)
     executor = _executor(settings)
     metrics = Metrics(queue_depth=lambda: executor.pending, workers_alive=executor.workers_alive)
-    counters = BufferedCounters(db, flush_seconds=settings.stats_flush_seconds, tally=_tally(settings))
+    counters = BufferedCounters(store, flush_seconds=settings.stats_flush_seconds, tally=_tally(settings))
     app.extensions["essentia"] = Services(
         settings=settings,
-        db=db,
-        key_validator=KeyValidator(lookup_key_in(db), ttl=settings.key_cache_ttl,
+        store=store,
+        key_validator=KeyValidator(lookup_key_in(store), ttl=settings.key_cache_ttl,
                                    negative_ttl=settings.negative_key_cache_ttl,
                                    max_entries=settings.key_cache_size),
         rate_limiter=_rate_limiter(settings),
         counters=counters,
         metrics=metrics,
         executor=executor,
-        analysis=AnalysisService(settings=settings, db=db, executor=executor, counters=counters, metrics=metrics,
+        analysis=AnalysisService(settings=settings, store=store, executor=executor, counters=counters, metrics=metrics,
                                  claims=_content_claims(settings)),
         started_at=time.monotonic(),
     )

@@ -17,7 +17,6 @@ from typing import Callable
 
 from flask import current_app, g, request
 
-from backend import store
 from backend.errors import ApiError
 from backend.timeutil import seconds_until_utc_midnight, utc_today
 
@@ -194,7 +193,8 @@ def _check_rate(limiter, client: str) -> None:
 
 
 def _check_quota(services, key: ApiKey) -> None:
-    with services.db.connection(write=True) as conn:
+    store = services.store
+    with store.connection(write=True) as conn:
         count = store.consume_daily_quota(conn, key.id, utc_today())
         current = None if count is not None else store.get_key(conn, key.id)
     if count is not None:
@@ -212,9 +212,9 @@ def _check_quota(services, key: ApiKey) -> None:
                    headers={"Retry-After": str(retry)})
 
 
-def lookup_key_in(db) -> Callable[[str], ApiKey | None]:
+def lookup_key_in(store) -> Callable[[str], ApiKey | None]:
     """The validator's database lookup: one indexed query by hash."""
     def lookup(key_hash: str) -> ApiKey | None:
-        with db.connection() as conn:
+        with store.connection() as conn:
             return key_from_row(store.find_key_by_hash(conn, key_hash), key_hash)
     return lookup

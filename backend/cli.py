@@ -5,19 +5,19 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from backend import store
 from backend.auth import display_prefix, generate_key, hash_key
+from backend.storage import StorageUnavailable
 from backend.timeutil import utc_now_iso, utc_today
 
 keys = AppGroup("keys", help="Create and manage API keys (production mode needs them).")
 
 
-def _db():
-    return current_app.extensions["essentia"].db
+def _store():
+    return current_app.extensions["essentia"].store
 
 
 def _key_row_or_exit(conn, key_id: int):
-    row = store.get_key(conn, key_id)
+    row = _store().get_key(conn, key_id)
     if row is None:
         raise click.ClickException(f"No API key has id {key_id}.")
     return row
@@ -33,10 +33,13 @@ def _describe(row) -> str:
 @click.command("init-db")
 @with_appcontext
 def init_db() -> None:
-    """Create the database file and bring its schema up to date."""
-    with _db().connection() as conn:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-    click.echo(f"Database ready at {_db().path} (schema version {version}).")
+    """Create the database (SQLite file, or the schema in PostgreSQL) and bring its schema up to date."""
+    store = _store()
+    try:
+        version = store.migrate()
+    except StorageUnavailable as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Database ready at {store.describe()} (schema version {version}).")
 
 
 @keys.command("create")
@@ -50,8 +53,8 @@ def create_key(name: str, email: str | None, daily_limit: int | None, admin: boo
     if daily_limit is None:
         daily_limit = current_app.extensions["essentia"].settings.daily_limit
     raw_key = generate_key()
-    with _db().connection(write=True) as conn:
-        key_id = store.insert_key(conn, name=name, email=email, key_hash=hash_key(raw_key),
+    with _store().connection(write=True) as conn:
+        key_id = _store().insert_key(conn, name=name, email=email, key_hash=hash_key(raw_key),
                                   key_prefix=display_prefix(raw_key), is_admin=admin, daily_limit=daily_limit,
                                   created_at=utc_now_iso())
     click.echo(f"Created key {key_id} for {name}{' (admin)' if admin else ''}. Store it now; it is not shown again:")
@@ -61,8 +64,8 @@ def create_key(name: str, email: str | None, daily_limit: int | None, admin: boo
 @keys.command("list")
 def list_keys() -> None:
     """List keys (prefixes only)."""
-    with _db().connection() as conn:
-        rows = store.list_keys(conn)
+    with _store().connection() as conn:
+        rows = _store().list_keys(conn)
     if not rows:
         click.echo("No API keys yet. Create one with: flask --app backend keys create NAME")
     for row in rows:
@@ -74,11 +77,11 @@ def list_keys() -> None:
 def show_key(key_id: int) -> None:
     """Show one key with its usage today, in total, and its recent requests."""
     current_app.extensions["essentia"].counters.flush()
-    with _db().connection() as conn:
+    with _store().connection() as conn:
         row = _key_row_or_exit(conn, key_id)
-        today = store.usage_today(conn, key_id, utc_today())
-        total = store.usage_total(conn, key_id)
-        recent = store.recent_usage(conn, key_id)
+        today = _store().usage_today(conn, key_id, utc_today())
+        total = _store().usage_total(conn, key_id)
+        recent = _store().recent_usage(conn, key_id)
     click.echo(_describe(row))
     click.echo(f"created: {row['created_at']}")
     limit = "unlimited" if row["daily_limit"] == 0 else str(row["daily_limit"])
@@ -90,9 +93,9 @@ def show_key(key_id: int) -> None:
 
 
 def _set_active(key_id: int, active: bool) -> None:
-    with _db().connection(write=True) as conn:
+    with _store().connection(write=True) as conn:
         _key_row_or_exit(conn, key_id)
-        store.set_key_active(conn, key_id, active)
+        _store().set_key_active(conn, key_id, active)
     ttl = current_app.extensions["essentia"].settings.key_cache_ttl
     note = "" if active else f" A running server stops accepting it within {ttl:g} s."
     click.echo(f"Key {key_id} {'activated' if active else 'deactivated'}.{note}")
@@ -117,9 +120,9 @@ def deactivate_key(key_id: int) -> None:
 @click.argument("daily_limit", type=click.IntRange(min=0))
 def limit_key(key_id: int, daily_limit: int) -> None:
     """Set a key's daily quota (0 = unlimited)."""
-    with _db().connection(write=True) as conn:
+    with _store().connection(write=True) as conn:
         _key_row_or_exit(conn, key_id)
-        store.set_key_daily_limit(conn, key_id, daily_limit)
+        _store().set_key_daily_limit(conn, key_id, daily_limit)
     click.echo(f"Key {key_id} daily limit set to {'unlimited' if daily_limit == 0 else daily_limit}.")
 
 
@@ -128,12 +131,12 @@ def limit_key(key_id: int, daily_limit: int) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def delete_key(key_id: int, yes: bool) -> None:
     """Delete a key and its usage history."""
-    with _db().connection() as conn:
+    with _store().connection() as conn:
         row = _key_row_or_exit(conn, key_id)
     if not yes:
         click.confirm(f"Delete key {key_id} ({row['name']}) and its usage history?", abort=True)
-    with _db().connection(write=True) as conn:
-        store.delete_key(conn, key_id)
+    with _store().connection(write=True) as conn:
+        _store().delete_key(conn, key_id)
     click.echo(f"Key {key_id} deleted.")
 
 
@@ -153,7 +156,7 @@ def analyze_files(paths: tuple[str, ...], force: bool, out: str | None, jobs: in
     if out and Path(out).suffix.lower() not in (".csv", ".json"):
         raise click.BadParameter("must end in .csv or .json", param_hint="--out")
     settings = current_app.extensions["essentia"].settings
-    report = analyze_paths(paths, db=_db(), window_seconds=settings.analysis_seconds,
+    report = analyze_paths(paths, store=_store(), window_seconds=settings.analysis_seconds,
                            jobs=jobs or default_jobs(), force=force)
     for row in report.analyzed:
         bpm = "no tempo" if row["bpm"] is None else f"{row['bpm']:.1f} BPM"

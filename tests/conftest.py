@@ -35,7 +35,7 @@ def make_app(tmp_path):
     for app in apps:
         services = app.extensions["essentia"]
         services.executor.shutdown()
-        services.db.close()
+        services.store.close()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from backend.claims import ContentClaims
-from backend.counters import SharedTally
+from backend.storage.counters import SharedTally
 from backend.ratelimit import SharedRateLimiter
 from backend.sharedtable import SharedTable
 
