@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,6 +115,7 @@ def _parse_database_url(raw: str) -> str:
     """A PostgreSQL connection URL that libpq can parse; anything else is refused at start-up."""
     if not raw.startswith(("postgresql://", "postgres://")):
         raise ValueError(raw)
+    urlsplit(raw).port  # raises ValueError for a port that is not a number from 0 to 65535
     from psycopg.conninfo import conninfo_to_dict  # only when a URL is set: the embedded default needs no psycopg
     try:
         conninfo_to_dict(raw)
