@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
-from backend.executor import run_analysis_job
+from backend.runtime.executor import run_analysis_job
 from backend.service import UPLOAD_URL_PREFIX, analysis_row_values, upload_cache_key
 from backend.storage import Store
 

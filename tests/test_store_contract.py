@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from backend.roles import Store
 from backend.storage import SORT_NAMES
 
 pytestmark = pytest.mark.usefixtures("any_store")
@@ -41,6 +42,10 @@ def count(store) -> int:
 
 
 # -- migrations and transactions -------------------------------------------------------------------------------
+
+def test_each_store_is_the_store_role(any_store):
+    assert isinstance(any_store, Store)
+
 
 def test_migrating_again_keeps_the_version_and_the_data(any_store):
     insert(any_store, song(1))

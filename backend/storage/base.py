@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import functools
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
-Row = Mapping[str, Any]
+from backend.roles import Row
 
 # Columns a new analysis row is written with, in order.
 ANALYSIS_COLUMNS = (

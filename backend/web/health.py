@@ -6,9 +6,9 @@ import time
 from flask import Blueprint, Response, current_app, jsonify
 
 from backend import __version__
-from backend.auth import require_api_key
 from backend.storage import get_db_connection, get_store
 from backend.timeutil import utc_now_iso
+from backend.web.auth import require_api_key
 
 bp = Blueprint("health", __name__)
 
@@ -40,7 +40,7 @@ def stats():
         cache_hit_rate=f"{(100.0 * hits / total) if total else 0.0:.1f}%",
         last_updated=counts["last_updated"],
         total_cached_songs=songs,
-        queue_depth=services.executor.pending,
+        queue_depth=services.executor.pending(),
     )
 
 

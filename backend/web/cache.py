@@ -6,13 +6,13 @@ from typing import Iterator
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
-from backend.api.params import int_arg, json_object, optional_text
-from backend.auth import require_api_key
-from backend.errors import ApiError
-from backend.records import cache_row, export_row, normalize_key_name
 from backend.service import url_cache_key
 from backend.storage import SORT_NAMES, get_store
 from backend.timeutil import utc_now_iso
+from backend.web.auth import require_api_key
+from backend.web.errors import ApiError
+from backend.web.params import int_arg, json_object, optional_text
+from backend.web.responses import cache_row, export_row, normalize_key_name
 
 bp = Blueprint("cache", __name__)
 
