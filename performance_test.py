@@ -20,6 +20,8 @@ Sections (the targets of issue 4):
      vs the same app with single flight switched off.
   6. Load test over HTTP on 127.0.0.1: gunicorn with gunicorn.conf.py vs a naive Flask dev server (one request at
      a time, librosa HPSS + beat_track + chroma_cqt per request, a title+artist dict as its only cache).
+  catalog (only with --only catalog): search, every sort order and /stats at 10k/100k/1M cached songs on SQLite
+     and PostgreSQL (benchmarks/perf_catalog.py).
 
 Everything printed is measured in this run; nothing is typed in. Micro-benchmarks report the median of several
 repeats. The script never asserts a speed: it prints whether each target is met and exits 0 either way.
@@ -1272,6 +1274,12 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
 
 
+def catalog_section(quick: bool) -> dict[str, Any]:
+    """Costs that grow with the catalog (benchmarks/perf_catalog.py): 10k/100k/1M songs on both stores."""
+    from benchmarks.perf_catalog import SIZES, run
+    return run(SIZES[:2] if quick else SIZES, log=log)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for CI (under a minute on 2 cores)")
@@ -1348,7 +1356,9 @@ def main(argv: list[str] | None = None) -> int:
                      ("4", "ratelimit", lambda: bench_ratelimit(tmp, args.quick)),
                      ("5", "single_flight", lambda: bench_single_flight(tmp, sf_clip, args.quick)),
                      ("6", "load", lambda: bench_load(tmp, clips, sf_clip, naive_proc, naive_port, naive_log, args.quick,
-                                                     use_wrk))]
+                                                     use_wrk)),
+                     # Slow (grows a catalog to 1,000,000 songs on each store): only when asked, --only catalog.
+                     ("catalog", "catalog", lambda: catalog_section(args.quick))]
             for number, name, step in steps:
                 if number not in sections:
                     continue
@@ -1384,6 +1394,9 @@ def main(argv: list[str] | None = None) -> int:
         if rss:
             print("max RSS while loaded with misses (MB): " +
                   "; ".join(f"{role}: {', '.join(map(str, v))}" for role, v in rss["max_rss_mb_by_role"].items()))
+    if "catalog" in results:
+        from benchmarks.perf_catalog import report
+        print(report(results["catalog"]))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
         print(f"figures written to {args.json}")

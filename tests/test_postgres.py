@@ -306,3 +306,13 @@ def test_copy_to_refuses_a_database_that_holds_data(make_app, postgres_url):
 def test_copy_to_rejects_what_is_not_a_postgresql_url(app):
     result = app.test_cli_runner().invoke(args=["db", "copy-to", "mysql://x/y"])
     assert result.exit_code == 2 and "PostgreSQL URL" in result.output
+
+
+@pytest.mark.parametrize("required, exit_code, outcome", [("1", 1, "1 error"), ("0", 0, "1 skipped")])
+def test_a_missing_postgresql_skips_its_tests_unless_services_are_required(required, exit_code, outcome):
+    env = {**os.environ, "ESSENTIA_TEST_POSTGRES_URL": f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres",
+           "ESSENTIA_REQUIRE_SERVICES": required}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "tests/test_store_contract.py::test_each_store_is_the_store_role[postgresql]"],
+                            env=env, capture_output=True, text=True, timeout=120, cwd=str(ROOT))
+    assert result.returncode == exit_code and outcome in result.stdout, result.stdout[-2000:]
