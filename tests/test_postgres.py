@@ -16,6 +16,7 @@ import pytest
 
 from backend.config import ConfigError, Settings
 from backend.storage import StorageUnavailable
+from backend.storage.base import ALL_ANALYSIS_COLUMNS
 from backend.storage.migrations.postgres import MIGRATIONS
 from backend.storage.postgres import PostgresStore
 from tests.conftest import create_key
@@ -264,7 +265,8 @@ def table(url_or_store, sql: str) -> list:
         return [tuple(row) for row in conn.execute(sql).fetchall()]
 
 
-COMPARED = ["SELECT * FROM analyses ORDER BY id", "SELECT * FROM api_keys ORDER BY id",
+COMPARED = [f"SELECT {', '.join(ALL_ANALYSIS_COLUMNS)} FROM analyses ORDER BY id",
+            "SELECT * FROM api_keys ORDER BY id",
             "SELECT * FROM api_usage ORDER BY id", "SELECT * FROM daily_usage ORDER BY key_id, day",
             "SELECT name, value FROM stats ORDER BY name", "SELECT last_updated FROM stats_meta"]
 
