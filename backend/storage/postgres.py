@@ -156,7 +156,10 @@ class PostgresStore(SqlStore):
         locale), newest first, with ids below `before` if given. The trigram GIN index answers rare words; for
         common ones the planner walks the primary key backwards and stops at the page."""
         pattern = escape_like(query)  # backslash is PostgreSQL's default LIKE escape
+        # Never a prepared statement: its generic plan cannot see the pattern, and would walk the whole table
+        # for a rare word (psycopg prepares a statement after a few runs). Planned with the pattern, each search
+        # takes the path that suits its word.
         return conn.execute(
             "SELECT * FROM analyses WHERE search_text LIKE lower(%s) AND id < %s ORDER BY id DESC LIMIT %s OFFSET %s",
-            (pattern, _MAX_ID if before is None else before, limit, offset),
+            (pattern, _MAX_ID if before is None else before, limit, offset), prepare=False,
         ).fetchall()
