@@ -318,3 +318,22 @@ def test_a_missing_postgresql_skips_its_tests_unless_services_are_required(requi
                              "tests/test_store_contract.py::test_each_store_is_the_store_role[postgresql]"],
                             env=env, capture_output=True, text=True, timeout=120, cwd=str(ROOT))
     assert result.returncode == exit_code and outcome in result.stdout, result.stdout[-2000:]
+
+
+def test_search_is_planned_with_its_word_never_as_a_prepared_statement(postgres_url):
+    """psycopg prepares a statement after five runs; a prepared search's generic plan cannot see the pattern and
+    walks the whole table for a rare word. The search must stay unprepared however often it runs."""
+    store = PostgresStore(postgres_url, pool_size=1)
+    store.migrate()
+    insert(store, song(1, title="Halo"))
+    try:
+        with store.single_read() as conn:
+            for _ in range(8):
+                assert len(store.search_analyses(conn, "halo", limit=50, offset=0)) == 1
+                store.find_analysis_by_cache_key(conn, song(1)["cache_key"])
+            prepared = [row["statement"] for row in
+                        conn.execute("SELECT statement FROM pg_prepared_statements").fetchall()]
+        assert any("cache_key" in text for text in prepared)  # the test can see prepared statements
+        assert not any("search_text" in text for text in prepared)
+    finally:
+        store.close()
