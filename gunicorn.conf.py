@@ -12,6 +12,7 @@ Everything is configured through the same ESSENTIA_* variables as the app (see R
 """
 import os
 import shutil
+import sys
 
 from backend.config import Settings
 from backend.runtime.poolservice import make_state_dir, start_supervisor, stop_supervisor, sweep_abandoned_state_dirs
@@ -20,6 +21,14 @@ from backend.runtime.poolservice import make_state_dir, start_supervisor, stop_s
 _OWN_DIR_VAR, _SUPERVISOR_VAR = "_ESSENTIA_OWN_STATE_DIR", "_ESSENTIA_POOL_SUPERVISOR_PID"
 
 _settings = Settings.from_env()  # a bad ESSENTIA_* value stops start-up here, naming the variable
+if _settings.database_url:
+    # Before any worker forks: hosts that start together migrate PostgreSQL in turn, and a server that cannot be
+    # reached stops start-up here with a message naming ESSENTIA_DATABASE_URL (and a non-zero exit).
+    from backend.storage import StorageUnavailable, open_store
+    try:
+        open_store(_settings).migrate()
+    except StorageUnavailable as error:
+        sys.exit(f"Cannot start: {error}")
 if not _settings.shared_state_dir:
     sweep_abandoned_state_dirs()  # left by servers killed together with their pool supervisor
     os.environ[_OWN_DIR_VAR] = make_state_dir()  # mode 0700: this user only; names this master as its owner

@@ -2,7 +2,10 @@
 synthesized once per session (nothing is downloaded)."""
 from __future__ import annotations
 
+import os
 import re
+import uuid
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -21,11 +24,14 @@ def settings_for(tmp_path, **overrides) -> Settings:
 
 
 @pytest.fixture
-def make_app(tmp_path):
-    """Build an app with Settings overrides, e.g. make_app(production=True, rate_limit=5)."""
+def make_app(tmp_path, request):
+    """Build an app with Settings overrides, e.g. make_app(production=True, rate_limit=5). `store="postgresql"`
+    puts it on a PostgreSQL database of its own (see postgres_url) instead of a temporary SQLite file."""
     apps = []
 
-    def factory(**overrides):
+    def factory(*, store: str = "sqlite", **overrides):
+        if store == "postgresql":
+            overrides.setdefault("database_url", request.getfixturevalue("postgres_url"))
         app = create_app(settings_for(tmp_path, **overrides))
         app.config["TESTING"] = True
         apps.append(app)
@@ -35,7 +41,7 @@ def make_app(tmp_path):
     for app in apps:
         services = app.extensions["essentia"]
         services.executor.shutdown()
-        services.db.close()
+        services.store.close()
 
 
 @pytest.fixture
@@ -77,3 +83,69 @@ def song_96_c_major() -> bytes:
 @pytest.fixture(scope="session")
 def song_m4a() -> bytes:
     return synth.encode_with_pyav(synth.song(128, "D", "major", seconds=10, sr=44100), 44100, "mp4", "aac", 2)
+
+
+# -- services (storage): PostgreSQL, a database of its own per test -------------------------------------------
+# Tests that need a service skip when it is not running, unless ESSENTIA_REQUIRE_SERVICES=1 (CI), where a
+# missing service fails them: a green CI run then means they really ran.
+
+POSTGRES_URL = os.environ.get("ESSENTIA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REQUIRE_SERVICES = os.environ.get("ESSENTIA_REQUIRE_SERVICES") == "1"
+
+
+def missing_service(message: str) -> None:
+    """Fail (ESSENTIA_REQUIRE_SERVICES=1) or skip the current test because a service it needs is not there."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message} (ESSENTIA_REQUIRE_SERVICES=1: services must run)", pytrace=False)
+    pytest.skip(message)
+
+
+def url_with_database(url: str, dbname: str) -> str:
+    """The same server URL, naming another database."""
+    return urlsplit(url)._replace(path="/" + dbname).geturl()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The URL of the test PostgreSQL server's maintenance database (ESSENTIA_TEST_POSTGRES_URL)."""
+    try:
+        import psycopg
+    except ImportError:
+        missing_service("psycopg is not installed")
+    problem = None
+    try:
+        with psycopg.connect(POSTGRES_URL, connect_timeout=3):
+            pass
+    except psycopg.OperationalError as error:
+        problem = str(error).strip()
+    if problem is not None:
+        missing_service(f"PostgreSQL is not reachable at {POSTGRES_URL}: {problem}")
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A URL to a new, empty database on the test server, dropped after the test."""
+    import psycopg
+
+    name = "essentia_test_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield url_with_database(postgres_server, name)
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request, tmp_path):
+    """Each store implementation in turn, migrated and empty; closed after the test."""
+    from backend.storage.postgres import PostgresStore
+    from backend.storage.sqlite import SQLiteStore
+
+    if request.param == "sqlite":
+        store = SQLiteStore(str(tmp_path / "contract.db"), pool_size=4)
+    else:
+        store = PostgresStore(request.getfixturevalue("postgres_url"), pool_size=4)
+    store.migrate()
+    yield store
+    store.close()

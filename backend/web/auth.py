@@ -17,8 +17,7 @@ from typing import Callable
 
 from flask import current_app, g, request
 
-from backend import store
-from backend.roles import QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, Limiter, QuotaDecision
+from backend.roles import QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, Limiter, QuotaDecision, Store
 from backend.web.errors import ApiError
 from backend.timeutil import seconds_until_utc_midnight, utc_today
 
@@ -216,12 +215,13 @@ class StoreQuota:
     """The Quota role on the store: one statement counts the request in the key's daily_usage row unless the
     key's current limit is reached (so a changed limit applies at once on every process and host)."""
 
-    def __init__(self, db, *, today: Callable[[], str] = utc_today):
-        self._db = db
+    def __init__(self, store: Store, *, today: Callable[[], str] = utc_today):
+        self._store = store
         self._today = today
 
     def consume(self, key_id: int) -> QuotaDecision:
-        with self._db.connection(write=True) as conn:
+        store = self._store
+        with store.connection(write=True) as conn:
             if store.consume_daily_quota(conn, key_id, self._today()) is not None:
                 return QuotaDecision(True)
             current = store.get_key(conn, key_id)
@@ -232,9 +232,9 @@ class StoreQuota:
         return QuotaDecision(False, QUOTA_EXHAUSTED, current["daily_limit"])
 
 
-def lookup_key_in(db) -> Callable[[str], ApiKey | None]:
+def lookup_key_in(store: Store) -> Callable[[str], ApiKey | None]:
     """The validator's database lookup: one indexed query by hash."""
     def lookup(key_hash: str) -> ApiKey | None:
-        with db.connection() as conn:
+        with store.connection() as conn:
             return key_from_row(store.find_key_by_hash(conn, key_hash), key_hash)
     return lookup

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backend import store
+from backend.storage import SORT_NAMES
 from backend.web.params import (DEFAULT_PAGE, DEFAULT_SORT, MAX_BPM, MAX_NOTES_LENGTH, MAX_OFFSET, MAX_PAGE, MAX_QUERY_LENGTH,
                                 MAX_TEXT_LENGTH, MIN_BPM)
 from backend.web.responses import UNKNOWN, pitch_classes
@@ -396,7 +396,11 @@ _LIMIT = {"name": "limit", "in": "query", "required": False,
 _OFFSET = {"name": "offset", "in": "query", "required": False, "description": "Rows to skip.",
            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}}
 _SORT = {"name": "sort", "in": "query", "required": False,
-         "schema": {"type": "string", "enum": list(store.SORT_ORDERS), "default": DEFAULT_SORT}}
+         "schema": {"type": "string", "enum": list(SORT_NAMES), "default": DEFAULT_SORT}}
+_BEFORE = {"name": "before", "in": "query", "required": False,
+           "description": "Keyset paging: only rows whose id is below this one (pass the last id of the previous "
+                          "page). Page 100 costs what page 1 does; a large offset must skip every earlier match.",
+           "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
 _QUERY = {"name": "q", "in": "query", "required": True,
           "description": "Text to find in titles or artists, case-insensitively (400 when missing or blank).",
           "schema": {"type": "string", "minLength": 1, "maxLength": MAX_QUERY_LENGTH, "pattern": r"\S"},
@@ -538,7 +542,7 @@ def openapi_spec(version: str) -> dict[str, Any]:
         "/cache/search": {"get": _op(
             "searchCache", "Cached analyses whose title or artist contains q (case-insensitive)",
             _responses(_ok("A page of matching rows, newest first.", _ref("CacheRows")), extra=search_extra),
-            tags=["cache"], parameters=[_QUERY, _LIMIT, _OFFSET])},
+            tags=["cache"], parameters=[_QUERY, _LIMIT, _OFFSET, _BEFORE])},
         "/cache/export": {"get": _op(
             "exportCache", "Every cached song with the user's corrections applied, for backup or a spreadsheet",
             _responses(_ok("The export.", _ref("Export"))), tags=["cache"])},

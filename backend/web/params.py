@@ -14,7 +14,7 @@ MAX_TEXT_LENGTH = 500         # titles, artists
 MAX_QUERY_LENGTH = 200        # /cache/search?q=
 MAX_NOTES_LENGTH = 2000       # /verify bpm_notes
 DEFAULT_PAGE, MAX_PAGE = 50, 500
-DEFAULT_SORT = "newest"       # /cache?sort= (the orders themselves: store.SORT_ORDERS)
+DEFAULT_SORT = "newest"       # /cache?sort= (the orders themselves: backend.storage.SORT_NAMES)
 MAX_OFFSET = 10_000_000
 MIN_BPM, MAX_BPM = 20, 400    # a manual tempo correction
 # NUL and other C0 controls have no place in titles or queries (and NUL cuts strings short in SQLite's FTS).
