@@ -77,3 +77,60 @@ def song_96_c_major() -> bytes:
 @pytest.fixture(scope="session")
 def song_m4a() -> bytes:
     return synth.encode_with_pyav(synth.song(128, "D", "major", seconds=10, sr=44100), 44100, "mp4", "aac", 2)
+
+
+# -- Redis (ESSENTIA_REDIS_URL): each test gets its own key prefix, and its keys are deleted after it ----------
+
+REDIS_URL_VARIABLE = "ESSENTIA_TEST_REDIS_URL"
+DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def services_required() -> bool:
+    """CI sets ESSENTIA_REQUIRE_SERVICES=1: a missing PostgreSQL or Redis then fails the run instead of skipping."""
+    import os
+    return os.environ.get("ESSENTIA_REQUIRE_SERVICES", "") == "1"
+
+
+def redis_test_url() -> str:
+    import os
+    return os.environ.get(REDIS_URL_VARIABLE) or DEFAULT_TEST_REDIS_URL
+
+
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis's URL; skips the test when it does not answer (fails instead under ESSENTIA_REQUIRE_SERVICES)."""
+    import redis
+    url = redis_test_url()
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0).ping()
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as error:
+        message = f"Redis at {url} ({REDIS_URL_VARIABLE}) does not answer: {error}"
+        if services_required():
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def redis_prefix(redis_url):
+    """A key prefix of this test's own; every key under it is deleted after the test."""
+    import uuid
+
+    import redis
+    prefix = f"essentia-test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def redis_client(redis_url):
+    from backend.runtime.redis_state import connect
+    client = connect(redis_url)
+    yield client
+    client.close()

@@ -1,0 +1,157 @@
+"""What the Redis implementations do beyond the shared contracts: a Redis that is gone answers with one specific
+exception (the web layer's 503), service resumes by itself when Redis is back, and a changed key reaches every
+process's key cache."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+from backend.runtime.redis_state import (RedisClaims, RedisEvents, RedisKeyInvalidation, RedisQuota,
+                                         RedisRateLimiter, RedisTally, SharedStateUnavailable, connect, ping)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Forwarder:
+    """A TCP forwarder to the test Redis that can be started and stopped: Redis as seen through a network that
+    fails and comes back, on a fixed port."""
+
+    def __init__(self, port: int, target: tuple[str, int]):
+        self.port, self.target = port, target
+        self._server: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
+
+    def start(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        threading.Thread(target=self._accept, args=(self._server,), daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread; close() alone would not
+        self._server.close()
+        for sock in self._sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        self._sockets.clear()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                inbound, _ = server.accept()
+            except OSError:
+                return
+            outbound = socket.create_connection(self.target)
+            self._sockets += [inbound, outbound]
+            for source, sink in ((inbound, outbound), (outbound, inbound)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def forwarder(redis_url):
+    parts = urlsplit(redis_url)
+    forward = Forwarder(_free_port(), (parts.hostname or "127.0.0.1", parts.port or 6379))
+    yield forward
+    try:
+        forward.stop()
+    except Exception:
+        pass
+
+
+def _every_role(url: str, prefix: str):
+    client = connect(url, socket_timeout=0.5)
+    counts = {}
+    return client, {
+        "limiter": lambda: RedisRateLimiter(5, 60.0, client=client, prefix=prefix).hit("key:1"),
+        "quota": lambda: RedisQuota(client=client, prefix=prefix, store_count=lambda k, d: 0,
+                                    store_raise=counts.update, flush_seconds=3600).consume(1, "2026-11-30", 9),
+        "tally": lambda: RedisTally(client=client, prefix=prefix).add("hits"),
+        "claims": lambda: RedisClaims(client=client, prefix=prefix,
+                                      events=RedisEvents(client=client, prefix=prefix)).try_claim("url:a", 5.0),
+        "ping": lambda: ping(client),
+    }
+
+
+def test_every_role_says_shared_state_unavailable_when_redis_is_unreachable(redis_prefix):
+    _, roles = _every_role(f"redis://127.0.0.1:{_free_port()}/0", redis_prefix)  # nothing listens there
+    for name, call in roles.items():
+        with pytest.raises(SharedStateUnavailable) as caught:
+            call()
+        assert caught.value.status == 503 and caught.value.code == "shared_state_unavailable", name
+        assert caught.value.retry_after >= 1
+
+
+def test_service_resumes_without_a_restart_when_redis_comes_back(forwarder, redis_prefix):
+    client, roles = _every_role(f"redis://127.0.0.1:{forwarder.port}/0", redis_prefix)
+    with pytest.raises(SharedStateUnavailable):
+        roles["limiter"]()  # not there yet
+    forwarder.start()
+    assert roles["limiter"]().allowed  # the same client, now connected
+    forwarder.stop()  # lost while running
+    with pytest.raises(SharedStateUnavailable):
+        roles["tally"]()
+    forwarder.start()
+    for call in roles.values():
+        call()
+    client.close()
+
+
+def test_a_killed_connection_is_replaced_on_the_next_call(redis_client, redis_prefix):
+    limiter = RedisRateLimiter(10, 60.0, client=redis_client, prefix=redis_prefix)
+    assert limiter.hit("key:1").remaining == 9
+    redis_client.client_kill_filter(_type="normal", skipme=False)  # every normal connection, ours included
+    assert limiter.hit("key:1").remaining == 8
+
+
+def test_a_changed_key_is_forgotten_by_every_process_at_once(redis_url, redis_prefix):
+    forgotten: list[int] = []
+    arrived = threading.Event()
+
+    def forget_id(key_id: int) -> None:
+        forgotten.append(key_id)
+        arrived.set()
+
+    receiving_host = RedisKeyInvalidation(RedisEvents(client=connect(redis_url), prefix=redis_prefix))
+    receiving_host.listen(forget_id, forget_all=lambda: None)
+    sending_host = RedisKeyInvalidation(RedisEvents(client=connect(redis_url), prefix=redis_prefix))
+    started = time.monotonic()
+    sending_host.announce([42])
+    assert arrived.wait(2.0)
+    assert forgotten == [42]
+    assert time.monotonic() - started < 0.2  # milliseconds, not the key cache's TTL
+
+
+def test_a_process_that_lost_its_subscription_forgets_its_whole_key_cache(redis_url, redis_prefix, redis_client):
+    reconnections = []
+    forgotten = []
+    events = RedisEvents(client=connect(redis_url), prefix=redis_prefix)
+    RedisKeyInvalidation(events).listen(forgotten.append, forget_all=lambda: reconnections.append(1))
+    assert reconnections == [1]
+    redis_client.client_kill_filter(_type="pubsub", skipme=False)
+    deadline = time.monotonic() + 5.0
+    while len(reconnections) < 2:
+        assert time.monotonic() < deadline, "the subscriber did not reconnect"
+        time.sleep(0.05)
+    assert events.connected.wait(2.0)
+    RedisKeyInvalidation(RedisEvents(client=redis_client, prefix=redis_prefix)).announce([7])
+    deadline = time.monotonic() + 2.0
+    while forgotten != [7]:
+        assert time.monotonic() < deadline, "no message after the reconnection"
+        time.sleep(0.02)
