@@ -1,6 +1,11 @@
-"""Several hosts: what the shared services (Redis for the shared state) cost per request.
+"""Several hosts: what the shared services (PostgreSQL for the store, Redis for the shared state) cost per request.
 
     .venv/bin/python -m benchmarks.perf_hosts --limiter      # the rate limiter on Redis: our Lua vs `limits`
+    .venv/bin/python -m benchmarks.perf_hosts --hosts        # one embedded host vs two hosts on the services
+    (performance_test.py runs the same as its "several hosts" section)
+
+The two-host run needs PostgreSQL and Redis: ESSENTIA_TEST_DATABASE_URL (a server URL; a database is made for
+the run and dropped after) and ESSENTIA_TEST_REDIS_URL, by default the local ones on their standard ports.
 
 The `limits` library (what Flask-Limiter builds on) is measured only when it is importable (`pip install limits`);
 the project does not depend on it.
@@ -9,12 +14,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Callable
 
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def _microseconds_per_call(call: Callable[[int], Any], calls: int, repeats: int = 5) -> dict[str, float]:
@@ -76,14 +92,182 @@ def bench_limiter(redis_url: str = DEFAULT_REDIS_URL, *, calls: int = 5000, clie
     return results
 
 
+def _start_host(tmp: Path, name: str, env: dict[str, str]):
+    """A gunicorn host on 127.0.0.1 with `env` over the environment; returns (process, port, log path)."""
+    from performance_test import free_port, wait_for_health
+
+    port = free_port()
+    folder = tmp / name
+    folder.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, "ESSENTIA_PORT": str(port), "ESSENTIA_HOST": "127.0.0.1",
+                "ESSENTIA_DB_PATH": str(folder / "served.db"), "ESSENTIA_ALLOW_LOOPBACK_URLS": "1",
+                "ESSENTIA_LOG_LEVEL": "WARNING", **env}
+    full_env.pop("ESSENTIA_PRODUCTION", None)
+    log_path = folder / "gunicorn.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], cwd=ROOT,
+                                   env=full_env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for_health(port, process, 300, log_path)
+    return process, port, log_path
+
+
+def _sequential_latency(ports: list[int], request, count: int) -> dict[str, float]:
+    """One client sending `count` requests one at a time, alternating over `ports` on keep-alive connections:
+    the latency of a hit without queueing, in ms (p50, p99)."""
+    import http.client
+
+    from performance_test import percentile
+
+    method, path, body, headers = request
+    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=60) for port in ports]
+    latencies: list[float] = []
+    try:
+        for i in range(count):
+            conn = connections[i % len(connections)]
+            started = time.perf_counter()
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status == 200:
+                latencies.append(time.perf_counter() - started)
+    finally:
+        for conn in connections:
+            conn.close()
+    return {"p50_ms": round(1000 * percentile(latencies, 50), 3), "p99_ms": round(1000 * percentile(latencies, 99), 3),
+            "ok": len(latencies)}
+
+
+def _throughput(ports: list[int], request, clients: int, seconds: float) -> float:
+    """Requests per second answered 200 by `clients` keep-alive clients spread evenly over `ports` (as a load
+    balancer would spread them), all at once."""
+    from performance_test import run_load
+
+    results: list[dict[str, Any]] = []
+    threads = [threading.Thread(target=lambda p=port: results.append(
+        run_load(p, lambda i: request, clients // len(ports), duration=seconds))) for port in ports]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return round(sum(r["throughput_per_s"] for r in results), 1)
+
+
+def _misses_per_second(ports: list[int], clips: list[bytes], clients: int) -> float:
+    """New songs analyzed per second, `clients` uploading distinct clips spread over `ports`."""
+    from performance_test import run_load, upload_request
+
+    per_port = len(clips) // len(ports)
+    started = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    threads = [threading.Thread(target=lambda n=n, port=port: results.append(run_load(
+        port, lambda i: upload_request(clips[n * per_port + i]), max(1, clients // len(ports)), total=per_port)))
+        for n, port in enumerate(ports)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    return round(sum(r["ok"] for r in results) / wall, 2)
+
+
+def bench_hosts(tmp: Path, *, quick: bool = False, redis_url: str = DEFAULT_REDIS_URL,
+                postgres_url: str = DEFAULT_POSTGRES_URL) -> dict[str, Any]:
+    """Cache hits (upload and URL) and misses per second, and the latency of one hit, for one embedded host
+    (SQLite, memory-mapped shared state: 4 HTTP processes, 2 analysis processes) against two hosts on PostgreSQL
+    + Redis (2 + 2 HTTP processes, 1 + 1 analysis processes): the same cores, so the ratio is the services' cost."""
+    from performance_test import ClipServer, make_clip, stop_process, tagged, upload_request, url_request
+
+    cfg = {"hit_s": 2.0 if quick else 6.0, "clients": 8, "latency_requests": 200 if quick else 1000,
+           "misses": 4 if quick else 12}
+    preview = make_clip(120, "A", "minor", seconds=10.0)
+    clips = [tagged(preview, f"miss-{n}") for n in range(cfg["misses"] * 2 + 2)]
+    clip_server = ClipServer({"preview.m4a": preview})
+    url_req, upload_req = url_request(clip_server.url("preview.m4a")), upload_request(tagged(preview, "hit"))
+    database_url = _make_database(postgres_url, tmp)
+    prefix = f"essentia-bench:{uuid.uuid4().hex[:8]}:"
+    rate = {"ESSENTIA_RATE_LIMIT": "1000000"}  # the limiter's cost is part of every request on both setups
+    setups = {
+        "one_embedded_host": [{"ESSENTIA_HTTP_WORKERS": "4", "ESSENTIA_WORKERS": "2", **rate}],
+        "two_hosts_postgres_redis": [{"ESSENTIA_HTTP_WORKERS": "2", "ESSENTIA_WORKERS": "1",
+                                      "ESSENTIA_DATABASE_URL": database_url, "ESSENTIA_REDIS_URL": redis_url,
+                                      "ESSENTIA_REDIS_PREFIX": prefix, **rate}] * 2,
+    }
+    out: dict[str, Any] = {"config": cfg}
+    misses_used = 0
+    try:
+        for name, hosts in setups.items():
+            processes = []
+            try:
+                for n, env in enumerate(hosts):
+                    processes.append(_start_host(tmp, f"{name}-{n}", env))
+                ports = [port for _, port, _ in processes]
+                from performance_test import http_json
+                for request in (url_req, upload_req):  # fill the cache (one miss each)
+                    http_json(ports[0], request[0], request[1], request[2], request[3], timeout=300)
+                result: dict[str, Any] = {}
+                for label, request in (("url_hit", url_req), ("upload_hit", upload_req)):
+                    _throughput(ports, request, cfg["clients"], cfg["hit_s"] / 3)  # warm-up
+                    result[f"{label}_per_s"] = _throughput(ports, request, cfg["clients"], cfg["hit_s"])
+                    result[f"{label}_latency"] = _sequential_latency(ports, request, cfg["latency_requests"])
+                batch = clips[misses_used:misses_used + cfg["misses"]]
+                misses_used += cfg["misses"]
+                result["misses_per_s"] = _misses_per_second(ports, batch, 4)
+                out[name] = result
+                log(f"{name}: {result}")
+            finally:
+                for process, _, _ in processes:
+                    stop_process(process)
+    finally:
+        clip_server.close()
+        _drop_database(postgres_url, database_url)
+        client = redis.Redis.from_url(redis_url)
+        _delete_prefix(client, prefix)
+        client.close()
+    one, two = out["one_embedded_host"], out["two_hosts_postgres_redis"]
+    out["ratios"] = {label: round(two[f"{label}_per_s"] / one[f"{label}_per_s"], 2)
+                     for label in ("url_hit", "upload_hit")}
+    out["ratios"]["misses"] = round(two["misses_per_s"] / one["misses_per_s"], 2)
+    out["added_ms_per_hit"] = {
+        label: {q: round(two[f"{label}_latency"][q] - one[f"{label}_latency"][q], 3) for q in ("p50_ms", "p99_ms")}
+        for label in ("url_hit", "upload_hit")}
+    return out
+
+
+def _make_database(server_url: str, tmp: Path) -> str:
+    """A new, empty PostgreSQL database for this run; returns its URL."""
+    import psycopg
+    name = f"essentia_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return server_url.rsplit("/", 1)[0] + "/" + name
+
+
+def _drop_database(server_url: str, database_url: str) -> None:
+    import psycopg
+    name = database_url.rsplit("/", 1)[1]
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+    parser.add_argument("--redis-url", default=os.environ.get("ESSENTIA_TEST_REDIS_URL", DEFAULT_REDIS_URL))
     parser.add_argument("--limiter", action="store_true", help="rate limiter on Redis: our Lua vs `limits`")
+    parser.add_argument("--hosts", action="store_true", help="one embedded host vs two hosts on the services")
+    parser.add_argument("--postgres-url", default=os.environ.get("ESSENTIA_TEST_DATABASE_URL", DEFAULT_POSTGRES_URL))
+    parser.add_argument("--quick", action="store_true")
     parser.add_argument("--calls", type=int, default=5000)
     args = parser.parse_args(argv)
     if args.limiter:
         print(json.dumps(bench_limiter(args.redis_url, calls=args.calls), indent=2))
+    if args.hosts:
+        with tempfile.TemporaryDirectory(prefix="essentia-hosts-") as tmp:
+            print(json.dumps(bench_hosts(Path(tmp), quick=args.quick, redis_url=args.redis_url,
+                                         postgres_url=args.postgres_url), indent=2))
     return 0
 
 
