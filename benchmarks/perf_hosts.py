@@ -92,6 +92,78 @@ def bench_limiter(redis_url: str = DEFAULT_REDIS_URL, *, calls: int = 5000, clie
     return results
 
 
+def _command_stats(client) -> dict[str, tuple[int, int]]:
+    """Redis's own count of calls and microseconds spent, per command (INFO commandstats)."""
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): (value["calls"], value["usec"]) for name, value in stats.items()}
+
+
+def bench_redis_roles(redis_url: str = DEFAULT_REDIS_URL, *, calls: int = 3000) -> dict[str, Any]:
+    """Per role operation: µs per call as a host sees it (round trip included) and Redis's own CPU µs per call
+    (INFO commandstats; other clients of the same Redis add to it, so run this on a quiet one), plus how fast a
+    changed key reaches another process's key cache."""
+    from backend.runtime.redis_state import (RedisClaims, RedisEvents, RedisKeyInvalidation, RedisQuota,
+                                             RedisRateLimiter, RedisTally, connect)
+
+    prefix = f"essentia-bench:{uuid.uuid4().hex[:8]}:"
+    client = connect(redis_url)
+    limiter = RedisRateLimiter(10**9, 60.0, client=client, prefix=prefix)
+    quota = RedisQuota(client=client, prefix=prefix, store_count=lambda key_id, day: 0,
+                       store_raise=lambda rows: None, flush_seconds=3600)
+    tally = RedisTally(client=client, prefix=prefix)
+    claims = RedisClaims(client=client, prefix=prefix, events=RedisEvents(client=client, prefix=prefix))
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+
+    def claim_and_release(i: int) -> None:
+        claims.try_claim(f"sha256:{i}", 60.0)
+        claims.release(f"sha256:{i}")
+
+    operations = {
+        "rate_limit_hit": (lambda i: limiter.hit(f"key:{i % 100}"), ["evalsha"]),
+        "quota_consume": (lambda i: quota.consume(i % 100, day, 0), ["evalsha"]),
+        "tally_add": (lambda i: tally.add("hits"), ["incrby"]),
+        "claim_and_release": (claim_and_release, ["set", "evalsha"]),
+    }
+    out: dict[str, Any] = {"calls": calls}
+    try:
+        for name, (operation, commands) in operations.items():
+            operation(-1)  # loads the script
+            before = _command_stats(client)
+            timing = _microseconds_per_call(operation, calls, repeats=1)
+            after = _command_stats(client)
+            server_us = sum(after.get(c, (0, 0))[1] - before.get(c, (0, 0))[1] for c in commands)
+            out[name] = {"client_us": timing["median_us"], "redis_cpu_us": round(server_us / calls, 2)}
+        out["key_invalidation_ms"] = _key_invalidation_latency(redis_url, prefix)
+    finally:
+        _delete_prefix(client, prefix)
+        client.close()
+    return out
+
+
+def _key_invalidation_latency(redis_url: str, prefix: str, messages: int = 50) -> dict[str, float]:
+    """From `announce` on one client to the handler running in another process's subscriber, in ms."""
+    from backend.runtime.redis_state import RedisEvents, RedisKeyInvalidation, connect
+
+    arrived: dict[int, float] = {}
+    done = threading.Event()
+
+    def forget_id(key_id: int) -> None:
+        arrived[key_id] = time.perf_counter()
+        if len(arrived) == messages:
+            done.set()
+
+    RedisKeyInvalidation(RedisEvents(client=connect(redis_url), prefix=prefix)).listen(forget_id, lambda: None)
+    sender = RedisKeyInvalidation(RedisEvents(client=connect(redis_url), prefix=prefix))
+    sent = {}
+    for key_id in range(messages):
+        sent[key_id] = time.perf_counter()
+        sender.announce([key_id])
+        time.sleep(0.005)
+    done.wait(5.0)
+    delays = sorted(1000 * (arrived[k] - sent[k]) for k in arrived)
+    return {"p50": round(statistics.median(delays), 3), "max": round(max(delays), 3), "received": len(delays)}
+
+
 def _start_host(tmp: Path, name: str, env: dict[str, str]):
     """A gunicorn host on 127.0.0.1 with `env` over the environment; returns (process, port, log path)."""
     from performance_test import free_port, wait_for_health
@@ -257,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--redis-url", default=os.environ.get("ESSENTIA_TEST_REDIS_URL", DEFAULT_REDIS_URL))
     parser.add_argument("--limiter", action="store_true", help="rate limiter on Redis: our Lua vs `limits`")
+    parser.add_argument("--roles", action="store_true", help="µs per Redis role operation, host and Redis CPU")
     parser.add_argument("--hosts", action="store_true", help="one embedded host vs two hosts on the services")
     parser.add_argument("--postgres-url", default=os.environ.get("ESSENTIA_TEST_DATABASE_URL", DEFAULT_POSTGRES_URL))
     parser.add_argument("--quick", action="store_true")
@@ -264,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.limiter:
         print(json.dumps(bench_limiter(args.redis_url, calls=args.calls), indent=2))
+    if args.roles:
+        print(json.dumps(bench_redis_roles(args.redis_url, calls=args.calls), indent=2))
     if args.hosts:
         with tempfile.TemporaryDirectory(prefix="essentia-hosts-") as tmp:
             print(json.dumps(bench_hosts(Path(tmp), quick=args.quick, redis_url=args.redis_url,
