@@ -281,6 +281,7 @@ class RedisEvents:
         self._on_connect: list[Callable[[], None]] = []
         self._thread: threading.Thread | None = None
         self._pid = 0
+        self._closed = threading.Event()
         self.connected = threading.Event()
 
     def channel(self, topic: str) -> str:
@@ -312,8 +313,12 @@ class RedisEvents:
         self._thread.start()
         self.connected.wait(SOCKET_TIMEOUT)  # so that a message sent right after this call is not missed
 
+    def close(self) -> None:
+        """Stop listening (the thread ends within WAIT_SLICE)."""
+        self._closed.set()
+
     def _listen_forever(self) -> None:
-        while True:
+        while not self._closed.is_set():
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
                 subscribed = {self.channel("hello")}  # always one channel, so that get_message has a connection
@@ -323,7 +328,7 @@ class RedisEvents:
                 self.connected.set()
                 for handler in list(self._on_connect):
                     handler()
-                while True:
+                while not self._closed.is_set():
                     message = pubsub.get_message(timeout=WAIT_SLICE)
                     if message is not None:
                         self._dispatch(message)
@@ -342,7 +347,7 @@ class RedisEvents:
                     pubsub.close()
                 except Exception:
                     pass
-            time.sleep(0.5)
+            self._closed.wait(0.5)
 
     def _dispatch(self, message: dict) -> None:
         channel = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
@@ -426,8 +431,8 @@ class RedisClaims:
             # The lease expires by itself; waiters then find it free.
             log.warning("could not release claim %s: %s", key, error)
 
-    def wait(self, key: str, timeout: float) -> None:
-        """Block until a claim of `key` is released or `timeout` seconds pass (a missed message costs at most
+    def wait(self, key: str, seconds: float) -> None:
+        """Block until a claim of `key` is released or `seconds` pass (a missed message costs at most
         WAIT_SLICE: callers loop, trying to claim and looking for the result between waits)."""
         self._events.start()
         event = threading.Event()
@@ -437,7 +442,7 @@ class RedisClaims:
             # A release between the caller's failed claim and this registration would be missed: look once more.
             if not self._client.exists(self._prefix + key):
                 return
-            event.wait(min(timeout, WAIT_SLICE))
+            event.wait(min(seconds, WAIT_SLICE))
         except _UNREACHABLE as error:
             raise _unavailable(error) from None
         finally:
