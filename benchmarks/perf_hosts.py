@@ -4,7 +4,7 @@
     .venv/bin/python -m benchmarks.perf_hosts --hosts        # one embedded host vs two hosts on the services
     (performance_test.py runs the same as its "several hosts" section)
 
-The two-host run needs PostgreSQL and Redis: ESSENTIA_TEST_DATABASE_URL (a server URL; a database is made for
+The two-host run needs PostgreSQL and Redis: ESSENTIA_TEST_POSTGRES_URL (a server URL; a database is made for
 the run and dropped after) and ESSENTIA_TEST_REDIS_URL, by default the local ones on their standard ports.
 
 The `limits` library (what Flask-Limiter builds on) is measured only when it is importable (`pip install limits`);
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limiter", action="store_true", help="rate limiter on Redis: our Lua vs `limits`")
     parser.add_argument("--roles", action="store_true", help="µs per Redis role operation, host and Redis CPU")
     parser.add_argument("--hosts", action="store_true", help="one embedded host vs two hosts on the services")
-    parser.add_argument("--postgres-url", default=os.environ.get("ESSENTIA_TEST_DATABASE_URL", DEFAULT_POSTGRES_URL))
+    parser.add_argument("--postgres-url", default=os.environ.get("ESSENTIA_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--calls", type=int, default=5000)
     args = parser.parse_args(argv)

@@ -47,7 +47,7 @@ def shared_store_env(tmp_path, request) -> dict[str, str]:
     """The hosts' one store: a PostgreSQL database of this test's own when the store supports it, else one
     SQLite file both hosts open (the same machine stands in for both)."""
     try:
-        database_url = request.getfixturevalue("postgres_database_url")
+        database_url = request.getfixturevalue("postgres_url")
     except pytest.FixtureLookupError:
         database_url = None
     if database_url:
