@@ -4,7 +4,7 @@ ESSENTIA_HTTP_WORKERS processes serve HTTP (default: two per core, at most four)
 Python process cannot answer more than one core's worth of requests (the GIL; see PERFORMANCE_OPTIMIZATIONS.md),
 and with keep-alive a client's connection stays with the process that accepted it, so more processes than cores
 keep both cores busy however connections happen to be spread. Decoding and analysis run in one pool of
-ESSENTIA_WORKERS processes for the whole server (backend/poolservice.py), started here by the master.
+ESSENTIA_WORKERS processes for the whole server (backend/runtime/poolservice.py), started here by the master.
 
 State that must be exact across the HTTP processes (rate-limit windows, who is analyzing what, Prometheus counts)
 lives in a private directory made here, in the master, before the workers fork; the database is shared anyway.
@@ -41,7 +41,7 @@ threads = _settings.http_threads
 timeout = 120            # a worker silent this long is restarted (covers a slow warm-up on a busy machine)
 graceful_timeout = 30
 keepalive = 5
-accesslog = None          # the app writes one structured line per request (backend/security.py)
+accesslog = None          # the app writes one structured line per request (backend/web/hooks.py)
 errorlog = "-"
 loglevel = _settings.log_level.lower()
 
@@ -51,7 +51,7 @@ control_socket_disable = True  # one shared path in $HOME would clash between in
 
 def on_starting(server):
     """Start the analysis pool before any HTTP worker: the workers wait for it to answer (it warms up first)."""
-    from backend.poolservice import start_supervisor
+    from backend.runtime.poolservice import start_supervisor
     os.environ[_SUPERVISOR_VAR] = str(start_supervisor(_state_dir, workers=_settings.workers,
                                                        queue_depth=_settings.queue_depth,
                                                        timeout=_settings.analysis_timeout))
@@ -72,7 +72,7 @@ def worker_exit(server, worker):
 
 def on_exit(server):
     if os.environ.get(_SUPERVISOR_VAR):
-        from backend.poolservice import stop_supervisor
+        from backend.runtime.poolservice import stop_supervisor
         stop_supervisor(int(os.environ[_SUPERVISOR_VAR]))
     if os.environ.get(_OWN_DIR_VAR):
         shutil.rmtree(os.environ[_OWN_DIR_VAR], ignore_errors=True)

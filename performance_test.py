@@ -9,11 +9,11 @@
 Cache-hit phases use wrk when it is installed (--no-wrk: the built-in Python generator instead).
 
 Sections (the targets of issue 4):
-  1. API-key validation: backend.auth.KeyValidator (TTL cache) vs one database query per lookup.
+  1. API-key validation: backend.web.auth.KeyValidator (TTL cache) vs one database query per lookup.
   2. Daily quota: backend.store.consume_daily_quota (per-day counter row) vs COUNT(*) over DATE(created_at),
      at two history sizes.
   3. Connection pool: backend.db.Database.connection vs a new sqlite3 connection (same PRAGMAs) per operation.
-  4. Rate limiter: backend.ratelimit.RateLimiter vs an unbounded dict of per-client timestamp lists, with many
+  4. Rate limiter: backend.runtime.ratelimit.RateLimiter vs an unbounded dict of per-client timestamp lists, with many
      distinct clients: time per call and tracemalloc peak.
   5. Single flight: 32 concurrent requests for the same new audio through the real app (create_app, process pool)
      vs the same app with single flight switched off.
@@ -120,7 +120,7 @@ def _make_clip_args(args: tuple) -> bytes:
 
 def make_keys_db(path: Path, count: int):
     from backend import store
-    from backend.auth import display_prefix, generate_key, hash_key
+    from backend.web.auth import display_prefix, generate_key, hash_key
     from backend.db import Database
     from backend.timeutil import utc_now_iso
 
@@ -136,7 +136,7 @@ def make_keys_db(path: Path, count: int):
 
 def bench_keys(tmp: Path, quick: bool) -> dict[str, Any]:
     from backend import store
-    from backend.auth import KeyValidator, hash_key, key_from_row, lookup_key_in
+    from backend.web.auth import KeyValidator, hash_key, key_from_row, lookup_key_in
     from backend.db import _open as open_connection
 
     db, raws = make_keys_db(tmp / "keys.db", 100)
@@ -263,7 +263,7 @@ def bench_quota(tmp: Path, quick: bool) -> dict[str, Any]:
 
 def bench_pool(tmp: Path, quick: bool) -> dict[str, Any]:
     from backend import store
-    from backend.auth import hash_key
+    from backend.web.auth import hash_key
     from backend.db import _open as open_connection
 
     db, raws = make_keys_db(tmp / "pool.db", 1000)
@@ -341,8 +341,8 @@ def _peak(make, clients: list[str]) -> tuple[int, int]:
 
 def bench_ratelimit(tmp: Path, quick: bool) -> dict[str, Any]:
     from backend.app import SHARED_LIMITER_SLOTS
-    from backend.ratelimit import RateLimiter, SharedRateLimiter
-    from backend.sharedtable import SharedTable
+    from backend.runtime.ratelimit import RateLimiter, SharedRateLimiter
+    from backend.runtime.sharedtable import SharedTable
 
     # Full: the server's default bound (100,000) against 1,000,000 clients. Quick: a 10,000 bound against 30,000
     # clients, the same shape at a tenth of the cost.
@@ -381,7 +381,7 @@ def bench_ratelimit(tmp: Path, quick: bool) -> dict[str, Any]:
         return fake_now[0]
 
     # Where ours spends its time: the decision object it returns on every call.
-    from backend.ratelimit import RateDecision
+    from backend.roles import RateDecision
     started = time.perf_counter()
     for _ in range(100_000):
         RateDecision(True, limit, 1, 1.0)
@@ -400,7 +400,7 @@ def bench_ratelimit(tmp: Path, quick: bool) -> dict[str, Any]:
     return {
         "shared_per_call_s": shared_s, "shared_per_call_s_at_tenth": shared_small, "shared_len": len(shared),
         "shared_slots": table.slots, "shared_table_bytes": table.nbytes,
-        "shared_note": "SharedRateLimiter (backend/sharedtable.py): what runs under gunicorn; its memory is the "
+        "shared_note": "SharedRateLimiter (backend/runtime/sharedtable.py): what runs under gunicorn; its memory is the "
                        "mapped table, fixed at shared_table_bytes whatever the number of clients",
         "distinct_clients": total, "limit_per_minute": limit, "max_clients_bound": bound,
         "ours_per_call_s": statistics.median(ours_times), "naive_per_call_s": statistics.median(naive_times),
@@ -692,7 +692,7 @@ def _cpu_seconds(pid: int) -> float | None:
 
 def _role(pid: int, depth: int, single: bool) -> str:
     """Who a process of the server's tree is: master -> HTTP workers, and master -> pool supervisor -> analysis
-    service -> pool workers (backend/poolservice.py)."""
+    service -> pool workers (backend/runtime/poolservice.py)."""
     if single:
         return "naive server"
     if depth == 0:
@@ -700,7 +700,7 @@ def _role(pid: int, depth: int, single: bool) -> str:
     command = process_cmdline(pid)
     if "resource_tracker" in command:
         return "multiprocessing resource tracker"
-    if "backend.poolservice" in command:
+    if "backend.runtime.poolservice" in command:
         return "analysis pool supervisor"
     if "spawn_main" not in command:
         return "gunicorn HTTP worker"

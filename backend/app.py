@@ -13,20 +13,22 @@ from typing import Any, Mapping
 
 from flask import Flask, current_app, g, request
 
-from backend.api import register_blueprints
-from backend.auth import KeyValidator, lookup_key_in
-from backend.claims import ContentClaims
 from backend.config import Settings
-from backend.counters import BufferedCounters, SharedTally
+from backend.counters import BufferedCounters
 from backend.db import Database
-from backend.errors import register_error_handlers
-from backend.executor import AnalysisExecutor
-from backend.metrics import Metrics
-from backend.poolservice import PoolClient
-from backend.ratelimit import RateLimiter, SharedRateLimiter
-from backend.security import register_request_hygiene
+from backend.roles import Claims, Executor, Limiter, Quota, Tally
+from backend.runtime.claims import ContentClaims, SingleProcessClaims
+from backend.runtime.executor import AnalysisExecutor
+from backend.runtime.poolservice import PoolClient
+from backend.runtime.ratelimit import RateLimiter, SharedRateLimiter
+from backend.runtime.sharedtable import SharedTable
+from backend.runtime.tally import LocalTally, SharedTally
 from backend.service import AnalysisService
-from backend.sharedtable import SharedTable
+from backend.web import register_blueprints
+from backend.web.auth import KeyValidator, StoreQuota, lookup_key_in
+from backend.web.errors import register_error_handlers
+from backend.web.hooks import register_request_hooks
+from backend.web.metrics import Metrics
 
 
 # Shared tables' sizes: clients tracked at once by the rate limiter (24 bytes each: 3 MiB), analyses in flight.
@@ -35,16 +37,27 @@ SHARED_CLAIM_SLOTS = 1 << 12
 SHARED_TALLY_SLOTS = 16  # "hits" and "misses"
 
 
+@dataclass(frozen=True)
+class Roles:
+    """One implementation of each shared role (backend/roles.py), chosen by build_roles."""
+    executor: Executor
+    rate_limiter: Limiter | None  # None: no rate limit configured
+    quota: Quota
+    tally: Tally
+    claims: Claims
+
+
 @dataclass
 class Services:
     """Everything a request needs besides Flask itself; lives in app.extensions['essentia']."""
     settings: Settings
     db: Database
     key_validator: KeyValidator
-    rate_limiter: RateLimiter | SharedRateLimiter | None
+    rate_limiter: Limiter | None
+    quota: Quota
     counters: BufferedCounters
     metrics: Metrics
-    executor: AnalysisExecutor | PoolClient
+    executor: Executor
     analysis: AnalysisService
     started_at: float
 
@@ -65,28 +78,30 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False
 
     db = Database(settings.db_path, settings.db_pool_size)
-    executor = _executor(settings)
-    metrics = Metrics(queue_depth=lambda: executor.pending, workers_alive=executor.workers_alive)
-    counters = BufferedCounters(db, flush_seconds=settings.stats_flush_seconds, tally=_tally(settings))
+    roles = build_roles(settings, db)
+    executor = roles.executor
+    metrics = Metrics(queue_depth=executor.pending, workers_alive=executor.workers_alive)
+    counters = BufferedCounters(db, flush_seconds=settings.stats_flush_seconds, tally=roles.tally)
     app.extensions["essentia"] = Services(
         settings=settings,
         db=db,
         key_validator=KeyValidator(lookup_key_in(db), ttl=settings.key_cache_ttl,
                                    negative_ttl=settings.negative_key_cache_ttl,
                                    max_entries=settings.key_cache_size),
-        rate_limiter=_rate_limiter(settings),
+        rate_limiter=roles.rate_limiter,
+        quota=roles.quota,
         counters=counters,
         metrics=metrics,
         executor=executor,
         analysis=AnalysisService(settings=settings, db=db, executor=executor, counters=counters, metrics=metrics,
-                                 claims=_content_claims(settings)),
+                                 claims=roles.claims),
         started_at=time.monotonic(),
     )
     # Flush what is still buffered at exit, without keeping every app a process ever built (tests build many).
     atexit.register(_flush_at_exit, weakref.ref(counters))
 
     register_error_handlers(app)
-    register_request_hygiene(app)
+    register_request_hooks(app)
     register_blueprints(app)
     app.after_request(_finish_response)
 
@@ -95,7 +110,15 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _executor(settings: Settings) -> AnalysisExecutor | PoolClient:
+def build_roles(settings: Settings, db: Database) -> Roles:
+    """The one place an implementation is chosen for each role. Today the choice is between one process (tests,
+    the CLI: everything in memory) and several HTTP processes on one host (gunicorn sets shared_state_dir: a
+    memory-mapped table and the host's pool service)."""
+    return Roles(executor=_executor(settings), rate_limiter=_rate_limiter(settings), quota=StoreQuota(db),
+                 tally=_tally(settings), claims=_claims(settings))
+
+
+def _executor(settings: Settings) -> Executor:
     """Under gunicorn, the server's one analysis pool (a service the master started); otherwise a pool of this
     process's own."""
     if settings.shared_state_dir:
@@ -104,7 +127,7 @@ def _executor(settings: Settings) -> AnalysisExecutor | PoolClient:
                             timeout=settings.analysis_timeout)
 
 
-def _rate_limiter(settings: Settings) -> RateLimiter | SharedRateLimiter | None:
+def _rate_limiter(settings: Settings) -> Limiter | None:
     """In memory when one process serves HTTP (exact and cheapest); in shared memory when several do, so that
     they count together."""
     if settings.rate_limit <= 0:
@@ -115,15 +138,15 @@ def _rate_limiter(settings: Settings) -> RateLimiter | SharedRateLimiter | None:
     return RateLimiter(settings.rate_limit)
 
 
-def _tally(settings: Settings) -> SharedTally | None:
+def _tally(settings: Settings) -> Tally:
     if not settings.shared_state_dir:
-        return None  # one process: its own counts are all there is
+        return LocalTally()  # one process: its own counts are all there is
     return SharedTally(_shared_table(settings, "counters", SHARED_TALLY_SLOTS))
 
 
-def _content_claims(settings: Settings) -> ContentClaims | None:
+def _claims(settings: Settings) -> Claims:
     if not settings.shared_state_dir:
-        return None  # one process: SingleFlight alone is exact
+        return SingleProcessClaims()  # one process: SingleFlight alone is exact
     return ContentClaims(_shared_table(settings, "claims", SHARED_CLAIM_SLOTS))
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, TextIO
 
 from backend import store
 from backend.db import Database
-from backend.executor import run_analysis_job
+from backend.runtime.executor import run_analysis_job
 from backend.service import UPLOAD_URL_PREFIX, analysis_row_values, upload_cache_key
 
 AUDIO_SUFFIXES = {".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".mp4", ".aac", ".aif", ".aiff",

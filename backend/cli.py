@@ -6,7 +6,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from backend import store
-from backend.auth import display_prefix, generate_key, hash_key
+from backend.web.auth import display_prefix, generate_key, hash_key
 from backend.timeutil import utc_now_iso, utc_today
 
 keys = AppGroup("keys", help="Create and manage API keys (production mode needs them).")

@@ -16,63 +16,16 @@ from typing import Callable
 
 from backend import store
 from backend.db import Database
-from backend.sharedtable import SharedTable
+from backend.roles import Tally
+from backend.runtime.tally import LocalTally
 from backend.timeutil import utc_now_iso
 
 log = logging.getLogger(__name__)
 
 
-class LocalTally:
-    """Hit and miss counts not yet written, in this process (one process serves)."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._counts = {"hits": 0, "misses": 0}
-
-    def add(self, name: str, amount: int = 1) -> None:
-        with self._lock:
-            self._counts[name] += amount
-
-    def take(self, name: str) -> int:
-        with self._lock:
-            taken, self._counts[name] = self._counts[name], 0
-            return taken
-
-    def read(self, name: str) -> int:
-        return self._counts[name]
-
-
-class SharedTally:
-    """The same counts in a SharedTable, so that /stats, whichever HTTP process answers it, includes what every
-    process has counted and not yet written."""
-
-    def __init__(self, table: SharedTable):
-        self.table = table
-
-    def _update(self, name: str, change: Callable[[int], int | None]) -> int:
-        seen: list[int] = []
-
-        def record(_number: float, count: int, _found: bool):
-            seen.append(count)
-            new = change(count)
-            return None if new is None else (0.0, new)
-
-        self.table.update(name, record, is_free=lambda number, count: False, eviction_rank=lambda n, c: 0.0)
-        return seen[0]
-
-    def add(self, name: str, amount: int = 1) -> None:
-        self._update(name, lambda count: count + amount)
-
-    def take(self, name: str) -> int:
-        return self._update(name, lambda count: 0)
-
-    def read(self, name: str) -> int:
-        return self._update(name, lambda count: None)
-
-
 class BufferedCounters:
     def __init__(self, db: Database, *, flush_seconds: float = 2.0, clock: Callable[[], float] = time.monotonic,
-                 tally: LocalTally | SharedTally | None = None):
+                 tally: Tally | None = None):
         self._db = db
         self.flush_seconds = flush_seconds
         self._clock = clock

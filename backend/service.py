@@ -13,18 +13,18 @@ from typing import Any, Callable
 
 from backend import store
 from backend.audio.fetch import FetchError, fetch_url, normalize_url
-from backend.claims import ContentClaims
 from backend.config import Settings
 from backend.counters import BufferedCounters
 from backend.db import Database
-from backend.errors import ApiError
-from backend.executor import AnalysisExecutor, ExecutorError, SingleFlight
-from backend.metrics import Metrics
-from backend.records import UNKNOWN
+from backend.roles import Claims, Executor
+from backend.runtime.claims import SingleFlight
+from backend.runtime.executor import ExecutorError
 from backend.timeutil import utc_now_iso
+from backend.web.errors import ApiError
+from backend.web.metrics import Metrics
+from backend.web.responses import UNKNOWN
 
 UPLOAD_URL_PREFIX = "upload:sha256:"
-CLAIM_POLL_SECONDS = 0.025  # how often a process waiting on another's analysis looks for its result
 
 
 def url_cache_key(normalized_url: str) -> str:
@@ -36,15 +36,15 @@ def upload_cache_key(sha256_hex: str) -> str:
 
 
 class AnalysisService:
-    def __init__(self, *, settings: Settings, db: Database, executor: AnalysisExecutor,
-                 counters: BufferedCounters, metrics: Metrics, claims: ContentClaims | None = None):
+    def __init__(self, *, settings: Settings, db: Database, executor: Executor, counters: BufferedCounters,
+                 metrics: Metrics, claims: Claims):
         self.settings = settings
         self.db = db
         self.executor = executor
         self.counters = counters
         self.metrics = metrics
-        self.flights = SingleFlight()
-        self.claims = claims  # set when several HTTP processes serve: single flight across them
+        self.flights = SingleFlight()  # single flight among this process's threads
+        self.claims = claims  # and across processes
 
     def analyze_upload(self, data: bytes, *, title: str | None, artist: str | None) -> tuple[sqlite3.Row, bool]:
         """The analysis of uploaded audio bytes, cached by their SHA-256; returns (row, served_from_cache)."""
@@ -85,17 +85,15 @@ class AnalysisService:
             existing = self._lookup(cache_key, title, artist)
             if existing is not None:
                 return existing, True
-            if self.claims is not None:
-                stored_meanwhile = self._claim_or_wait(cache_key, title, artist)
-                if stored_meanwhile is not None:
-                    return stored_meanwhile, True
+            stored_meanwhile = self._claim_or_wait(cache_key, title, artist)
+            if stored_meanwhile is not None:
+                return stored_meanwhile, True
             try:
                 data, digest, kind, preview_url = source()
                 job = self._run(data)
                 return self._store(cache_key, kind, preview_url, digest, title, artist, job), False
             finally:
-                if self.claims is not None:
-                    self.claims.release(cache_key)
+                self.claims.release(cache_key)
 
         (row, from_cache), shared = self.flights.do(cache_key, analyze_and_store)
         if shared or from_cache:
@@ -112,7 +110,7 @@ class AnalysisService:
         longest = self.settings.fetch_timeout + self.settings.analysis_timeout + 30.0
         give_up = time.monotonic() + longest
         while not self.claims.try_claim(cache_key, longest) and time.monotonic() < give_up:
-            time.sleep(CLAIM_POLL_SECONDS)
+            self.claims.wait(cache_key, give_up - time.monotonic())
             row = self._lookup(cache_key, title, artist)
             if row is not None:
                 return row

@@ -118,7 +118,7 @@ class GunicornServer:
 
     def analysis_service_pid(self) -> int:
         """The process that owns the analysis pool (master -> supervisor -> service -> pool workers)."""
-        supervisors = [pid for pid in children(self.process.pid) if "backend.poolservice" in process_cmdline(pid)]
+        supervisors = [pid for pid in children(self.process.pid) if "backend.runtime.poolservice" in process_cmdline(pid)]
         assert supervisors, "no analysis pool supervisor"
         return service_of(supervisors[0])
 

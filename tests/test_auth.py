@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import backend.db
-from backend.auth import ApiKey, KeyValidator, hash_key
+from backend.web.auth import ApiKey, KeyValidator, hash_key
 from tests.conftest import create_key
 
 

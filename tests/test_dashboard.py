@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.api import dashboard
+from backend.web import dashboard
 
 STATIC = Path(dashboard.__file__).resolve().parent.parent / "static"
 # The one absolute URL the page's code may contain: the SVG namespace, an identifier that is never fetched.
@@ -20,7 +20,7 @@ SVG_NAMESPACE = "http://www.w3.org/2000/svg"
 def dash_app(make_app):
     def factory(**overrides):
         app = make_app(**overrides)
-        if "dashboard" not in app.blueprints:  # until backend/api/__init__.py registers it
+        if "dashboard" not in app.blueprints:  # until backend/web/__init__.py registers it
             app.register_blueprint(dashboard.bp)
         return app
     return factory

@@ -35,8 +35,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 def dashboard_app():
     """The WSGI app gunicorn serves in this test (`tests.test_dashboard_browser:dashboard_app()`): the usual
-    app, with the dashboard blueprint registered if backend/api/__init__.py does not register it yet."""
-    from backend.api import dashboard
+    app, with the dashboard blueprint registered if backend/web/__init__.py does not register it yet."""
+    from backend.web import dashboard
     from backend.app import create_app
 
     app = create_app()

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from backend.executor import AnalysisExecutor, ServerBusy, SingleFlight, WorkerCrashed, run_analysis_job_with_limit
+from backend.runtime.claims import SingleFlight
+from backend.runtime.executor import AnalysisExecutor, ServerBusy, WorkerCrashed, run_analysis_job_with_limit
 from tests import synth
 from tests.conftest import SR
 from tests.test_api_analyze import post_audio
@@ -27,7 +28,7 @@ def test_full_queue_answers_server_busy_at_once():
     holders = [threading.Thread(target=executor.call, args=(release.wait, 30)) for _ in range(2)]
     for thread in holders:
         thread.start()
-    _wait_until(lambda: executor.pending == 2)
+    _wait_until(lambda: executor.pending() == 2)
     started = time.monotonic()
     with pytest.raises(ServerBusy) as refused:
         executor.call(time.sleep, 0)
@@ -47,7 +48,7 @@ def test_busy_server_answers_503_json_with_retry_after(make_app, song_120_a_mino
     holders = [threading.Thread(target=executor.call, args=(release.wait, 30)) for _ in range(2)]
     for thread in holders:
         thread.start()
-    _wait_until(lambda: executor.pending == 2)
+    _wait_until(lambda: executor.pending() == 2)
     response = post_audio(app.test_client(), song_120_a_minor)
     release.set()
     for thread in holders:
@@ -102,7 +103,7 @@ def test_killed_worker_fails_only_its_request_and_the_pool_recovers():
 
     thread = threading.Thread(target=doomed)
     thread.start()
-    _wait_until(lambda: executor.pending == 1)
+    _wait_until(lambda: executor.pending() == 1)
     time.sleep(0.3)  # let the worker pick the job up
     for pid in list(executor._pool._processes):
         os.kill(pid, signal.SIGKILL)
@@ -117,7 +118,7 @@ def test_killed_worker_fails_only_its_request_and_the_pool_recovers():
 
 
 def test_analysis_that_runs_too_long_is_cut_off_with_a_clear_error(monkeypatch):
-    import backend.executor as executor_module
+    import backend.runtime.executor as executor_module
 
     def slow(data, window):
         time.sleep(5)

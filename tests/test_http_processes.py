@@ -1,5 +1,5 @@
 """Several gunicorn HTTP processes behave as one server: one analysis pool serves them all, and the rate limit,
-single flight and the Prometheus counts span all of them (backend/poolservice.py, backend/sharedtable.py and
+single flight and the Prometheus counts span all of them (backend/runtime/poolservice.py, backend/runtime/sharedtable.py and
 prometheus_client's multiprocess files). A killed analysis service is started again."""
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def test_metrics_add_up_across_processes(server):
 @pytest.mark.slow
 def test_a_reload_keeps_the_pool_and_a_stop_takes_everything_down(server):
     supervisor = [pid for pid in children(server.process.pid) if pid not in server.http_worker_pids()
-                  and "backend.poolservice" in process_cmdline(pid)][0]
+                  and "backend.runtime.poolservice" in process_cmdline(pid)][0]
     with open(f"/proc/{supervisor}/environ", "rb") as handle:
         environment = dict(item.split(b"=", 1) for item in handle.read().split(b"\0") if b"=" in item)
     state_dir = environment[b"ESSENTIA_SHARED_STATE_DIR"].decode()

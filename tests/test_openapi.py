@@ -1,4 +1,4 @@
-"""The OpenAPI description (backend/openapi.py, served at /openapi.json) against the running app.
+"""The OpenAPI description (backend/web/openapi.py, served at /openapi.json) against the running app.
 
 1. The document is valid OpenAPI 3.1 and every schema in it is valid JSON Schema 2020-12.
 2. The app's routes and the document agree: same paths, same methods; undeclared methods answer a JSON 405.
@@ -41,8 +41,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from backend import __version__
-from backend.api import docs
-from backend.openapi import openapi_spec
+from backend.web import docs
+from backend.web.openapi import openapi_spec
 from tests import synth
 from tests.conftest import create_key
 
@@ -98,7 +98,7 @@ def known_bug(case, response) -> str | None:
 # -- building the app under test ------------------------------------------------------------------------------------
 
 def with_docs(app):
-    """The docs blueprint, until backend/api/__init__.py registers it (then this is a no-op)."""
+    """The docs blueprint, until backend/web/__init__.py registers it (then this is a no-op)."""
     if "docs" not in app.blueprints:
         app.register_blueprint(docs.bp)
     return app
@@ -598,7 +598,7 @@ def test_real_analyses_conform(make_app, network_guard, audio_server):
 
 def test_error_paths_conform(make_app, network_guard, monkeypatch):
     """The documented error answers the fuzz rarely reaches, each validated against the document."""
-    from backend.executor import ServerBusy
+    from backend.runtime.executor import ServerBusy
 
     app = with_docs(make_app(max_upload_mb=1))
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
@@ -630,7 +630,7 @@ def test_error_paths_conform(make_app, network_guard, monkeypatch):
     expect("POST /verify", 400, "missing_song", body={"manual_bpm": 100})
     expect("POST /verify", 400, "invalid_parameter", body={"id": 1, "manual_key": "H minor"})
     expect("POST /verify", 404, "not_found", body={"id": 424242, "manual_bpm": 100})
-    if importlib.util.find_spec("backend.security") is not None:  # development mode's cross-site guard
+    if importlib.util.find_spec("backend.web.hooks") is not None:  # development mode's cross-site guard
         expect("POST /analyze", 403, "cross_site_request", body={"url": "https://example.com/a.m4a"},
                headers={"Origin": "https://evil.example"})
 

@@ -1,4 +1,4 @@
-"""The analysis pool as a local service (backend/poolservice.py): the executor interface over a Unix socket, for
+"""The analysis pool as a local service (backend/runtime/poolservice.py): the executor interface over a Unix socket, for
 this server's processes only, restarted when it dies, gone when stopped."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from multiprocessing.connection import AuthenticationError, Client
 
 import pytest
 
-from backend.executor import ServerBusy
-from backend.poolservice import PoolClient, socket_path, start_supervisor, stop_supervisor
+from backend.runtime.executor import ServerBusy
+from backend.runtime.poolservice import PoolClient, socket_path, start_supervisor, stop_supervisor
 from tests import synth
 from tests.servers import children, service_of
 
@@ -38,7 +38,7 @@ def test_runs_an_analysis_and_reports_its_pool(service, tmp_path):
     _, client = service
     job = client.run(synth.wav_bytes(synth.click_track(100, 8.0)), 30.0)
     assert job["ok"] and abs(job["result"]["bpm"] - 100) < 1
-    assert client.workers_alive() == 1 and client.pending == 0
+    assert client.workers_alive() == 1 and client.pending() == 0
     assert oct(os.stat(socket_path(tmp_path)).st_mode & 0o777) == "0o600"
 
 

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 import backend.db
-from backend.auth import require_api_key
+from backend.web.auth import require_api_key
 from backend.timeutil import utc_today
 from tests.conftest import create_key
 

@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 import pytest
 
-from backend.ratelimit import RateLimiter
+from backend.runtime.ratelimit import RateLimiter
 from tests.conftest import create_key
 
 

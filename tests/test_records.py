@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 
-from backend.records import analysis_response, cache_row
+from backend.web.responses import analysis_response, cache_row
 
 
 def _row(**overrides):

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from backend.security import new_request_id
+from backend.web.hooks import new_request_id
 from tests.test_api_analyze import post_audio
 
 

@@ -1,4 +1,4 @@
-"""State shared by several HTTP processes (backend/sharedtable.py): the rate limiter and the analysis claims must
+"""State shared by several HTTP processes (backend/runtime/sharedtable.py): the rate limiter and the analysis claims must
 count across processes exactly, stay within their fixed memory, and survive a process killed at any moment."""
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from backend.claims import ContentClaims
-from backend.counters import SharedTally
-from backend.ratelimit import SharedRateLimiter
-from backend.sharedtable import SharedTable
+from backend.runtime.claims import ContentClaims
+from backend.runtime.ratelimit import SharedRateLimiter
+from backend.runtime.sharedtable import SharedTable
+from backend.runtime.tally import SharedTally
 
 FORK = multiprocessing.get_context("fork")
 

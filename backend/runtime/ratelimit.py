@@ -7,34 +7,13 @@ dropped at most once, which makes pruning O(1) amortized per call, with no scan 
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable, Hashable, NamedTuple
+from typing import Callable, Hashable
 
-from backend.sharedtable import SharedTable
-
-
-class RateDecision(NamedTuple):
-    """One answer of the limiter (a NamedTuple: it is built on every request, and this is the cheapest record)."""
-
-    allowed: bool
-    limit: int
-    remaining: int
-    reset_after: float  # seconds until the client's window ends and its count starts again
-
-    @property
-    def retry_after(self) -> int:
-        """Whole seconds to wait before a retry can succeed (at least 1)."""
-        return max(1, math.ceil(self.reset_after))
-
-    def headers(self) -> dict[str, str]:
-        return {
-            "X-RateLimit-Limit": str(self.limit),
-            "X-RateLimit-Remaining": str(self.remaining),
-            "X-RateLimit-Reset": str(self.retry_after),
-        }
+from backend.roles import RateDecision
+from backend.runtime.sharedtable import SharedTable
 
 
 class RateLimiter:

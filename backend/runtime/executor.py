@@ -1,5 +1,5 @@
 """Runs decoding and analysis off the request threads: a process pool with a bounded queue, a time limit and a
-warm-up, plus single flight so concurrent requests for the same content share one analysis.
+warm-up.
 
 Only bytes go in and plain dicts come out, so nothing of Flask crosses into the workers. The pool is created in
 the process that uses it (after gunicorn forks), with the "spawn" start method so a worker never inherits the
@@ -171,7 +171,6 @@ class AnalysisExecutor:
             return pool._max_workers
         return sum(1 for process in (pool._processes or {}).values() if process.is_alive())
 
-    @property
     def pending(self) -> int:
         """Analyses submitted and not yet finished (running or queued)."""
         return self._pending
@@ -248,34 +247,3 @@ class AnalysisExecutor:
             if self._pool is not None and self._pid == os.getpid():
                 self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-
-
-class SingleFlight:
-    """Concurrent calls with the same key share one execution: the first runs it, the rest wait for its result
-    (or its exception). Once it finishes the key is free again."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._flights: dict[str, Future] = {}
-
-    def do(self, key: str, fn: Callable[[], Any]) -> tuple[Any, bool]:
-        """Run `fn` once for all concurrent callers of `key`; returns (result, shared) where shared is True for
-        callers that waited on another's execution."""
-        with self._lock:
-            flight = self._flights.get(key)
-            leader = flight is None
-            if leader:
-                flight = self._flights[key] = Future()
-        if not leader:
-            return flight.result(), True
-        try:
-            result = fn()
-        except BaseException as error:
-            flight.set_exception(error)
-            raise
-        else:
-            flight.set_result(result)
-            return result, False
-        finally:
-            with self._lock:
-                del self._flights[key]

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import request
 
-from backend.errors import ApiError
+from backend.web.errors import ApiError
 
 MAX_TEXT_LENGTH = 500
 # NUL and other C0 controls have no place in titles or queries (and NUL cuts strings short in SQLite's FTS).

@@ -6,7 +6,7 @@ import time
 from flask import Blueprint, Response, current_app, jsonify
 
 from backend import __version__, store
-from backend.auth import require_api_key
+from backend.web.auth import require_api_key
 from backend.db import get_db_connection
 from backend.timeutil import utc_now_iso
 
@@ -39,7 +39,7 @@ def stats():
         cache_hit_rate=f"{(100.0 * hits / total) if total else 0.0:.1f}%",
         last_updated=counts["last_updated"],
         total_cached_songs=songs,
-        queue_depth=services.executor.pending,
+        queue_depth=services.executor.pending(),
     )
 
 

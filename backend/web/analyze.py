@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from backend.api.params import header_text, json_object, optional_text, wants_detail
-from backend.auth import require_api_key
-from backend.errors import ApiError
-from backend.records import analysis_response
+from backend.web.params import header_text, json_object, optional_text, wants_detail
+from backend.web.auth import require_api_key
+from backend.web.errors import ApiError
+from backend.web.responses import analysis_response
 
 bp = Blueprint("analyze", __name__)
 

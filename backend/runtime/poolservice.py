@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.config import PROJECT_ROOT
-from backend.executor import AnalysisExecutor, AnalysisTimeout, ExecutorError, ServerBusy, WorkerCrashed
+from backend.runtime.executor import AnalysisExecutor, AnalysisTimeout, ExecutorError, ServerBusy, WorkerCrashed
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def start_supervisor(state_dir: str, *, workers: int, queue_depth: int, timeout:
     A plain subprocess, not a multiprocessing.Process: the master and the workers it forks would otherwise
     each try to join it at exit."""
     write_key(state_dir)
-    process = subprocess.Popen([sys.executable, "-m", "backend.poolservice", state_dir, str(workers),
+    process = subprocess.Popen([sys.executable, "-m", "backend.runtime.poolservice", state_dir, str(workers),
                                 str(queue_depth), str(timeout)], cwd=PROJECT_ROOT, start_new_session=True)
     return process.pid
 
@@ -150,14 +150,14 @@ def _handle(executor: AnalysisExecutor, message: tuple) -> tuple:
         except ExecutorError as error:
             return ("error", type(error).__name__, error.message, error.retry_after)
     if message[0] == "status":
-        return ("status", executor.pending, executor.workers_alive())
+        return ("status", executor.pending(), executor.workers_alive())
     return ("error", "ExecutorError", f"unknown request {message[0]!r}", None)
 
 
 # -- the HTTP process side ---------------------------------------------------------------------------------------
 
 class PoolClient:
-    """The executor interface the app uses (run, pending, workers_alive, start, shutdown), answered by the service.
+    """The Executor role (backend/roles.py) answered by the host's pool service.
     Each HTTP thread keeps its own connection."""
 
     STATUS_WAIT = 2.0
@@ -219,7 +219,6 @@ class PoolClient:
             return 0, 0
         return reply[1], reply[2]
 
-    @property
     def pending(self) -> int:
         return self._status()[0]
 

@@ -1,4 +1,4 @@
-"""Request hygiene around every view: a request id and one structured log line per request, security headers,
+"""Request hooks around every view: a request id and one structured log line per request, security headers,
 and, in development mode (no keys), refusal of cross-site and DNS-rebinding requests so that a web page the
 developer visits cannot drive the local server."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, current_app, g, request
 
-from backend.errors import ApiError
+from backend.web.errors import ApiError
 
 log = logging.getLogger("essentia.requests")
 
@@ -45,7 +45,7 @@ def new_request_id() -> str:
     return f"{_id_prefix}{next(_id_counter):016x}"
 
 
-def register_request_hygiene(app: Flask) -> None:
+def register_request_hooks(app: Flask) -> None:
     app.before_request(_start_request)
     app.after_request(_finish_request)
 

@@ -4,7 +4,7 @@ The page holds no data: everything it shows comes from the public JSON API, call
 same X-API-Key a script would send. So the page itself is public in every mode, like /health; in production
 mode it asks for a key and keeps it in sessionStorage, never in the URL.
 
-The JSON API answers with `Content-Security-Policy: default-src 'none'` (backend/security.py sets it only when
+The JSON API answers with `Content-Security-Policy: default-src 'none'` (backend/web/hooks.py sets it only when
 a response has none); this page sets its own policy, as strict as a working page allows: scripts, styles and
 API calls from this origin only, no inline script or style, nothing from another site, no framing.
 """

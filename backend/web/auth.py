@@ -18,7 +18,8 @@ from typing import Callable
 from flask import current_app, g, request
 
 from backend import store
-from backend.errors import ApiError
+from backend.roles import QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, Limiter, QuotaDecision
+from backend.web.errors import ApiError
 from backend.timeutil import seconds_until_utc_midnight, utc_today
 
 KEY_PREFIX = "ess_"
@@ -182,7 +183,7 @@ def _limit_anonymous(services) -> None:
         _check_rate(services.rate_limiter, f"addr:{request.remote_addr}")
 
 
-def _check_rate(limiter, client: str) -> None:
+def _check_rate(limiter: Limiter, client: str) -> None:
     decision = limiter.hit(client)
     g.rate_limit_headers = decision.headers()
     if not decision.allowed:
@@ -194,22 +195,41 @@ def _check_rate(limiter, client: str) -> None:
 
 
 def _check_quota(services, key: ApiKey) -> None:
-    with services.db.connection(write=True) as conn:
-        count = store.consume_daily_quota(conn, key.id, utc_today())
-        current = None if count is not None else store.get_key(conn, key.id)
-    if count is not None:
+    decision = services.quota.consume(key.id)
+    if decision.allowed:
         return
-    if current is None or not current["active"]:
+    if decision.refusal in (QUOTA_KEY_UNKNOWN, QUOTA_KEY_INACTIVE):
         # Deleted or deactivated since the validator cached it: refuse now rather than wait for the TTL.
         services.key_validator.forget_id(key.id)
-        if current is None:
+        if decision.refusal == QUOTA_KEY_UNKNOWN:
             raise ApiError(403, "invalid_api_key", "The API key is not valid.")
         raise ApiError(403, "inactive_api_key", f"The API key {key.prefix}… has been deactivated.")
     retry = seconds_until_utc_midnight()
+    limit = key.daily_limit if decision.daily_limit is None else decision.daily_limit
     raise ApiError(429, "daily_quota_exceeded",
-                   f"This API key has used its daily quota of {current['daily_limit']} requests; "
+                   f"This API key has used its daily quota of {limit} requests; "
                    f"it resets at midnight UTC (in {retry} s).",
                    headers={"Retry-After": str(retry)})
+
+
+class StoreQuota:
+    """The Quota role on the store: one statement counts the request in the key's daily_usage row unless the
+    key's current limit is reached (so a changed limit applies at once on every process and host)."""
+
+    def __init__(self, db, *, today: Callable[[], str] = utc_today):
+        self._db = db
+        self._today = today
+
+    def consume(self, key_id: int) -> QuotaDecision:
+        with self._db.connection(write=True) as conn:
+            if store.consume_daily_quota(conn, key_id, self._today()) is not None:
+                return QuotaDecision(True)
+            current = store.get_key(conn, key_id)
+        if current is None:
+            return QuotaDecision(False, QUOTA_KEY_UNKNOWN)
+        if not current["active"]:
+            return QuotaDecision(False, QUOTA_KEY_INACTIVE, current["daily_limit"])
+        return QuotaDecision(False, QUOTA_EXHAUSTED, current["daily_limit"])
 
 
 def lookup_key_in(db) -> Callable[[str], ApiKey | None]:

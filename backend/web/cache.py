@@ -4,11 +4,11 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from backend import store
-from backend.api.params import int_arg, json_object, optional_text
-from backend.auth import require_api_key
+from backend.web.params import int_arg, json_object, optional_text
+from backend.web.auth import require_api_key
 from backend.db import get_db_connection
-from backend.errors import ApiError
-from backend.records import cache_row, export_row, normalize_key_name
+from backend.web.errors import ApiError
+from backend.web.responses import cache_row, export_row, normalize_key_name
 from backend.service import url_cache_key
 from backend.timeutil import utc_now_iso
 

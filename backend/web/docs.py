@@ -1,11 +1,11 @@
-"""GET /openapi.json: the OpenAPI 3.1 description of this API (backend/openapi.py), public in every mode so that
+"""GET /openapi.json: the OpenAPI 3.1 description of this API (backend/web/openapi.py), public in every mode so that
 clients can discover how to authenticate."""
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, render_template, request
 
 from backend import __version__
-from backend.openapi import openapi_spec
+from backend.web.openapi import openapi_spec
 
 bp = Blueprint("docs", __name__)
 

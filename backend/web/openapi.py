@@ -18,8 +18,8 @@ _TONICS = "|".join(PITCH_CLASSES)
 KEY_NAME_PATTERN = f"^({_TONICS}) (Major|Minor)$"            # "A# Minor": sharps only, as the server writes keys
 RESULT_KEY_PATTERN = f"^(({_TONICS}) (Major|Minor)|Unknown)$"  # "Unknown" when the audio has no tonal centre
 
-MAX_TEXT = 500     # backend.api.params.MAX_TEXT_LENGTH
-MAX_PAGE = 500     # backend.api.cache.MAX_PAGE
+MAX_TEXT = 500     # backend.web.params.MAX_TEXT_LENGTH
+MAX_PAGE = 500     # backend.web.cache.MAX_PAGE
 MAX_OFFSET = 10_000_000
 MIN_BPM, MAX_BPM = 20, 400
 MAX_NOTES = 2000
@@ -68,8 +68,8 @@ def _error(description: str, codes: list[str], *, retry_after: bool = False, all
     }
 
 
-# Error codes by situation (the server's sources: backend/errors.py, auth.py, security.py, api/*, audio/*,
-# executor.py, service.py).
+# Error codes by situation (the server's sources: backend/web/*, backend/audio/*, backend/runtime/executor.py,
+# backend/service.py).
 _DEV_HOST_403 = ["host_not_allowed"]                       # development mode: Host must be a loopback name
 _CROSS_SITE_403 = ["cross_site_request"]                   # development mode: state-changing request from a page
 _KEY_403 = ["invalid_api_key", "inactive_api_key"]         # production mode

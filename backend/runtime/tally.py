@@ -1,0 +1,57 @@
+"""Hit and miss counts not yet written to the database, kept where every HTTP process of a server can add to
+and read them: LocalTally when one process serves, SharedTally (a SharedTable) when several do. BufferedCounters
+(backend/counters.py) takes them out in batches and writes them."""
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from backend.runtime.sharedtable import SharedTable
+
+
+class LocalTally:
+    """Hit and miss counts not yet written, in this process (one process serves)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts = {"hits": 0, "misses": 0}
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += amount
+
+    def take(self, name: str) -> int:
+        with self._lock:
+            taken, self._counts[name] = self._counts[name], 0
+            return taken
+
+    def read(self, name: str) -> int:
+        return self._counts[name]
+
+
+class SharedTally:
+    """The same counts in a SharedTable, so that /stats, whichever HTTP process answers it, includes what every
+    process has counted and not yet written."""
+
+    def __init__(self, table: SharedTable):
+        self.table = table
+
+    def _update(self, name: str, change: Callable[[int], int | None]) -> int:
+        seen: list[int] = []
+
+        def record(_number: float, count: int, _found: bool):
+            seen.append(count)
+            new = change(count)
+            return None if new is None else (0.0, new)
+
+        self.table.update(name, record, is_free=lambda number, count: False, eviction_rank=lambda n, c: 0.0)
+        return seen[0]
+
+    def add(self, name: str, amount: int = 1) -> None:
+        self._update(name, lambda count: count + amount)
+
+    def take(self, name: str) -> int:
+        return self._update(name, lambda count: 0)
+
+    def read(self, name: str) -> int:
+        return self._update(name, lambda count: None)
