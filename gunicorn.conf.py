@@ -20,6 +20,9 @@ from backend.config import Settings
 _OWN_DIR_VAR, _SUPERVISOR_VAR = "_ESSENTIA_OWN_STATE_DIR", "_ESSENTIA_POOL_SUPERVISOR_PID"
 
 _settings = Settings.from_env()  # a bad ESSENTIA_* value stops start-up here, naming the variable
+if _settings.redis_url:
+    from backend.runtime.redis_state import require_reachable
+    require_reachable(_settings.redis_url)  # several hosts' shared state: no start without it
 if not _settings.shared_state_dir:
     os.environ[_OWN_DIR_VAR] = tempfile.mkdtemp(prefix="essentia-shared-")  # mode 0700: this user only
     os.environ["ESSENTIA_SHARED_STATE_DIR"] = os.environ[_OWN_DIR_VAR]  # the workers' create_app() reads it
@@ -67,6 +70,7 @@ def worker_exit(server, worker):
     services = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("essentia")
     if services is not None:
         services.counters.flush()
+        services.quota.flush()
         services.executor.shutdown()
 
 

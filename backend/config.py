@@ -48,6 +48,11 @@ class Settings:
     # Where the HTTP processes keep what they share (rate-limit windows, analysis claims, metrics, the analysis
     # pool's socket). gunicorn.conf.py makes a private one; empty = one process (tests, the CLI), state in memory.
     shared_state_dir: str = ""
+    # Shared state of several hosts (rate limits, quotas, hit/miss counts, claims, key changes) on Redis, e.g.
+    # redis://redis.internal:6379/0; empty = on this machine. Keys start with redis_prefix, so that several
+    # servers can share one Redis.
+    redis_url: str = ""
+    redis_prefix: str = "essentia:"
 
     @property
     def http_processes(self) -> int:
@@ -106,6 +111,18 @@ def _parse_origins(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _parse_redis_url(raw: str) -> str:
+    from urllib.parse import urlsplit
+    parts = urlsplit(raw)
+    if not (parts.scheme in ("redis", "rediss") and parts.hostname or parts.scheme == "unix" and parts.path):
+        raise ValueError(raw)
+    try:
+        parts.port  # a port that is not a number raises here
+    except ValueError:
+        raise ValueError(raw) from None
+    return raw
+
+
 def _always(_: Any) -> bool:
     return True
 
@@ -144,5 +161,7 @@ _PARSERS: dict[str, _Parser] = {
     "stats_flush_seconds": (float, _non_negative, "seconds, a number >= 0"),
     "cors_origins": (_parse_origins, _always, "a comma-separated list of origins"),
     "shared_state_dir": (str, _always, "a directory path"),
+    "redis_url": (_parse_redis_url, _always, "a Redis URL, redis://host:6379/0 (rediss:// for TLS, unix:///path)"),
+    "redis_prefix": (str, _always, "a key prefix, e.g. essentia:"),
     "log_level": (str.upper, lambda s: s in ("DEBUG", "INFO", "WARNING", "ERROR"), "DEBUG, INFO, WARNING or ERROR"),
 }

@@ -5,13 +5,16 @@ Settings, and the rest of the code sees only these protocols:
 
   Executor  runs decode + analysis        AnalysisExecutor (a pool in this process), PoolClient (the host's
                                           one pool, behind the pool service)
-  Limiter   requests per client a minute  RateLimiter (in memory), SharedRateLimiter (memory-mapped table)
-  Quota     a key's daily allowance       StoreQuota (the store's daily_usage table)
-  Tally     hit/miss counts not yet       LocalTally (in memory), SharedTally (memory-mapped table)
+  Limiter   requests per client a minute  RateLimiter (in memory), SharedRateLimiter (memory-mapped table),
+                                          RedisRateLimiter (several hosts)
+  Quota     a key's daily allowance       StoreQuota (the store's daily_usage table), RedisQuota
+  Tally     hit/miss counts not yet       LocalTally (in memory), SharedTally (memory-mapped table), RedisTally
             written to the store
-  Claims    which process analyzes a      SingleProcessClaims (one process), ContentClaims (memory-mapped table)
-            song (single flight across
+  Claims    which process analyzes a      SingleProcessClaims (one process), ContentClaims (memory-mapped table),
+            song (single flight across    RedisClaims (a lease across hosts)
             processes)
+
+The Redis implementations are in backend/runtime/redis_state.py.
 
 With several hosts the shared roles move to Redis (ESSENTIA_REDIS_URL) and the store to PostgreSQL
 (ESSENTIA_DATABASE_URL); docs/ARCHITECTURE.md describes who runs where.
@@ -106,6 +109,10 @@ class Quota(Protocol):
     def consume(self, key_id: int) -> QuotaDecision:
         """Count one request against the key's allowance for today, unless it is used up or the key is gone or
         inactive (nothing is counted then)."""
+        ...
+
+    def flush(self) -> None:
+        """Write counts that wait in this process to the store (at exit and periodically)."""
         ...
 
 

@@ -211,6 +211,17 @@ def record_usage(conn: sqlite3.Connection, rows: Iterable[Sequence[Any]]) -> Non
     )
 
 
+def raise_daily_usage(conn: sqlite3.Connection, rows: Iterable[Sequence[Any]]) -> None:
+    """Raise each key's count for a day to at least the given one, never lowering it: (key_id, day, count) each,
+    as counted elsewhere (the Redis quota). Rows of deleted keys are skipped."""
+    conn.executemany(
+        "INSERT INTO daily_usage (key_id, day, count) "
+        "SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = ?1) "
+        "ON CONFLICT (key_id, day) DO UPDATE SET count = MAX(count, excluded.count)",
+        [tuple(row) for row in rows],
+    )
+
+
 def usage_today(conn: sqlite3.Connection, key_id: int, day: str) -> int:
     row = conn.execute("SELECT count FROM daily_usage WHERE key_id = ? AND day = ?", (key_id, day)).fetchone()
     return 0 if row is None else row[0]

@@ -36,6 +36,8 @@ def make_app(tmp_path):
         services = app.extensions["essentia"]
         services.executor.shutdown()
         services.db.close()
+        if services.key_changes is not None:
+            services.key_changes.close()
 
 
 @pytest.fixture

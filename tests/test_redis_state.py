@@ -75,13 +75,25 @@ def forwarder(redis_url):
         pass
 
 
+class NoRecords:
+    """A store with one active key and no counts yet, for the quota (the store is not what these tests test)."""
+
+    def key_state(self, key_id: int):
+        return True, 9
+
+    def count(self, key_id: int, day: str) -> int:
+        return 0
+
+    def raise_counts(self, rows) -> None:
+        pass
+
+
 def _every_role(url: str, prefix: str):
     client = connect(url, socket_timeout=0.5)
-    counts = {}
     return client, {
         "limiter": lambda: RedisRateLimiter(5, 60.0, client=client, prefix=prefix).hit("key:1"),
-        "quota": lambda: RedisQuota(client=client, prefix=prefix, store_count=lambda k, d: 0,
-                                    store_raise=counts.update, flush_seconds=3600).consume(1, "2026-11-30", 9),
+        "quota": lambda: RedisQuota(client=client, prefix=prefix, records=NoRecords(),
+                                    flush_seconds=3600).consume(1),
         "tally": lambda: RedisTally(client=client, prefix=prefix).add("hits"),
         "claims": lambda: RedisClaims(client=client, prefix=prefix,
                                       events=RedisEvents(client=client, prefix=prefix)).try_claim("url:a", 5.0),

@@ -1,7 +1,9 @@
-"""One contract per shared role, run against every implementation of it: in process, the memory-mapped shared
-table (several HTTP processes of one host), and Redis (several hosts). The Redis runs use the test Redis
-(ESSENTIA_TEST_REDIS_URL) with a key prefix of their own; they skip when it does not answer, and fail instead
-under ESSENTIA_REQUIRE_SERVICES=1."""
+"""The shared roles under concurrency, for every implementation that shares (tests/test_roles.py has the basic
+contracts): exact limits and tallies under threads and across processes, windows that end, quotas that hand out
+each count once, one winner among processes that claim a song, claims of a crashed owner that end, and on
+Redis: leases renewed while the owner works, waiters woken by the release, quotas re-seeded from the store after
+Redis lost them. The Redis runs use the test Redis (ESSENTIA_TEST_REDIS_URL) with a key prefix of their own; they
+skip when it does not answer, and fail instead under ESSENTIA_REQUIRE_SERVICES=1."""
 from __future__ import annotations
 
 import multiprocessing
@@ -13,13 +15,14 @@ import time
 import pytest
 
 from backend import store
-from backend.claims import ContentClaims
-from backend.counters import LocalTally, SharedTally
 from backend.db import Database
-from backend.ratelimit import RateLimiter, SharedRateLimiter
+from backend.runtime.claims import ContentClaims
+from backend.runtime.ratelimit import RateLimiter, SharedRateLimiter
 from backend.runtime.redis_state import (RedisClaims, RedisEvents, RedisQuota, RedisRateLimiter, RedisTally,
                                          connect)
-from backend.sharedtable import SharedTable
+from backend.runtime.sharedtable import SharedTable
+from backend.runtime.tally import LocalTally, SharedTally
+from backend.web.auth import StoreQuota, StoreQuotaRecords
 
 FORK = multiprocessing.get_context("fork")
 
@@ -67,19 +70,6 @@ def place_for(tmp_path, request):
 # -- rate limiter ------------------------------------------------------------------------------------------------
 
 LIMITERS = ["memory", "shared-table", "redis"]
-
-
-@pytest.mark.parametrize("kind", LIMITERS)
-def test_limiter_allows_exactly_the_limit_then_answers_with_headers(kind, place_for):
-    limiter = build_limiter(kind, place_for(kind), 3, 60.0)
-    decisions = [limiter.hit("key:1") for _ in range(4)]
-    assert [d.allowed for d in decisions] == [True, True, True, False]
-    assert [d.remaining for d in decisions] == [2, 1, 0, 0]
-    assert all(d.limit == 3 for d in decisions)
-    assert 59 <= decisions[-1].reset_after <= 60 and decisions[-1].retry_after == 60
-    assert decisions[-1].headers() == {"X-RateLimit-Limit": "3", "X-RateLimit-Remaining": "0",
-                                       "X-RateLimit-Reset": "60"}
-    assert limiter.hit("key:2").allowed  # another client has a window of its own
 
 
 @pytest.mark.parametrize("kind", LIMITERS)
@@ -132,18 +122,6 @@ TALLIES = ["memory", "shared-table", "redis"]
 
 
 @pytest.mark.parametrize("kind", TALLIES)
-def test_tally_adds_reads_and_takes(kind, place_for):
-    tally = build_tally(kind, place_for(kind))
-    assert tally.read("hits") == 0 and tally.take("misses") == 0
-    tally.add("hits")
-    tally.add("hits", 4)
-    tally.add("misses", 2)
-    assert tally.read("hits") == 5 and tally.read("misses") == 2
-    assert tally.take("hits") == 5
-    assert tally.read("hits") == 0 and tally.read("misses") == 2
-
-
-@pytest.mark.parametrize("kind", TALLIES)
 def test_tally_loses_no_count_under_threads(kind, place_for):
     tally = build_tally(kind, place_for(kind))
     taken = []
@@ -191,15 +169,6 @@ def test_one_process_among_many_wins_a_claim(kind, place_for):
         child.join(30)
     assert sorted(outcomes) == [False] * 5 + [True]
     assert build_claims(kind, place).try_claim("sha256:abc", 30.0)  # released: free again
-
-
-@pytest.mark.parametrize("kind", CLAIMS)
-def test_a_released_claim_is_free_and_the_owner_may_claim_again(kind, place_for):
-    claims = build_claims(kind, place_for(kind))
-    assert claims.try_claim("url:x", 30.0)
-    assert claims.try_claim("url:x", 30.0)  # the holder itself
-    claims.release("url:x")
-    assert claims.try_claim("url:x", 30.0)
 
 
 def _claim_and_die(kind: str, place: str, claimed) -> None:
@@ -251,107 +220,105 @@ def test_redis_waiters_wake_when_the_claim_is_released(place_for):
 
 # -- quota -------------------------------------------------------------------------------------------------------
 
-class StoreQuota:
-    """Today's quota on the store alone: one SQL statement per request (the embedded default)."""
-
-    def __init__(self, db: Database):
-        self.db = db
-
-    def consume(self, key_id: int, day: str, limit: int) -> int | None:
-        with self.db.connection(write=True) as conn:
-            return store.consume_daily_quota(conn, key_id, day)
-
-
-class DictCounts:
-    """The store's daily usage table as the Redis quota sees it (two callables), kept in a dict."""
-
-    def __init__(self):
-        self.counts: dict[tuple[int, str], int] = {}
-
-    def count(self, key_id: int, day: str) -> int:
-        return self.counts.get((key_id, day), 0)
-
-    def raise_to(self, rows) -> None:
-        for key_id, day, count in rows:
-            self.counts[(key_id, day)] = max(count, self.counts.get((key_id, day), 0))
-
-
 DAY = "2026-11-30"
 
 
 @pytest.fixture
-def quota_for(tmp_path, request):
-    def build(kind: str, limit: int):
-        if kind == "store":
-            db = Database(str(tmp_path / "quota.db"), 8)
-            with db.connection(write=True) as conn:
-                key_id = store.insert_key(conn, name="q", email=None, key_hash="h" * 64, key_prefix="ess_q",
-                                          is_admin=False, daily_limit=limit,
-                                          created_at="2026-11-30T00:00:00Z")
-            request.addfinalizer(db.close)
-            return StoreQuota(db), key_id, None
-        counts = DictCounts()
-        quota = RedisQuota(client=connect(request.getfixturevalue("redis_url")),
-                           prefix=request.getfixturevalue("redis_prefix"), store_count=counts.count,
-                           store_raise=counts.raise_to, flush_seconds=0)
-        return quota, 1, counts
-    return build
+def key_store(tmp_path):
+    """A store with one key; returns (database, key id, set_limit)."""
+    db = Database(str(tmp_path / "quota.db"), 8)
+    with db.connection(write=True) as conn:
+        key_id = store.insert_key(conn, name="q", email=None, key_hash="h" * 64, key_prefix="ess_q",
+                                  is_admin=False, daily_limit=50, created_at="2026-11-30T00:00:00Z")
+    yield db, key_id
+    db.close()
+
+
+def _redis_quota(request, db, **options) -> RedisQuota:
+    return RedisQuota(client=connect(request.getfixturevalue("redis_url")),
+                      prefix=request.getfixturevalue("redis_prefix"), records=StoreQuotaRecords(db), **options)
 
 
 @pytest.mark.parametrize("kind", ["store", "redis"])
-def test_quota_allows_exactly_the_daily_limit_under_threads(kind, quota_for):
-    quota, key_id, _ = quota_for(kind, 50)
-    counts = []
+def test_quota_allows_exactly_the_daily_limit_under_threads(kind, key_store, request):
+    db, key_id = key_store
+    quota = StoreQuota(db) if kind == "store" else _redis_quota(request, db, flush_seconds=0)
+    decisions = []
 
     def spend():
         for _ in range(20):
-            counts.append(quota.consume(key_id, DAY, 50))
+            decisions.append(quota.consume(key_id))
 
     threads = [threading.Thread(target=spend) for _ in range(5)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    allowed = sorted(c for c in counts if c is not None)
-    assert allowed == list(range(1, 51))  # every count handed out once, none past the limit
-    assert quota.consume(key_id, DAY, 50) is None
-    assert quota.consume(key_id, "2026-12-01", 50) == 1  # a new day, a new allowance
+    assert sum(d.allowed for d in decisions) == 50  # 100 attempts, a limit of 50
+    quota.flush()
+    with db.connection() as conn:
+        assert store.usage_today(conn, key_id, store_day()) == 50  # the store holds the count either way
 
 
-@pytest.mark.parametrize("kind", ["store", "redis"])
-def test_quota_of_zero_is_unlimited(kind, quota_for):
-    quota, key_id, _ = quota_for(kind, 0)
-    assert [quota.consume(key_id, DAY, 0) for _ in range(5)] == [1, 2, 3, 4, 5]
+def store_day() -> str:
+    from backend.timeutil import utc_today
+    return utc_today()
 
 
-def test_redis_quota_is_reseeded_from_the_store_after_redis_loses_it(quota_for, redis_client, redis_prefix):
-    quota, key_id, counts = quota_for("redis", 10)
-    assert [quota.consume(key_id, DAY, 10) for _ in range(6)] == [1, 2, 3, 4, 5, 6]
-    assert counts.count(key_id, DAY) == 6  # written through (flush_seconds=0 here)
+def test_redis_quota_is_reseeded_from_the_store_after_redis_loses_it(key_store, request, redis_client,
+                                                                     redis_prefix):
+    db, key_id = key_store
+    quota = _redis_quota(request, db, flush_seconds=0)
+    assert [quota.count(key_id, DAY, 10) for _ in range(6)] == [1, 2, 3, 4, 5, 6]
+    with db.connection() as conn:
+        assert store.usage_today(conn, key_id, DAY) == 6  # written through (flush_seconds=0 here)
     redis_client.delete(*redis_client.keys(redis_prefix + "*"))  # what a restart or FLUSHALL does
-    assert [quota.consume(key_id, DAY, 10) for _ in range(5)] == [7, 8, 9, 10, None]
+    fresh_host = _redis_quota(request, db, flush_seconds=0)  # knows nothing but the store
+    assert [fresh_host.count(key_id, DAY, 10) for _ in range(5)] == [7, 8, 9, 10, None]
 
 
-def test_redis_quota_counts_from_the_store_on_first_use(quota_for):
-    quota, key_id, counts = quota_for("redis", 10)
-    counts.counts[(key_id, DAY)] = 9  # counted earlier today, e.g. before the server moved to Redis
-    assert quota.consume(key_id, DAY, 10) == 10
-    assert quota.consume(key_id, DAY, 10) is None
+def test_redis_quota_counts_from_the_store_on_first_use(key_store, request):
+    db, key_id = key_store
+    with db.connection(write=True) as conn:
+        store.raise_daily_usage(conn, [(key_id, DAY, 9)])  # counted earlier today, e.g. before Redis was used
+    quota = _redis_quota(request, db, flush_seconds=0)
+    assert quota.count(key_id, DAY, 10) == 10
+    assert quota.count(key_id, DAY, 10) is None
 
 
-def test_redis_quota_another_hosts_floor_restores_what_the_store_had_not_seen(redis_url, redis_prefix,
-                                                                              redis_client):
+def test_the_store_count_is_only_ever_raised(key_store):
+    db, key_id = key_store
+    with db.connection(write=True) as conn:
+        store.raise_daily_usage(conn, [(key_id, DAY, 5)])
+        store.raise_daily_usage(conn, [(key_id, DAY, 3), (999, DAY, 4)])  # lower, and a key that does not exist
+        assert store.usage_today(conn, key_id, DAY) == 5
+        assert store.usage_today(conn, 999, DAY) == 0
+
+
+def test_redis_quota_another_hosts_floor_restores_what_the_store_had_not_seen(key_store, request, redis_client,
+                                                                              redis_prefix):
     """Host B counted up to 8 and its counts had not reached the store yet when Redis lost them: B's next call
     raises the count back, so A (which seeded from the stale store) cannot hand out B's requests again."""
-    counts = DictCounts()
-    slow = dict(store_count=counts.count, store_raise=counts.raise_to, flush_seconds=3600)
-    host_a = RedisQuota(client=connect(redis_url), prefix=redis_prefix, **slow)
-    host_b = RedisQuota(client=connect(redis_url), prefix=redis_prefix, **slow)
-    assert [host_a.consume(1, DAY, 10) for _ in range(3)] == [1, 2, 3]
+    db, key_id = key_store
+    host_a = _redis_quota(request, db, flush_seconds=3600)
+    host_b = _redis_quota(request, db, flush_seconds=3600)
+    assert [host_a.count(key_id, DAY, 10) for _ in range(3)] == [1, 2, 3]
     host_a.flush()
-    assert [host_b.consume(1, DAY, 10) for _ in range(5)] == [4, 5, 6, 7, 8]
+    assert [host_b.count(key_id, DAY, 10) for _ in range(5)] == [4, 5, 6, 7, 8]
     redis_client.delete(*redis_client.keys(redis_prefix + "*"))
-    assert host_a.consume(1, DAY, 10) == 4  # seeded from the store's 3: B's five are not there yet
-    assert host_b.consume(1, DAY, 10) == 9  # B raises it to what it saw (8), then counts
-    assert host_a.consume(1, DAY, 10) == 10
-    assert host_b.consume(1, DAY, 10) is None
+    assert host_a.count(key_id, DAY, 10) == 4  # seeded from the store's 3: B's five are not there yet
+    assert host_b.count(key_id, DAY, 10) == 9  # B raises it to what it saw (8), then counts
+    assert host_a.count(key_id, DAY, 10) == 10
+    assert host_b.count(key_id, DAY, 10) is None
+
+
+def test_redis_quota_sees_a_changed_limit_once_told(key_store, request):
+    db, key_id = key_store
+    quota = _redis_quota(request, db, flush_seconds=0)
+    assert quota.consume(key_id).allowed
+    with db.connection(write=True) as conn:
+        store.set_key_daily_limit(conn, key_id, 1)
+    assert quota.consume(key_id).allowed  # the limit it knew (50) holds until it is told or its TTL ends
+    quota.forget_key(key_id)
+    refused = quota.consume(key_id)
+    assert not refused.allowed and refused.daily_limit == 1

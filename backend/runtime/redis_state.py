@@ -18,14 +18,15 @@ import threading
 import time
 import uuid
 from calendar import timegm
-from typing import Callable, Hashable, Iterable
+from typing import Callable, Hashable, Iterable, Protocol
 from urllib.parse import urlsplit
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from backend.ratelimit import RateDecision
+from backend.roles import QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, QuotaDecision, RateDecision
+from backend.timeutil import utc_today
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,21 @@ def connect(url: str, *, socket_timeout: float = SOCKET_TIMEOUT) -> redis.Redis:
         raise ValueError(f"{url!r} is not a Redis URL (redis://host:port/db, rediss://... or unix://path)")
     return redis.Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
                                 health_check_interval=30)
+
+
+def require_reachable(url: str, variable: str = "ESSENTIA_REDIS_URL") -> None:
+    """At start-up: return if Redis at `url` answers, else raise SystemExit with a message naming `variable`
+    (the server must not start half-configured)."""
+    parts = urlsplit(url)
+    where = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
+    client = connect(url, socket_timeout=3.0)
+    try:
+        client.ping()
+    except (redis.exceptions.RedisError, OSError) as error:
+        raise SystemExit(f"{variable}: Redis at {where} does not answer ({error}). Start Redis, or unset "
+                         f"{variable} to keep the shared state on this machine.") from None
+    finally:
+        client.close()
 
 
 def ping(client: redis.Redis) -> None:
@@ -143,6 +159,22 @@ def _end_of_day(day: str) -> int:
     return timegm(time.strptime(day, "%Y-%m-%d")) + 86400 + 3600
 
 
+class QuotaRecords(Protocol):
+    """What the Redis quota needs from the store (backend/web/auth.py StoreQuotaRecords implements it)."""
+
+    def key_state(self, key_id: int) -> tuple[bool, int] | None:
+        """(active, daily limit) of the key, or None if there is no such key."""
+        ...
+
+    def count(self, key_id: int, day: str) -> int:
+        """The key's stored count of requests on `day`."""
+        ...
+
+    def raise_counts(self, rows: list[tuple[int, str, int]]) -> None:
+        """Raise stored counts to at least (key_id, day, count) each (never lower them), in one transaction."""
+        ...
+
+
 class RedisQuota:
     """Each key's daily allowance, counted atomically by every host in one round trip (INCR in a Lua script).
 
@@ -157,25 +189,58 @@ class RedisQuota:
     `flush_seconds` of requests behind C. So the only requests that can be allowed twice are those counted in the
     last `flush_seconds` before the loss, and only until the host that saw C next serves that key; with no
     request in the last `flush_seconds` before the loss (or that host serving next) the count is exact.
+
+    The key's limit and state (active, deleted) come from the store once per `key_ttl` per process, and again at
+    once when the key changes anywhere (`forget_key`, called on key-change messages), as in the key cache.
     """
 
-    def __init__(self, *, client: redis.Redis, prefix: str, store_count: Callable[[int, str], int],
-                 store_raise: Callable[[list[tuple[int, str, int]]], None], flush_seconds: float = 2.0):
-        """`store_count(key_id, day)` reads the store's count; `store_raise(rows)` raises stored counts to at
-        least (key_id, day, count) each, in one transaction."""
+    def __init__(self, *, client: redis.Redis, prefix: str, records: QuotaRecords, flush_seconds: float = 2.0,
+                 key_ttl: float = 300.0, today: Callable[[], str] = utc_today):
         self._client = client
         self._prefix = prefix + "quota:"
         self._script = client.register_script(_QUOTA_LUA)
-        self._store_count = store_count
-        self._store_raise = store_raise
+        self._records = records
         self.flush_seconds = flush_seconds
+        self.key_ttl = key_ttl
+        self._today = today
         self._lock = threading.Lock()
+        self._limits: dict[int, tuple[float, int]] = {}  # key id -> (trusted until, daily limit) of active keys
         self._floors: dict[tuple[int, str], int] = {}   # highest count seen per (key id, day): this host's floor
         self._unwritten: dict[tuple[int, str], int] = {}  # counts not yet written to the store
         self._flusher: threading.Thread | None = None
         self._flusher_pid = 0
 
-    def consume(self, key_id: int, day: str, limit: int) -> int | None:
+    def consume(self, key_id: int) -> QuotaDecision:
+        """Count one request against the key's allowance for today, unless it is used up or the key is gone or
+        inactive (nothing is counted then)."""
+        now = time.monotonic()
+        known = self._limits.get(key_id)
+        if known is None or known[0] <= now:
+            state = self._records.key_state(key_id)
+            if state is None:
+                return QuotaDecision(False, QUOTA_KEY_UNKNOWN)
+            active, daily_limit = state
+            if not active:
+                return QuotaDecision(False, QUOTA_KEY_INACTIVE, daily_limit)
+            with self._lock:
+                self._limits[key_id] = (now + self.key_ttl, daily_limit)
+        else:
+            daily_limit = known[1]
+        if self.count(key_id, self._today(), daily_limit) is None:
+            return QuotaDecision(False, QUOTA_EXHAUSTED, daily_limit)
+        return QuotaDecision(True)
+
+    def forget_key(self, key_id: int) -> None:
+        """The key changed (deactivated, deleted, new limit): read its state from the store on its next use."""
+        with self._lock:
+            self._limits.pop(key_id, None)
+
+    def forget_all_keys(self) -> None:
+        """Key changes may have been missed (no connection for a while): read every key's state again."""
+        with self._lock:
+            self._limits.clear()
+
+    def count(self, key_id: int, day: str, limit: int) -> int | None:
         """Count one request of key `key_id` on `day` against `limit` (0 = unlimited); the new count, or None
         when the quota is used up (nothing is counted then)."""
         name, end = f"{self._prefix}{key_id}:{day}", _end_of_day(day)
@@ -183,7 +248,7 @@ class RedisQuota:
         try:
             count = self._script(keys=[name], args=[limit, end, floor])
             if count == -1:
-                seed = max(self._store_count(key_id, day), floor)
+                seed = max(self._records.count(key_id, day), floor)
                 self._client.set(name, seed, nx=True, exat=end)
                 count = self._script(keys=[name], args=[limit, end, floor])
         except _UNREACHABLE as error:
@@ -201,13 +266,13 @@ class RedisQuota:
         """Write the counts seen since the last flush to the store; on failure they wait for the next one."""
         with self._lock:
             rows, self._unwritten = self._unwritten, {}
-            today = time.strftime("%Y-%m-%d", time.gmtime())
+            today = self._today()
             for old in [k for k in self._floors if k[1] < today and k not in rows]:
                 del self._floors[old]  # yesterday's floors are no use any more
         if not rows:
             return
         try:
-            self._store_raise([(key_id, day, count) for (key_id, day), count in rows.items()])
+            self._records.raise_counts([(key_id, day, count) for (key_id, day), count in rows.items()])
         except Exception:
             log.exception("could not write quota counts; keeping them for the next flush")
             with self._lock:
@@ -491,22 +556,30 @@ class RedisClaims:
 
 class RedisKeyInvalidation:
     """Tells every process on every host that an API key changed (deactivated, deleted, new limit), so that its
-    key cache forgets it at once instead of trusting it for the rest of the cache TTL. A message costs nothing
-    per request; if a process was disconnected it may have missed some, so on each (re)connection it forgets its
-    whole cache. Either way a changed key is refused everywhere within the TTL at the latest."""
+    key cache (and the quota's copy of the key's limit) forgets it at once instead of trusting it for the rest of
+    the cache TTL. A message costs nothing per request; a process that was disconnected may have missed some, so
+    on each (re)connection it forgets everything it cached. Either way a changed key is refused everywhere within
+    the TTL at the latest; with Redis up, within milliseconds (benchmarks/perf_hosts.py --roles)."""
 
     TOPIC = "keys"
 
     def __init__(self, events: RedisEvents):
         self._events = events
+        self._here: list[Callable[[int], None]] = []
 
     def listen(self, forget_id: Callable[[int], None], forget_all: Callable[[], None]) -> None:
         """Call `forget_id(key_id)` for each key changed anywhere, `forget_all()` after each (re)connection."""
+        self._here.append(forget_id)
         self._events.subscribe(self.TOPIC, lambda message: forget_id(int(message)))
         self._events.on_connect(forget_all)
         self._events.start()
 
     def announce(self, key_ids: Iterable[int]) -> None:
-        """Tell every process that these keys changed."""
+        """Tell every process that these keys changed: this one at once, the others through Redis."""
         for key_id in key_ids:
+            for forget_id in self._here:
+                forget_id(int(key_id))
             self._events.publish(self.TOPIC, str(int(key_id)))
+
+    def close(self) -> None:
+        self._events.close()

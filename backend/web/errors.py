@@ -8,6 +8,8 @@ import sqlite3
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from backend.runtime.redis_state import SharedStateUnavailable
+
 log = logging.getLogger(__name__)
 
 # Codes for the HTTP errors Flask/Werkzeug raise themselves (unknown route, wrong method, body too large...).
@@ -61,6 +63,12 @@ def register_error_handlers(app: Flask) -> None:
         return ApiError(503, "storage_unavailable",
                         "The database cannot take this request right now (busy, full or read-only); nothing "
                         "already stored was lost. Try again shortly.", headers={"Retry-After": "5"}).to_response()
+
+    @app.errorhandler(SharedStateUnavailable)
+    def shared_state_error(error: SharedStateUnavailable):
+        # Redis (several hosts' limits, quotas, claims) is gone for now; redis-py reconnects on a later request.
+        return ApiError(error.status, error.code, error.message,
+                        headers={"Retry-After": str(error.retry_after)}).to_response()
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception):
