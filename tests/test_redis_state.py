@@ -3,15 +3,20 @@ exception (the web layer's 503), service resumes by itself when Redis is back, a
 process's key cache."""
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from urllib.parse import urlsplit
 
 import pytest
 
+from backend.config import ConfigError, Settings
 from backend.runtime.redis_state import (RedisClaims, RedisEvents, RedisKeyInvalidation, RedisQuota,
                                          RedisRateLimiter, RedisTally, SharedStateUnavailable, connect, ping)
+from tests.servers import ROOT
 
 
 def _free_port() -> int:
@@ -167,3 +172,19 @@ def test_a_process_that_lost_its_subscription_forgets_its_whole_key_cache(redis_
     while forgotten != [7]:
         assert time.monotonic() < deadline, "no message after the reconnection"
         time.sleep(0.02)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:6379", "redis://", "redis://host:port/0", "127.0.0.1:6379"])
+def test_an_invalid_redis_url_stops_start_up_naming_the_variable(url):
+    with pytest.raises(ConfigError, match="ESSENTIA_REDIS_URL"):
+        Settings.from_env({"ESSENTIA_REDIS_URL": url})
+
+
+def test_gunicorn_will_not_start_when_redis_does_not_answer(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "ESSENTIA_REDIS_URL": f"redis://127.0.0.1:{port}/0", "ESSENTIA_PORT": str(_free_port()),
+           "ESSENTIA_DB_PATH": str(tmp_path / "db.sqlite"), "ESSENTIA_WORKERS": "1"}
+    started = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert started.returncode != 0
+    assert f"ESSENTIA_REDIS_URL: Redis at 127.0.0.1:{port} does not answer" in started.stderr
