@@ -12,6 +12,7 @@ Everything is configured through the same ESSENTIA_* variables as the app (see R
 """
 import os
 import shutil
+import sys
 import tempfile
 
 from backend.config import Settings
@@ -23,6 +24,14 @@ _settings = Settings.from_env()  # a bad ESSENTIA_* value stops start-up here, n
 if _settings.redis_url:
     from backend.runtime.redis_state import require_reachable
     require_reachable(_settings.redis_url)  # several hosts' shared state: no start without it
+if _settings.database_url:
+    # Before any worker forks: hosts that start together migrate PostgreSQL in turn, and a server that cannot be
+    # reached stops start-up here with a message naming ESSENTIA_DATABASE_URL (and a non-zero exit).
+    from backend.storage import StorageUnavailable, open_store
+    try:
+        open_store(_settings).migrate()
+    except StorageUnavailable as error:
+        sys.exit(f"Cannot start: {error}")
 if not _settings.shared_state_dir:
     os.environ[_OWN_DIR_VAR] = tempfile.mkdtemp(prefix="essentia-shared-")  # mode 0700: this user only
     os.environ["ESSENTIA_SHARED_STATE_DIR"] = os.environ[_OWN_DIR_VAR]  # the workers' create_app() reads it

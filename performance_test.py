@@ -10,9 +10,10 @@ Cache-hit phases use wrk when it is installed (--no-wrk: the built-in Python gen
 
 Sections (the targets of issue 4):
   1. API-key validation: backend.web.auth.KeyValidator (TTL cache) vs one database query per lookup.
-  2. Daily quota: backend.store.consume_daily_quota (per-day counter row) vs COUNT(*) over DATE(created_at),
+  2. Daily quota: SQLiteStore.consume_daily_quota (per-day counter row) vs COUNT(*) over DATE(created_at),
      at two history sizes.
-  3. Connection pool: backend.db.Database.connection vs a new sqlite3 connection (same PRAGMAs) per operation.
+  3. Connection pool: backend.storage.sqlite.SQLiteStore.connection vs a new sqlite3 connection (same PRAGMAs)
+     per operation.
   4. Rate limiter: backend.runtime.ratelimit.RateLimiter vs an unbounded dict of per-client timestamp lists, with many
      distinct clients: time per call and tracemalloc peak.
   5. Single flight: 32 concurrent requests for the same new audio through the real app (create_app, process pool)
@@ -119,25 +120,23 @@ def _make_clip_args(args: tuple) -> bytes:
 
 
 def make_keys_db(path: Path, count: int):
-    from backend import store
+    from backend.storage.sqlite import SQLiteStore
     from backend.web.auth import display_prefix, generate_key, hash_key
-    from backend.db import Database
     from backend.timeutil import utc_now_iso
 
-    db = Database(str(path))
+    db = SQLiteStore(str(path))
     raws = [generate_key() for _ in range(count)]
     with db.connection(write=True) as conn:
         for i, raw in enumerate(raws):
-            store.insert_key(conn, name=f"client {i}", email=None, key_hash=hash_key(raw),
+            db.insert_key(conn, name=f"client {i}", email=None, key_hash=hash_key(raw),
                              key_prefix=display_prefix(raw), is_admin=False, daily_limit=0,
                              created_at=utc_now_iso())
     return db, raws
 
 
 def bench_keys(tmp: Path, quick: bool) -> dict[str, Any]:
-    from backend import store
+    from backend.storage.sqlite import _open as open_connection
     from backend.web.auth import KeyValidator, hash_key, key_from_row, lookup_key_in
-    from backend.db import _open as open_connection
 
     db, raws = make_keys_db(tmp / "keys.db", 100)
     lookup = lookup_key_in(db)
@@ -155,7 +154,7 @@ def bench_keys(tmp: Path, quick: bool) -> dict[str, Any]:
         conn = open_connection(db.path)  # the pool's own opener: same PRAGMAs, just not reused
         try:
             key_hash = hash_key(raws[i % n])
-            key_from_row(store.find_key_by_hash(conn, key_hash), key_hash)
+            key_from_row(db.find_key_by_hash(conn, key_hash), key_hash)
         finally:
             conn.close()
 
@@ -193,15 +192,16 @@ def _fill_usage(db, key_id: int, rows: int, offset: int) -> None:
 
 
 def bench_quota(tmp: Path, quick: bool) -> dict[str, Any]:
-    from backend import store
+    from backend.storage.sqlite import SQLiteStore
     from backend.timeutil import utc_today
 
     # The key is unlimited (daily_limit 0), so every call counts. Older store versions took the limit as an argument.
-    if "daily_limit" in inspect.signature(store.consume_daily_quota).parameters:
-        def consume(conn, key_id, day):
-            return store.consume_daily_quota(conn, key_id, day, 0)
+    if "daily_limit" in inspect.signature(SQLiteStore.consume_daily_quota).parameters:
+        def consume(db, conn, key_id, day):
+            return db.consume_daily_quota(conn, key_id, day, 0)
     else:
-        consume = store.consume_daily_quota
+        def consume(db, conn, key_id, day):
+            return db.consume_daily_quota(conn, key_id, day)
     big = 100_000 if quick else 1_000_000
     sizes = [big // 10, big]
     repeats = 3 if quick else 5
@@ -228,7 +228,7 @@ def bench_quota(tmp: Path, quick: bool) -> dict[str, Any]:
     def ours_call(db) -> Callable[[int], None]:
         def call(_i: int) -> None:
             with db.connection(write=True) as conn:
-                consume(conn, key_id, day)
+                consume(db, conn, key_id, day)
         return call
 
     def naive_call(db) -> Callable[[int], None]:
@@ -254,7 +254,7 @@ def bench_quota(tmp: Path, quick: bool) -> dict[str, Any]:
     out["ours_growth"] = large["ours_per_check_s"] / small["ours_per_check_s"]
     out["naive_growth"] = large["naive_per_check_s"] / small["naive_per_check_s"]
     out["ratio"] = large["ratio"]
-    out["ours_is"] = "store.consume_daily_quota in a write transaction (BEGIN IMMEDIATE ... COMMIT): check AND count"
+    out["ours_is"] = "SQLiteStore.consume_daily_quota in a write transaction (BEGIN IMMEDIATE ... COMMIT): check AND count"
     return out
 
 
@@ -262,9 +262,8 @@ def bench_quota(tmp: Path, quick: bool) -> dict[str, Any]:
 
 
 def bench_pool(tmp: Path, quick: bool) -> dict[str, Any]:
-    from backend import store
+    from backend.storage.sqlite import _open as open_connection
     from backend.web.auth import hash_key
-    from backend.db import _open as open_connection
 
     db, raws = make_keys_db(tmp / "pool.db", 1000)
     hashes = [hash_key(raw) for raw in raws]
@@ -272,12 +271,12 @@ def bench_pool(tmp: Path, quick: bool) -> dict[str, Any]:
 
     def ours_call(i: int) -> None:
         with db.connection() as conn:
-            store.find_key_by_hash(conn, hashes[i % n])
+            db.find_key_by_hash(conn, hashes[i % n])
 
     def naive_call(i: int) -> None:
         conn = open_connection(db.path)  # the pool's own opener: same PRAGMAs, just not reused
         try:
-            store.find_key_by_hash(conn, hashes[i % n])
+            db.find_key_by_hash(conn, hashes[i % n])
         finally:
             conn.close()
 
@@ -287,7 +286,7 @@ def bench_pool(tmp: Path, quick: bool) -> dict[str, Any]:
     naive = per_call(naive_call, 300 if quick else 3_000, repeats)
     db.close()
     return {"operation": "one indexed SELECT by key hash (api_keys, 1000 rows)",
-            "ours_is": "Database.connection() (pooled; BEGIN ... COMMIT around the SELECT)",
+            "ours_is": "SQLiteStore.connection() (pooled; BEGIN ... COMMIT around the SELECT)",
             "naive_is": "sqlite3.connect + the same PRAGMAs (busy_timeout, foreign_keys, synchronous) + close",
             "ours_per_op_s": ours["median_s"], "naive_per_op_s": naive["median_s"],
             "ratio": ratio(naive["median_s"], ours["median_s"]), "ours": ours, "naive": naive, "target_ratio": 10}
@@ -478,7 +477,7 @@ def bench_single_flight(tmp: Path, clip: bytes, quick: bool) -> dict[str, Any]:
         naive = _burst(app, tagged(clip, "single-flight-naive"), clients)
     finally:
         services.executor.shutdown()
-        services.db.close()
+        services.store.close()
     return {"concurrent_requests": clients, "pool_workers": settings.workers,
             "pool_kind": "threads in this process" if settings.workers == 0 else "process pool (spawn)",
             "pool_start_s": warm_s,
@@ -1120,7 +1119,7 @@ def profile_hits(count: int) -> None:
         profiler.disable()
         app.extensions["essentia"].counters.flush()  # while the database still exists (atexit would be too late)
         app.extensions["essentia"].executor.shutdown()
-        app.extensions["essentia"].db.close()
+        app.extensions["essentia"].store.close()
     server.close()
     stats = pstats.Stats(profiler).stats
     print(f"{count} URL hits through the Flask test client: {plain_ms:.3f} ms per request without the profiler.")

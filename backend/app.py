@@ -14,9 +14,7 @@ from typing import Any, Mapping
 from flask import Flask, current_app, g, request
 
 from backend.config import Settings
-from backend.counters import BufferedCounters
-from backend.db import Database
-from backend.roles import Claims, Executor, Limiter, Quota, Tally
+from backend.roles import Claims, Executor, Limiter, Quota, Store, Tally
 from backend.runtime.claims import ContentClaims, SingleProcessClaims
 from backend.runtime.executor import AnalysisExecutor
 from backend.runtime.poolservice import PoolClient
@@ -26,6 +24,8 @@ from backend.runtime.redis_state import (RedisClaims, RedisEvents, RedisKeyInval
 from backend.runtime.sharedtable import SharedTable
 from backend.runtime.tally import LocalTally, SharedTally
 from backend.service import AnalysisService
+from backend.storage import open_store
+from backend.storage.counters import BufferedCounters
 from backend.web import register_blueprints
 from backend.web.auth import KeyValidator, StoreQuota, StoreQuotaRecords, lookup_key_in
 from backend.web.errors import register_error_handlers
@@ -54,7 +54,7 @@ class Roles:
 class Services:
     """Everything a request needs besides Flask itself; lives in app.extensions['essentia']."""
     settings: Settings
-    db: Database
+    store: Store
     key_validator: KeyValidator
     rate_limiter: Limiter | None
     quota: Quota
@@ -81,26 +81,26 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app.json.ensure_ascii = False  # "Beyoncé" stays readable in curl; still valid JSON
     app.json.sort_keys = False
 
-    db = Database(settings.db_path, settings.db_pool_size)
-    roles = build_roles(settings, db)
+    store = open_store(settings)
+    roles = build_roles(settings, store)
     executor = roles.executor
     metrics = Metrics(queue_depth=executor.pending, workers_alive=executor.workers_alive)
-    counters = BufferedCounters(db, flush_seconds=settings.stats_flush_seconds, tally=roles.tally)
-    key_validator = KeyValidator(lookup_key_in(db), ttl=settings.key_cache_ttl,
+    counters = BufferedCounters(store, flush_seconds=settings.stats_flush_seconds, tally=roles.tally)
+    key_validator = KeyValidator(lookup_key_in(store), ttl=settings.key_cache_ttl,
                                  negative_ttl=settings.negative_key_cache_ttl, max_entries=settings.key_cache_size)
     if roles.key_changes is not None:
         roles.key_changes.listen(key_validator.forget_id, forget_all=key_validator.forget)
     app.extensions["essentia"] = Services(
         settings=settings,
-        db=db,
+        store=store,
         key_validator=key_validator,
         rate_limiter=roles.rate_limiter,
         quota=roles.quota,
         counters=counters,
         metrics=metrics,
         executor=executor,
-        analysis=AnalysisService(settings=settings, db=db, executor=executor, counters=counters, metrics=metrics,
-                                 claims=roles.claims),
+        analysis=AnalysisService(settings=settings, store=store, executor=executor, counters=counters,
+                                 metrics=metrics, claims=roles.claims),
         started_at=time.monotonic(),
         key_changes=roles.key_changes,
     )
@@ -118,23 +118,23 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def build_roles(settings: Settings, db: Database) -> Roles:
+def build_roles(settings: Settings, store: Store) -> Roles:
     """The one place an implementation is chosen for each role. Today the choice is between one process (tests,
     the CLI: everything in memory) and several HTTP processes on one host (gunicorn sets shared_state_dir: a
     memory-mapped table and the host's pool service) and several hosts (ESSENTIA_REDIS_URL: Redis)."""
     if settings.redis_url:
-        return _redis_roles(settings, db)
-    return Roles(executor=_executor(settings), rate_limiter=_rate_limiter(settings), quota=StoreQuota(db),
+        return _redis_roles(settings, store)
+    return Roles(executor=_executor(settings), rate_limiter=_rate_limiter(settings), quota=StoreQuota(store),
                  tally=_tally(settings), claims=_claims(settings))
 
 
-def _redis_roles(settings: Settings, db: Database) -> Roles:
+def _redis_roles(settings: Settings, store: Store) -> Roles:
     """Several hosts (ESSENTIA_REDIS_URL): every shared role on Redis, on one client per process. Under gunicorn
     create_app runs in each HTTP process after the fork, so no connection is shared between processes."""
     client, prefix = connect(settings.redis_url), settings.redis_prefix
     events = RedisEvents(client=client, prefix=prefix)
     key_changes = RedisKeyInvalidation(events)
-    quota = RedisQuota(client=client, prefix=prefix, records=StoreQuotaRecords(db),
+    quota = RedisQuota(client=client, prefix=prefix, records=StoreQuotaRecords(store),
                        flush_seconds=settings.stats_flush_seconds, key_ttl=settings.key_cache_ttl)
     key_changes.listen(quota.forget_key, forget_all=quota.forget_all_keys)
     limiter = RedisRateLimiter(settings.rate_limit, client=client, prefix=prefix) if settings.rate_limit > 0 else None

@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
-from backend import store
-from backend.db import Database
 from backend.runtime.executor import run_analysis_job
 from backend.service import UPLOAD_URL_PREFIX, analysis_row_values, upload_cache_key
+from backend.storage import Store
 
 AUDIO_SUFFIXES = {".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".mp4", ".aac", ".aif", ".aiff",
                   ".caf", ".webm"}
@@ -106,7 +105,7 @@ class Progress:
         self.stream.flush()
 
 
-def analyze_paths(paths: Iterable[str], *, db: Database, window_seconds: float, jobs: int, force: bool,
+def analyze_paths(paths: Iterable[str], *, store: Store, window_seconds: float, jobs: int, force: bool,
                   progress_stream: TextIO = sys.stderr) -> BatchReport:
     files, missing = find_audio_files(paths)
     report = BatchReport(failed=list(missing))
@@ -114,7 +113,7 @@ def analyze_paths(paths: Iterable[str], *, db: Database, window_seconds: float, 
     for path in files:
         digest = None if force else _sha256_of(path)
         if digest is not None:
-            with db.connection() as conn:
+            with store.single_read() as conn:
                 if store.find_analysis_by_cache_key(conn, upload_cache_key(digest)) is not None:
                     report.skipped.append(str(path))
                     continue
@@ -136,17 +135,17 @@ def analyze_paths(paths: Iterable[str], *, db: Database, window_seconds: float, 
             if not job["ok"]:
                 report.failed.append((str(path), f"{job['code']}: {job['message']}"))
                 continue
-            report.analyzed.append(_store(db, path, job, force))
+            report.analyzed.append(_store(store, path, job, force))
     report.analyzed.sort(key=lambda row: row["file"])
     return report
 
 
-def _store(db: Database, path: Path, job: dict[str, Any], force: bool) -> dict[str, Any]:
+def _store(store: Store, path: Path, job: dict[str, Any], force: bool) -> dict[str, Any]:
     title, artist = title_and_artist(path)
     digest = job["sha256"]
     values = analysis_row_values(job, cache_key=upload_cache_key(digest), kind="upload",
                                  preview_url=UPLOAD_URL_PREFIX + digest, digest=digest, title=title, artist=artist)
-    with db.connection(write=True) as conn:
+    with store.connection(write=True) as conn:
         row = store.insert_analysis(conn, values, replace=force)
     result = job["result"]
     return {"file": str(path), "id": row["id"], "title": row["title"], "artist": row["artist"],

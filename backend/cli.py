@@ -5,16 +5,17 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from backend import store
 from backend.runtime.redis_state import SharedStateUnavailable
+from backend.storage import StorageUnavailable
 from backend.web.auth import display_prefix, generate_key, hash_key
 from backend.timeutil import utc_now_iso, utc_today
 
 keys = AppGroup("keys", help="Create and manage API keys (production mode needs them).")
+db = AppGroup("db", help="Move the store between databases.")
 
 
-def _db():
-    return current_app.extensions["essentia"].db
+def _store():
+    return current_app.extensions["essentia"].store
 
 
 def _announce_key_change(key_id: int) -> str:
@@ -32,7 +33,7 @@ def _announce_key_change(key_id: int) -> str:
 
 
 def _key_row_or_exit(conn, key_id: int):
-    row = store.get_key(conn, key_id)
+    row = _store().get_key(conn, key_id)
     if row is None:
         raise click.ClickException(f"No API key has id {key_id}.")
     return row
@@ -48,10 +49,13 @@ def _describe(row) -> str:
 @click.command("init-db")
 @with_appcontext
 def init_db() -> None:
-    """Create the database file and bring its schema up to date."""
-    with _db().connection() as conn:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-    click.echo(f"Database ready at {_db().path} (schema version {version}).")
+    """Create the database (SQLite file, or the schema in PostgreSQL) and bring its schema up to date."""
+    store = _store()
+    try:
+        version = store.migrate()
+    except StorageUnavailable as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Database ready at {store.describe()} (schema version {version}).")
 
 
 @keys.command("create")
@@ -62,10 +66,11 @@ def init_db() -> None:
 @click.option("--admin", is_flag=True, help="May delete, clear and verify cached songs.")
 def create_key(name: str, email: str | None, daily_limit: int | None, admin: bool) -> None:
     """Create a key. It is printed once and cannot be shown again."""
+    store = _store()
     if daily_limit is None:
         daily_limit = current_app.extensions["essentia"].settings.daily_limit
     raw_key = generate_key()
-    with _db().connection(write=True) as conn:
+    with store.connection(write=True) as conn:
         key_id = store.insert_key(conn, name=name, email=email, key_hash=hash_key(raw_key),
                                   key_prefix=display_prefix(raw_key), is_admin=admin, daily_limit=daily_limit,
                                   created_at=utc_now_iso())
@@ -76,7 +81,8 @@ def create_key(name: str, email: str | None, daily_limit: int | None, admin: boo
 @keys.command("list")
 def list_keys() -> None:
     """List keys (prefixes only)."""
-    with _db().connection() as conn:
+    store = _store()
+    with store.connection() as conn:
         rows = store.list_keys(conn)
     if not rows:
         click.echo("No API keys yet. Create one with: flask --app backend keys create NAME")
@@ -88,8 +94,9 @@ def list_keys() -> None:
 @click.argument("key_id", type=int)
 def show_key(key_id: int) -> None:
     """Show one key with its usage today, in total, and its recent requests."""
+    store = _store()
     current_app.extensions["essentia"].counters.flush()
-    with _db().connection() as conn:
+    with store.connection() as conn:
         row = _key_row_or_exit(conn, key_id)
         today = store.usage_today(conn, key_id, utc_today())
         total = store.usage_total(conn, key_id)
@@ -105,7 +112,8 @@ def show_key(key_id: int) -> None:
 
 
 def _set_active(key_id: int, active: bool) -> None:
-    with _db().connection(write=True) as conn:
+    store = _store()
+    with store.connection(write=True) as conn:
         _key_row_or_exit(conn, key_id)
         store.set_key_active(conn, key_id, active)
     note = _announce_key_change(key_id)
@@ -134,7 +142,8 @@ def deactivate_key(key_id: int) -> None:
 @click.argument("daily_limit", type=click.IntRange(min=0))
 def limit_key(key_id: int, daily_limit: int) -> None:
     """Set a key's daily quota (0 = unlimited)."""
-    with _db().connection(write=True) as conn:
+    store = _store()
+    with store.connection(write=True) as conn:
         _key_row_or_exit(conn, key_id)
         store.set_key_daily_limit(conn, key_id, daily_limit)
     note = _announce_key_change(key_id)
@@ -146,11 +155,12 @@ def limit_key(key_id: int, daily_limit: int) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def delete_key(key_id: int, yes: bool) -> None:
     """Delete a key and its usage history."""
-    with _db().connection() as conn:
+    store = _store()
+    with store.connection() as conn:
         row = _key_row_or_exit(conn, key_id)
     if not yes:
         click.confirm(f"Delete key {key_id} ({row['name']}) and its usage history?", abort=True)
-    with _db().connection(write=True) as conn:
+    with store.connection(write=True) as conn:
         store.delete_key(conn, key_id)
     click.echo(f"Key {key_id} deleted.{_announce_key_change(key_id)}")
 
@@ -171,7 +181,7 @@ def analyze_files(paths: tuple[str, ...], force: bool, out: str | None, jobs: in
     if out and Path(out).suffix.lower() not in (".csv", ".json"):
         raise click.BadParameter("must end in .csv or .json", param_hint="--out")
     settings = current_app.extensions["essentia"].settings
-    report = analyze_paths(paths, db=_db(), window_seconds=settings.analysis_seconds,
+    report = analyze_paths(paths, store=_store(), window_seconds=settings.analysis_seconds,
                            jobs=jobs or default_jobs(), force=force)
     for row in report.analyzed:
         bpm = "no tempo" if row["bpm"] is None else f"{row['bpm']:.1f} BPM"
@@ -187,7 +197,44 @@ def analyze_files(paths: tuple[str, ...], force: bool, out: str | None, jobs: in
         click.echo(f"Results written to {out}.")
 
 
+@db.command("copy-to")
+@click.argument("url")
+@click.option("--from", "source_path", type=click.Path(dir_okay=False), default=None,
+              help="The SQLite file to copy. Default: ESSENTIA_DB_PATH.")
+def copy_to(url: str, source_path: str | None) -> None:
+    """Copy the embedded SQLite database into an empty PostgreSQL database at URL (postgresql://...): songs,
+    corrections, API keys, usage and stats. Then start the servers with ESSENTIA_DATABASE_URL=URL."""
+    from pathlib import Path
+
+    from backend.config import ConfigError, Settings
+    from backend.storage.copy import TargetNotEmpty, copy_sqlite_to_postgres
+    from backend.storage.postgres import PostgresStore
+    from backend.storage.sqlite import SQLiteStore
+
+    try:
+        Settings.from_env({"ESSENTIA_DATABASE_URL": url})
+    except ConfigError:
+        raise click.BadParameter("expected a PostgreSQL URL, postgresql://user:password@host:5432/dbname",
+                                 param_hint="URL") from None
+    path = source_path or current_app.extensions["essentia"].settings.db_path
+    if not Path(path).is_file():
+        raise click.ClickException(f"No SQLite database at {path} (set ESSENTIA_DB_PATH or --from).")
+    source, target = SQLiteStore(path, pool_size=1), PostgresStore(url, pool_size=1)
+    try:
+        report = copy_sqlite_to_postgres(
+            source, target, progress=lambda table, rows: click.echo(f"  {table}: {rows} rows"))
+    except (TargetNotEmpty, StorageUnavailable) as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        source.close()
+        target.close()
+    click.echo(f"Copied {path} into {target.describe()}: {report.rows['analyses']} songs, "
+               f"{report.rows['api_keys']} keys, {report.rows['api_usage']} usage records, "
+               f"{report.cache_hits} hits and {report.cache_misses} misses.")
+
+
 def register_commands(app: Flask) -> None:
     app.cli.add_command(init_db)
+    app.cli.add_command(db)
     app.cli.add_command(keys)
     app.cli.add_command(analyze_files)

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,6 +28,9 @@ class Settings:
     http_threads: int = 4                   # threads serving requests in each HTTP process (few: see GIL note)
     db_path: str = str(PROJECT_ROOT / "instance" / "essentia.db")
     db_pool_size: int = 8
+    # postgresql://user:password@host:port/dbname puts the store on PostgreSQL (several hosts); empty = SQLite.
+    database_url: str = ""
+    db_timeout: float = 5.0                 # PostgreSQL: seconds to wait for a connection before answering 503
     # Requests per minute per client; 0 switches the limiter off. Default: 60 in production, off in development.
     rate_limit: int = 0
     daily_limit: int = 1000                 # default daily quota for new keys; 0 = unlimited
@@ -80,12 +84,13 @@ class Settings:
             raw = env.get(var)
             if raw is None or raw.strip() == "":
                 continue
+            shown = "(hidden: it may hold a password)" if name in _SECRET_VALUES else repr(raw)
             try:
                 value = parse(raw.strip())
             except ValueError:
-                raise ConfigError(f"{var}={raw!r} is not valid: expected {hint}") from None
+                raise ConfigError(f"{var}={shown} is not valid: expected {hint}") from None
             if not check(value):
-                raise ConfigError(f"{var}={raw!r} is out of range: expected {hint}")
+                raise ConfigError(f"{var}={shown} is out of range: expected {hint}")
             values[name] = value
         production = values.get("production", False)
         if production and "host" not in values:
@@ -112,13 +117,23 @@ def _parse_origins(raw: str) -> tuple[str, ...]:
 
 
 def _parse_redis_url(raw: str) -> str:
-    from urllib.parse import urlsplit
+    """A Redis URL redis-py can use (redis://, rediss:// with a host, or unix:// with a path)."""
     parts = urlsplit(raw)
     if not (parts.scheme in ("redis", "rediss") and parts.hostname or parts.scheme == "unix" and parts.path):
         raise ValueError(raw)
+    parts.port  # raises ValueError for a port that is not a number from 0 to 65535
+    return raw
+
+
+def _parse_database_url(raw: str) -> str:
+    """A PostgreSQL connection URL that libpq can parse; anything else is refused at start-up."""
+    if not raw.startswith(("postgresql://", "postgres://")):
+        raise ValueError(raw)
+    urlsplit(raw).port  # raises ValueError for a port that is not a number from 0 to 65535
+    from psycopg.conninfo import conninfo_to_dict  # only when a URL is set: the embedded default needs no psycopg
     try:
-        parts.port  # a port that is not a number raises here
-    except ValueError:
+        conninfo_to_dict(raw)
+    except Exception:  # psycopg.ProgrammingError, kept generic so config imports no driver
         raise ValueError(raw) from None
     return raw
 
@@ -135,6 +150,9 @@ def _non_negative(value: float) -> bool:
     return math.isfinite(value) and value >= 0
 
 
+# Settings whose value is never repeated in an error message (logs are read by more people than the config).
+_SECRET_VALUES = {"database_url", "redis_url"}
+
 _Parser = tuple[Callable[[str], Any], Callable[[Any], bool], str]
 _PARSERS: dict[str, _Parser] = {
     "production": (_parse_bool, _always, "0 or 1"),
@@ -144,6 +162,8 @@ _PARSERS: dict[str, _Parser] = {
     "http_threads": (int, lambda n: 1 <= n <= 256, "an integer from 1 to 256"),
     "db_path": (str, _always, "a file path"),
     "db_pool_size": (int, lambda n: 1 <= n <= 64, "an integer from 1 to 64"),
+    "database_url": (_parse_database_url, _always, "a PostgreSQL URL, postgresql://user:password@host:5432/dbname"),
+    "db_timeout": (float, _positive, "seconds, a number > 0"),
     "rate_limit": (int, _non_negative, "requests per minute, an integer >= 0 (0 = off)"),
     "daily_limit": (int, _non_negative, "requests per day, an integer >= 0 (0 = unlimited)"),
     "key_cache_ttl": (float, _non_negative, "seconds, a number >= 0"),

@@ -13,6 +13,8 @@ Settings, and the rest of the code sees only these protocols:
   Claims    which process analyzes a      SingleProcessClaims (one process), ContentClaims (memory-mapped table),
             song (single flight across    RedisClaims (a lease across hosts)
             processes)
+  Store     the database                  SQLiteStore (ESSENTIA_DB_PATH), PostgresStore (ESSENTIA_DATABASE_URL),
+                                          backend/storage/
 
 The Redis implementations are in backend/runtime/redis_state.py.
 
@@ -22,7 +24,8 @@ With several hosts the shared roles move to Redis (ESSENTIA_REDIS_URL) and the s
 from __future__ import annotations
 
 import math
-from typing import Any, Hashable, NamedTuple, Protocol, runtime_checkable
+from contextlib import AbstractContextManager
+from typing import Any, Hashable, Iterable, Iterator, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
 
 
 # -- records the roles answer with -------------------------------------------------------------------------------
@@ -150,4 +153,99 @@ class Claims(Protocol):
         ...
 
 
-# -- Store: the storage helper adds the Store protocol here (backend/storage/, issue 11) --------------------------
+# -- the store ---------------------------------------------------------------------------------------------------
+
+Row = Mapping[str, Any]  # a stored row, read as row["column"] (sqlite3.Row, or psycopg's dict rows)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """The database: SQLiteStore (one file, the embedded default) or PostgresStore (ESSENTIA_DATABASE_URL), in
+    backend/storage/. Callers own transactions: `with store.connection(write=True) as conn:` then
+    `store.insert_analysis(conn, ...)`; rows are read as row["column"] on both."""
+
+    dialect: str
+
+    def connection(self, *, write: bool = False) -> AbstractContextManager[Any]:
+        """A pooled connection in a transaction: commit on success, roll back on any error."""
+        ...
+
+    def single_read(self) -> AbstractContextManager[Any]:
+        """A pooled connection for one read statement, outside a transaction."""
+        ...
+
+    def migrate(self) -> int:
+        """Bring the schema up to date (safe to repeat, safe for hosts starting together); the version."""
+        ...
+
+    def schema_version(self, conn: Any) -> int: ...
+
+    def describe(self) -> str:
+        """Where the data lives, for people (a path, or host:port/db without credentials)."""
+        ...
+
+    def close(self) -> None: ...
+
+    # analysis cache
+    def find_analysis_by_cache_key(self, conn: Any, cache_key: str) -> Row | None: ...
+
+    def find_analysis_by_id(self, conn: Any, analysis_id: int) -> Row | None: ...
+
+    def find_analysis_by_preview_url(self, conn: Any, preview_url: str) -> Row | None: ...
+
+    def insert_analysis(self, conn: Any, values: dict[str, Any], *, replace: bool = False) -> Row: ...
+
+    def fill_unknown_metadata(self, conn: Any, analysis_id: int, title: str | None, artist: str | None,
+                              unknown: str) -> None: ...
+
+    def list_analyses(self, conn: Any, *, limit: int, offset: int, sort: str = "newest") -> list[Row]: ...
+
+    def count_analyses(self, conn: Any) -> int: ...
+
+    def search_analyses(self, conn: Any, query: str, *, limit: int, offset: int) -> list[Row]: ...
+
+    def delete_analysis(self, conn: Any, analysis_id: int) -> bool: ...
+
+    def clear_analyses(self, conn: Any) -> int: ...
+
+    def analyses_after(self, conn: Any, after_id: int, limit: int) -> list[Row]: ...
+
+    def iter_analyses(self, *, batch: int = ...) -> Iterator[Row]: ...
+
+    def verify_analysis(self, conn: Any, analysis_id: int, *, manual_bpm: float | None, manual_key: str | None,
+                        bpm_notes: str | None, verified_at: str) -> Row | None: ...
+
+    # stats
+    def add_to_stats(self, conn: Any, *, hits: int, misses: int, now: str) -> None: ...
+
+    def read_stats(self, conn: Any) -> dict[str, Any]: ...
+
+    # API keys
+    def insert_key(self, conn: Any, *, name: str, email: str | None, key_hash: str, key_prefix: str,
+                   is_admin: bool, daily_limit: int, created_at: str) -> int: ...
+
+    def find_key_by_hash(self, conn: Any, key_hash: str) -> Row | None: ...
+
+    def get_key(self, conn: Any, key_id: int) -> Row | None: ...
+
+    def list_keys(self, conn: Any) -> list[Row]: ...
+
+    def set_key_active(self, conn: Any, key_id: int, active: bool) -> bool: ...
+
+    def set_key_daily_limit(self, conn: Any, key_id: int, daily_limit: int) -> bool: ...
+
+    def delete_key(self, conn: Any, key_id: int) -> bool: ...
+
+    # quota and usage
+    def consume_daily_quota(self, conn: Any, key_id: int, day: str) -> int | None: ...
+
+    def record_usage(self, conn: Any, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    def raise_daily_usage(self, conn: Any, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    def usage_today(self, conn: Any, key_id: int, day: str) -> int: ...
+
+    def usage_total(self, conn: Any, key_id: int) -> int: ...
+
+    def recent_usage(self, conn: Any, key_id: int, limit: int = 10) -> list[Row]: ...
+

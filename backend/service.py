@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time
 from typing import Any, Callable
 
-from backend import store
 from backend.audio.fetch import FetchError, fetch_url, normalize_url
 from backend.config import Settings
-from backend.counters import BufferedCounters
-from backend.db import Database
-from backend.roles import Claims, Executor
+from backend.roles import Claims, Executor, Store
 from backend.runtime.claims import SingleFlight
 from backend.runtime.executor import ExecutorError
+from backend.storage import Row
+from backend.storage.counters import BufferedCounters
 from backend.timeutil import utc_now_iso
 from backend.web.errors import ApiError
 from backend.web.metrics import Metrics
@@ -36,17 +34,17 @@ def upload_cache_key(sha256_hex: str) -> str:
 
 
 class AnalysisService:
-    def __init__(self, *, settings: Settings, db: Database, executor: Executor, counters: BufferedCounters,
+    def __init__(self, *, settings: Settings, store: Store, executor: Executor, counters: BufferedCounters,
                  metrics: Metrics, claims: Claims):
         self.settings = settings
-        self.db = db
+        self.store = store
         self.executor = executor
         self.counters = counters
         self.metrics = metrics
         self.flights = SingleFlight()  # single flight among this process's threads
         self.claims = claims  # and across processes
 
-    def analyze_upload(self, data: bytes, *, title: str | None, artist: str | None) -> tuple[sqlite3.Row, bool]:
+    def analyze_upload(self, data: bytes, *, title: str | None, artist: str | None) -> tuple[Row, bool]:
         """The analysis of uploaded audio bytes, cached by their SHA-256; returns (row, served_from_cache)."""
         digest = hashlib.sha256(data).hexdigest()
         return self._cached_or_analyzed(
@@ -54,7 +52,7 @@ class AnalysisService:
             lambda: (data, digest, "upload", UPLOAD_URL_PREFIX + digest),
         )
 
-    def analyze_url(self, url: str, *, title: str | None, artist: str | None) -> tuple[sqlite3.Row, bool]:
+    def analyze_url(self, url: str, *, title: str | None, artist: str | None) -> tuple[Row, bool]:
         """The analysis of the audio at `url`, cached by the normalized URL; returns (row, served_from_cache)."""
         try:
             normalized = normalize_url(url)
@@ -73,14 +71,14 @@ class AnalysisService:
         return self._cached_or_analyzed(url_cache_key(normalized), title, artist, download)
 
     def _cached_or_analyzed(self, cache_key: str, title: str | None, artist: str | None,
-                            source: Callable[[], tuple[bytes, str, str, str]]) -> tuple[sqlite3.Row, bool]:
+                            source: Callable[[], tuple[bytes, str, str, str]]) -> tuple[Row, bool]:
         """`source` supplies (audio bytes, their sha256, source kind, preview_url) when analysis is needed."""
         row = self._lookup(cache_key, title, artist)
         if row is not None:
             self._count(hit=True)
             return row, True
 
-        def analyze_and_store() -> tuple[sqlite3.Row, bool]:
+        def analyze_and_store() -> tuple[Row, bool]:
             # Another request may have stored it between our lookup and our turn in the flight.
             existing = self._lookup(cache_key, title, artist)
             if existing is not None:
@@ -103,7 +101,7 @@ class AnalysisService:
         self.metrics.analysis.observe(row["analysis_duration"])
         return row, False
 
-    def _claim_or_wait(self, cache_key: str, title: str | None, artist: str | None) -> sqlite3.Row | None:
+    def _claim_or_wait(self, cache_key: str, title: str | None, artist: str | None) -> Row | None:
         """Claim `cache_key` across processes, or wait while another process analyzes it: returns its stored
         row if it finished meanwhile, else None: the claim is this process's (the caller releases it), or the wait
         outlasted any analysis and this process goes ahead without one."""
@@ -126,13 +124,13 @@ class AnalysisService:
             self.counters.count_miss()
         self.metrics.cache.labels("hit" if hit else "miss").inc()
 
-    def _lookup(self, cache_key: str, title: str | None, artist: str | None) -> sqlite3.Row | None:
-        with self.db.single_read() as conn:
-            row = store.find_analysis_by_cache_key(conn, cache_key)
+    def _lookup(self, cache_key: str, title: str | None, artist: str | None) -> Row | None:
+        with self.store.single_read() as conn:
+            row = self.store.find_analysis_by_cache_key(conn, cache_key)
         if row is not None and ((title and row["title"] == UNKNOWN) or (artist and row["artist"] == UNKNOWN)):
-            with self.db.connection(write=True) as conn:
-                store.fill_unknown_metadata(conn, row["id"], title, artist, UNKNOWN)
-                row = store.find_analysis_by_id(conn, row["id"])
+            with self.store.connection(write=True) as conn:
+                self.store.fill_unknown_metadata(conn, row["id"], title, artist, UNKNOWN)
+                row = self.store.find_analysis_by_id(conn, row["id"])
         return row
 
     def _run(self, data: bytes) -> dict[str, Any]:
@@ -146,11 +144,11 @@ class AnalysisService:
         return job
 
     def _store(self, cache_key: str, kind: str, preview_url: str, digest: str, title: str | None,
-               artist: str | None, job: dict[str, Any]) -> sqlite3.Row:
+               artist: str | None, job: dict[str, Any]) -> Row:
         values = analysis_row_values(job, cache_key=cache_key, kind=kind, preview_url=preview_url, digest=digest,
                                      title=title, artist=artist)
-        with self.db.connection(write=True) as conn:
-            return store.insert_analysis(conn, values)
+        with self.store.connection(write=True) as conn:
+            return self.store.insert_analysis(conn, values)
 
 
 def analysis_row_values(job: dict[str, Any], *, cache_key: str, kind: str, preview_url: str, digest: str,

@@ -2,7 +2,10 @@
 synthesized once per session (nothing is downloaded)."""
 from __future__ import annotations
 
+import os
 import re
+import uuid
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -21,11 +24,14 @@ def settings_for(tmp_path, **overrides) -> Settings:
 
 
 @pytest.fixture
-def make_app(tmp_path):
-    """Build an app with Settings overrides, e.g. make_app(production=True, rate_limit=5)."""
+def make_app(tmp_path, request):
+    """Build an app with Settings overrides, e.g. make_app(production=True, rate_limit=5). `store="postgresql"`
+    puts it on a PostgreSQL database of its own (see postgres_url) instead of a temporary SQLite file."""
     apps = []
 
-    def factory(**overrides):
+    def factory(*, store: str = "sqlite", **overrides):
+        if store == "postgresql":
+            overrides.setdefault("database_url", request.getfixturevalue("postgres_url"))
         app = create_app(settings_for(tmp_path, **overrides))
         app.config["TESTING"] = True
         apps.append(app)
@@ -35,7 +41,7 @@ def make_app(tmp_path):
     for app in apps:
         services = app.extensions["essentia"]
         services.executor.shutdown()
-        services.db.close()
+        services.store.close()
         if services.key_changes is not None:
             services.key_changes.close()
 
@@ -81,45 +87,89 @@ def song_m4a() -> bytes:
     return synth.encode_with_pyav(synth.song(128, "D", "major", seconds=10, sr=44100), 44100, "mp4", "aac", 2)
 
 
-# -- Redis (ESSENTIA_REDIS_URL): each test gets its own key prefix, and its keys are deleted after it ----------
+# -- services (storage): PostgreSQL, a database of its own per test -------------------------------------------
+# Tests that need a service skip when it is not running, unless ESSENTIA_REQUIRE_SERVICES=1 (CI), where a
+# missing service fails them: a green CI run then means they really ran.
 
-REDIS_URL_VARIABLE = "ESSENTIA_TEST_REDIS_URL"
-DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def services_required() -> bool:
-    """CI sets ESSENTIA_REQUIRE_SERVICES=1: a missing PostgreSQL or Redis then fails the run instead of skipping."""
-    import os
-    return os.environ.get("ESSENTIA_REQUIRE_SERVICES", "") == "1"
+POSTGRES_URL = os.environ.get("ESSENTIA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REQUIRE_SERVICES = os.environ.get("ESSENTIA_REQUIRE_SERVICES") == "1"
 
 
-def redis_test_url() -> str:
-    import os
-    return os.environ.get(REDIS_URL_VARIABLE) or DEFAULT_TEST_REDIS_URL
+def missing_service(message: str) -> None:
+    """Fail (ESSENTIA_REQUIRE_SERVICES=1) or skip the current test because a service it needs is not there."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message} (ESSENTIA_REQUIRE_SERVICES=1: services must run)", pytrace=False)
+    pytest.skip(message)
 
 
+def url_with_database(url: str, dbname: str) -> str:
+    """The same server URL, naming another database."""
+    return urlsplit(url)._replace(path="/" + dbname).geturl()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The URL of the test PostgreSQL server's maintenance database (ESSENTIA_TEST_POSTGRES_URL)."""
+    try:
+        import psycopg
+    except ImportError:
+        missing_service("psycopg is not installed")
+    try:
+        with psycopg.connect(POSTGRES_URL, connect_timeout=3):
+            pass
+    except psycopg.OperationalError as error:
+        missing_service(f"PostgreSQL is not reachable at {POSTGRES_URL}: {str(error).strip()}")
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A URL to a new, empty database on the test server, dropped after the test."""
+    import psycopg
+
+    name = "essentia_test_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield url_with_database(postgres_server, name)
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request, tmp_path):
+    """Each store implementation in turn, migrated and empty; closed after the test."""
+    from backend.storage.postgres import PostgresStore
+    from backend.storage.sqlite import SQLiteStore
+
+    if request.param == "sqlite":
+        store = SQLiteStore(str(tmp_path / "contract.db"), pool_size=4)
+    else:
+        store = PostgresStore(request.getfixturevalue("postgres_url"), pool_size=4)
+    store.migrate()
+    yield store
+    store.close()
+
+
+# -- services (Redis, ESSENTIA_REDIS_URL): a key prefix of its own per test, its keys deleted after -------------
+
+REDIS_URL = os.environ.get("ESSENTIA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """The test Redis's URL; skips the test when it does not answer (fails instead under ESSENTIA_REQUIRE_SERVICES)."""
+    """The test Redis (ESSENTIA_TEST_REDIS_URL); skips, or fails under ESSENTIA_REQUIRE_SERVICES=1, if it is not
+    there."""
     import redis
-    url = redis_test_url()
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0).ping()
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as error:
-        message = f"Redis at {url} ({REDIS_URL_VARIABLE}) does not answer: {error}"
-        if services_required():
-            pytest.fail(message)
-        pytest.skip(message)
-    return url
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2.0, socket_timeout=2.0).ping()
+    except (redis.exceptions.RedisError, OSError) as error:
+        missing_service(f"Redis is not reachable at {REDIS_URL}: {error}")
+    return REDIS_URL
 
 
 @pytest.fixture
 def redis_prefix(redis_url):
     """A key prefix of this test's own; every key under it is deleted after the test."""
-    import uuid
-
     import redis
     prefix = f"essentia-test:{uuid.uuid4().hex[:12]}:"
     yield prefix

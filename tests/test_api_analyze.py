@@ -287,12 +287,13 @@ def test_rows_stored_before_the_detail_column_still_answer_detail(make_app, song
     """Schema 1 kept the chart arrays inside result_json; after migrating, those rows still answer ?detail=1."""
     import sqlite3
 
-    from backend.db import MIGRATIONS, _split_statements
+    from backend.storage.migrations.sqlite import MIGRATIONS
+    from backend.storage.sqlite import _split_statements
 
     app = make_app()
     client = app.test_client()
     body = post_audio(client, song_120_a_minor, query="?detail=1").get_json()
-    db = app.extensions["essentia"].db
+    db = app.extensions["essentia"].store
     with db.connection(write=True) as conn:   # make the row look like schema 1 wrote it
         row = conn.execute("SELECT result_json, detail_json FROM analyses WHERE id = ?", (body["id"],)).fetchone()
         legacy = json.loads(row["result_json"])

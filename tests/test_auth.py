@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import backend.db
+import backend.storage.sqlite
 from backend.web.auth import ApiKey, KeyValidator, hash_key
 from tests.conftest import create_key
 
@@ -309,14 +309,14 @@ def test_forget_drops_cached_answers():
 
 def test_the_apps_lookup_is_one_sql_query(make_app, monkeypatch):
     statements: list[str] = []
-    original_open = backend.db._open
+    original_open = backend.storage.sqlite._open
 
     def traced_open(path):
         conn = original_open(path)
         conn.set_trace_callback(statements.append)
         return conn
 
-    monkeypatch.setattr(backend.db, "_open", traced_open)
+    monkeypatch.setattr(backend.storage.sqlite, "_open", traced_open)
     app = make_app(production=True)
     secret = create_key(app, "alice")
     validator = app.extensions["essentia"].key_validator
@@ -342,7 +342,7 @@ def test_secret_is_never_stored(make_app):
     assert call(client, "GET", "/cache", secret).status_code == 200
     assert call(client, "GET", "/stats", secret).status_code == 200
     app.test_cli_runner().invoke(args=["keys", "show", "1"])
-    app.extensions["essentia"].db.close()
+    app.extensions["essentia"].store.close()
 
     db_path = Path(app.extensions["essentia"].settings.db_path)
     files = [p for p in db_path.parent.iterdir() if p.name.startswith(db_path.name)]

@@ -1,7 +1,7 @@
 """The key lifecycle and init-db through the real Flask CLI, as an operator runs them."""
 from __future__ import annotations
 
-from backend.db import MIGRATIONS
+from backend.storage.migrations.sqlite import MIGRATIONS
 
 import os
 import re
@@ -131,7 +131,7 @@ def test_delete_with_yes_removes_the_key_and_its_history(make_app):
     assert "Key 1 deleted" in ok(app, "keys", "delete", "1", "--yes")
     listing = ok(app, "keys", "list")
     assert "alice" not in listing and "bob" in listing
-    with app.extensions["essentia"].db.connection() as conn:
+    with app.extensions["essentia"].store.connection() as conn:
         assert conn.execute("SELECT COUNT(*) FROM api_usage WHERE key_id = 1").fetchone()[0] == 0
         assert conn.execute("SELECT COUNT(*) FROM daily_usage WHERE key_id = 1").fetchone()[0] == 0
     assert client.get("/cache", headers={"X-API-Key": secret}).get_json()["error"] == "invalid_api_key"

@@ -175,10 +175,10 @@ def test_create_app_uses_the_environment(monkeypatch, tmp_path):
         client = app.test_client()
         assert client.get("/cache").status_code == 401  # production mode: a key is needed
         assert client.get("/health").get_json()["port"] == 5050
-        assert services.db.path == str(tmp_path / "env.db")
+        assert services.store.path == str(tmp_path / "env.db")
     finally:
         services.executor.shutdown()
-        services.db.close()
+        services.store.close()
 
 
 @pytest.mark.parametrize("variable", ["ESSENTIA_MAX_UPLOAD_MB", "ESSENTIA_MAX_DOWNLOAD_MB",

@@ -7,12 +7,13 @@ import threading
 
 import pytest
 
-from backend.db import MIGRATIONS, Database, migrate
+from backend.storage.migrations.sqlite import MIGRATIONS
+from backend.storage.sqlite import SQLiteStore, migrate
 
 
 @pytest.fixture
 def db(tmp_path):
-    database = Database(str(tmp_path / "sub" / "dir" / "test.db"), pool_size=4)
+    database = SQLiteStore(str(tmp_path / "sub" / "dir" / "test.db"), pool_size=4)
     yield database
     database.close()
 
@@ -60,12 +61,12 @@ def test_running_migrations_again_is_a_no_op(db):
         assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert raw.execute("SELECT COUNT(*) FROM api_keys").fetchone()[0] == 1
         # The seed rows were not inserted twice, and data was kept.
-        assert raw.execute("SELECT COUNT(*) FROM stats").fetchone()[0] == 2
+        assert raw.execute("SELECT COUNT(*) FROM stats").fetchone()[0] == 3
         assert raw.execute("SELECT value FROM stats WHERE name = 'cache_hits'").fetchone()[0] == 7
     finally:
         raw.close()
-    # A second Database on the same file (a restarted server) starts without error and sees the data.
-    again = Database(db.path)
+    # A second store on the same file (a restarted server) starts without error and sees the data.
+    again = SQLiteStore(db.path)
     try:
         with again.connection() as conn:
             assert conn.execute("SELECT name FROM api_keys").fetchone()[0] == "k"
@@ -125,7 +126,7 @@ def test_connections_are_reused(db):
 
 
 def test_pool_never_hands_out_more_than_pool_size(tmp_path):
-    db = Database(str(tmp_path / "pool.db"), pool_size=2)
+    db = SQLiteStore(str(tmp_path / "pool.db"), pool_size=2)
     got = {}
     acquired = threading.Event()
     try:
@@ -164,7 +165,7 @@ def test_connection_is_not_reused_across_a_fork(db):
     db._pid = -1  # as if this code now ran in a forked child
     with db.connection() as conn:
         child_conn = conn
-        assert conn.execute("SELECT COUNT(*) FROM stats").fetchone()[0] == 2
+        assert conn.execute("SELECT COUNT(*) FROM stats").fetchone()[0] == 3
     assert child_conn is not parent_conn
     with db.connection() as conn:
         assert conn is child_conn  # the child's own pool is reused from then on
@@ -172,7 +173,7 @@ def test_connection_is_not_reused_across_a_fork(db):
 
 def test_concurrent_writers_all_succeed(tmp_path):
     path = str(tmp_path / "concurrent.db")
-    pools = [Database(path, pool_size=3), Database(path, pool_size=3)]  # two pools: like two processes
+    pools = [SQLiteStore(path, pool_size=3), SQLiteStore(path, pool_size=3)]  # two pools: like two processes
     errors: list[BaseException] = []
     barrier = threading.Barrier(8)
     per_thread = 25
@@ -207,7 +208,7 @@ def test_concurrent_writers_all_succeed(tmp_path):
 
 
 def test_single_read_lends_a_pooled_connection_outside_any_transaction(tmp_path):
-    db = Database(str(tmp_path / "r.db"), pool_size=1)
+    db = SQLiteStore(str(tmp_path / "r.db"), pool_size=1)
     with db.single_read() as conn:
         assert not conn.in_transaction
         assert conn.execute("SELECT COUNT(*) FROM analyses").fetchone()[0] == 0

@@ -188,7 +188,7 @@ def _module_app(tmp_path_factory, name: str, **overrides):
 def _close(app) -> None:
     services = app.extensions["essentia"]
     services.executor.shutdown()
-    services.db.close()
+    services.store.close()
 
 
 @pytest.fixture(scope="module")

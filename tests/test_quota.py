@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-import backend.db
+import backend.storage.sqlite
 from backend.web.auth import require_api_key
 from backend.timeutil import utc_today
 from tests.conftest import create_key
@@ -111,7 +111,7 @@ def test_development_mode_has_no_quota(make_app):
 def test_quota_is_counted_per_utc_day(make_app):
     app = make_app(production=True)
     key = create_key(app, "alice", "--daily-limit", "1")
-    db = app.extensions["essentia"].db
+    db = app.extensions["essentia"].store
     with db.connection(write=True) as conn:  # yesterday's requests used up yesterday's quota
         conn.execute("INSERT INTO daily_usage (key_id, day, count) VALUES (1, '2000-01-01', 1)")
     client = app.test_client()
@@ -133,7 +133,7 @@ def traced(monkeypatch):
             recorder["steps"] += 1
         return 0
 
-    original_open = backend.db._open
+    original_open = backend.storage.sqlite._open
 
     def traced_open(path):
         conn = original_open(path)
@@ -141,7 +141,7 @@ def traced(monkeypatch):
         conn.set_progress_handler(on_step, 1)
         return conn
 
-    monkeypatch.setattr(backend.db, "_open", traced_open)
+    monkeypatch.setattr(backend.storage.sqlite, "_open", traced_open)
     return recorder
 
 
@@ -186,6 +186,6 @@ def test_quota_check_cost_does_not_grow_with_history(make_app, traced):
     # The same work, instruction for instruction, with or without a long history.
     assert busy_steps == fresh_steps, (busy_steps, fresh_steps)
 
-    with app.extensions["essentia"].db.connection() as conn:
+    with app.extensions["essentia"].store.connection() as conn:
         counts = dict(conn.execute("SELECT key_id, count FROM daily_usage WHERE day = ?", (utc_today(),)).fetchall())
     assert counts == {1: 2, 2: 2}

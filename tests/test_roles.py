@@ -9,7 +9,7 @@ import time
 import pytest
 
 from backend.app import build_roles
-from backend.db import Database
+from backend.storage.sqlite import SQLiteStore
 from backend.roles import (QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, Claims, Executor, Limiter,
                            Quota, Tally)
 from backend.runtime.claims import ContentClaims, SingleProcessClaims
@@ -64,7 +64,7 @@ def quota_and_app(request, make_app):
                        redis_prefix=request.getfixturevalue("redis_prefix"))
         return app.extensions["essentia"].quota, app
     app = make_app(production=True)
-    return StoreQuota(app.extensions["essentia"].db), app
+    return StoreQuota(app.extensions["essentia"].store), app
 
 
 # -- each implementation is its role -----------------------------------------------------------------------------
@@ -159,7 +159,7 @@ def test_quota_of_zero_is_unlimited(quota_and_app):
 
 def test_one_process_gets_the_in_memory_implementations(tmp_path):
     settings = settings_for(tmp_path, rate_limit=5)
-    roles = build_roles(settings, Database(settings.db_path, 1))
+    roles = build_roles(settings, SQLiteStore(settings.db_path, 1))
     assert isinstance(roles.executor, AnalysisExecutor)
     assert isinstance(roles.rate_limiter, RateLimiter)
     assert isinstance(roles.tally, LocalTally)
@@ -169,7 +169,7 @@ def test_one_process_gets_the_in_memory_implementations(tmp_path):
 
 def test_several_http_processes_get_the_shared_table_implementations(tmp_path):
     settings = settings_for(tmp_path, rate_limit=5, shared_state_dir=str(tmp_path / "shared"))
-    roles = build_roles(settings, Database(settings.db_path, 1))
+    roles = build_roles(settings, SQLiteStore(settings.db_path, 1))
     assert isinstance(roles.executor, PoolClient)
     assert isinstance(roles.rate_limiter, SharedRateLimiter)
     assert isinstance(roles.tally, SharedTally)
@@ -178,7 +178,7 @@ def test_several_http_processes_get_the_shared_table_implementations(tmp_path):
 
 def test_several_hosts_get_the_redis_implementations(tmp_path, redis_url, redis_prefix):
     settings = settings_for(tmp_path, rate_limit=5, redis_url=redis_url, redis_prefix=redis_prefix)
-    roles = build_roles(settings, Database(settings.db_path, 1))
+    roles = build_roles(settings, SQLiteStore(settings.db_path, 1))
     assert isinstance(roles.rate_limiter, RedisRateLimiter)
     assert isinstance(roles.quota, RedisQuota)
     assert isinstance(roles.tally, RedisTally)
@@ -188,4 +188,4 @@ def test_several_hosts_get_the_redis_implementations(tmp_path, redis_url, redis_
 
 def test_no_rate_limit_means_no_limiter(tmp_path):
     settings = settings_for(tmp_path, rate_limit=0)
-    assert build_roles(settings, Database(settings.db_path, 1)).rate_limiter is None
+    assert build_roles(settings, SQLiteStore(settings.db_path, 1)).rate_limiter is None

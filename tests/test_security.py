@@ -71,7 +71,7 @@ def test_production_mode_does_not_apply_the_development_host_check(make_app):
 
 def _limit_database_pages(app, pages: int) -> None:
     """Simulate a full disk: SQLite refuses to grow the file past `pages` pages on every pooled connection."""
-    db = app.extensions["essentia"].db
+    db = app.extensions["essentia"].store
     held = [db._acquire() for _ in range(db.pool_size)]
     for conn in held:
         conn.execute(f"PRAGMA max_page_count = {pages}")
@@ -82,7 +82,7 @@ def test_full_disk_answers_503_keeps_stored_data_and_recovers(make_app, song_120
     app = make_app(db_pool_size=2)
     client = app.test_client()
     stored = post_audio(client, song_120_a_minor).get_json()
-    with app.extensions["essentia"].db.connection() as conn:
+    with app.extensions["essentia"].store.connection() as conn:
         used = conn.execute("PRAGMA page_count").fetchone()[0]
     _limit_database_pages(app, used)
 
@@ -98,7 +98,7 @@ def test_full_disk_answers_503_keeps_stored_data_and_recovers(make_app, song_120
     _limit_database_pages(app, 1_000_000)
     recovered = post_audio(client, song_96_c_major)
     assert recovered.status_code == 200
-    with app.extensions["essentia"].db.connection() as conn:
+    with app.extensions["essentia"].store.connection() as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
@@ -106,7 +106,7 @@ def test_read_only_database_answers_503_and_reads_still_work(make_app, song_120_
     app = make_app(db_pool_size=1)
     client = app.test_client()
     post_audio(client, song_120_a_minor)
-    db = app.extensions["essentia"].db
+    db = app.extensions["essentia"].store
     conn = db._acquire()
     conn.execute("PRAGMA query_only = ON")  # what a read-only mount looks like to the app
     db._release(conn)

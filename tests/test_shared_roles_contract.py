@@ -14,8 +14,6 @@ import time
 
 import pytest
 
-from backend import store
-from backend.db import Database
 from backend.runtime.claims import ContentClaims
 from backend.runtime.ratelimit import RateLimiter, SharedRateLimiter
 from backend.runtime.redis_state import (RedisClaims, RedisEvents, RedisQuota, RedisRateLimiter, RedisTally,
@@ -224,25 +222,23 @@ DAY = "2026-11-30"
 
 
 @pytest.fixture
-def key_store(tmp_path):
-    """A store with one key; returns (database, key id, set_limit)."""
-    db = Database(str(tmp_path / "quota.db"), 8)
-    with db.connection(write=True) as conn:
-        key_id = store.insert_key(conn, name="q", email=None, key_hash="h" * 64, key_prefix="ess_q",
-                                  is_admin=False, daily_limit=50, created_at="2026-11-30T00:00:00Z")
-    yield db, key_id
-    db.close()
+def key_store(any_store):
+    """Each store (SQLite, PostgreSQL) with one key whose daily limit is 50; returns (store, key id)."""
+    with any_store.connection(write=True) as conn:
+        key_id = any_store.insert_key(conn, name="q", email=None, key_hash="h" * 64, key_prefix="ess_q",
+                                      is_admin=False, daily_limit=50, created_at="2026-11-30T00:00:00Z")
+    return any_store, key_id
 
 
-def _redis_quota(request, db, **options) -> RedisQuota:
+def _redis_quota(request, store, **options) -> RedisQuota:
     return RedisQuota(client=connect(request.getfixturevalue("redis_url")),
-                      prefix=request.getfixturevalue("redis_prefix"), records=StoreQuotaRecords(db), **options)
+                      prefix=request.getfixturevalue("redis_prefix"), records=StoreQuotaRecords(store), **options)
 
 
 @pytest.mark.parametrize("kind", ["store", "redis"])
 def test_quota_allows_exactly_the_daily_limit_under_threads(kind, key_store, request):
-    db, key_id = key_store
-    quota = StoreQuota(db) if kind == "store" else _redis_quota(request, db, flush_seconds=0)
+    store, key_id = key_store
+    quota = StoreQuota(store) if kind == "store" else _redis_quota(request, store, flush_seconds=0)
     decisions = []
 
     def spend():
@@ -256,7 +252,7 @@ def test_quota_allows_exactly_the_daily_limit_under_threads(kind, key_store, req
         thread.join()
     assert sum(d.allowed for d in decisions) == 50  # 100 attempts, a limit of 50
     quota.flush()
-    with db.connection() as conn:
+    with store.connection() as conn:
         assert store.usage_today(conn, key_id, store_day()) == 50  # the store holds the count either way
 
 
@@ -267,28 +263,28 @@ def store_day() -> str:
 
 def test_redis_quota_is_reseeded_from_the_store_after_redis_loses_it(key_store, request, redis_client,
                                                                      redis_prefix):
-    db, key_id = key_store
-    quota = _redis_quota(request, db, flush_seconds=0)
+    store, key_id = key_store
+    quota = _redis_quota(request, store, flush_seconds=0)
     assert [quota.count(key_id, DAY, 10) for _ in range(6)] == [1, 2, 3, 4, 5, 6]
-    with db.connection() as conn:
+    with store.connection() as conn:
         assert store.usage_today(conn, key_id, DAY) == 6  # written through (flush_seconds=0 here)
     redis_client.delete(*redis_client.keys(redis_prefix + "*"))  # what a restart or FLUSHALL does
-    fresh_host = _redis_quota(request, db, flush_seconds=0)  # knows nothing but the store
+    fresh_host = _redis_quota(request, store, flush_seconds=0)  # knows nothing but the store
     assert [fresh_host.count(key_id, DAY, 10) for _ in range(5)] == [7, 8, 9, 10, None]
 
 
 def test_redis_quota_counts_from_the_store_on_first_use(key_store, request):
-    db, key_id = key_store
-    with db.connection(write=True) as conn:
+    store, key_id = key_store
+    with store.connection(write=True) as conn:
         store.raise_daily_usage(conn, [(key_id, DAY, 9)])  # counted earlier today, e.g. before Redis was used
-    quota = _redis_quota(request, db, flush_seconds=0)
+    quota = _redis_quota(request, store, flush_seconds=0)
     assert quota.count(key_id, DAY, 10) == 10
     assert quota.count(key_id, DAY, 10) is None
 
 
 def test_the_store_count_is_only_ever_raised(key_store):
-    db, key_id = key_store
-    with db.connection(write=True) as conn:
+    store, key_id = key_store
+    with store.connection(write=True) as conn:
         store.raise_daily_usage(conn, [(key_id, DAY, 5)])
         store.raise_daily_usage(conn, [(key_id, DAY, 3), (999, DAY, 4)])  # lower, and a key that does not exist
         assert store.usage_today(conn, key_id, DAY) == 5
@@ -299,9 +295,9 @@ def test_redis_quota_another_hosts_floor_restores_what_the_store_had_not_seen(ke
                                                                               redis_prefix):
     """Host B counted up to 8 and its counts had not reached the store yet when Redis lost them: B's next call
     raises the count back, so A (which seeded from the stale store) cannot hand out B's requests again."""
-    db, key_id = key_store
-    host_a = _redis_quota(request, db, flush_seconds=3600)
-    host_b = _redis_quota(request, db, flush_seconds=3600)
+    store, key_id = key_store
+    host_a = _redis_quota(request, store, flush_seconds=3600)
+    host_b = _redis_quota(request, store, flush_seconds=3600)
     assert [host_a.count(key_id, DAY, 10) for _ in range(3)] == [1, 2, 3]
     host_a.flush()
     assert [host_b.count(key_id, DAY, 10) for _ in range(5)] == [4, 5, 6, 7, 8]
@@ -313,10 +309,10 @@ def test_redis_quota_another_hosts_floor_restores_what_the_store_had_not_seen(ke
 
 
 def test_redis_quota_sees_a_changed_limit_once_told(key_store, request):
-    db, key_id = key_store
-    quota = _redis_quota(request, db, flush_seconds=0)
+    store, key_id = key_store
+    quota = _redis_quota(request, store, flush_seconds=0)
     assert quota.consume(key_id).allowed
-    with db.connection(write=True) as conn:
+    with store.connection(write=True) as conn:
         store.set_key_daily_limit(conn, key_id, 1)
     assert quota.consume(key_id).allowed  # the limit it knew (50) holds until it is told or its TTL ends
     quota.forget_key(key_id)

@@ -1,6 +1,6 @@
 """Hit and miss counts not yet written to the database, kept where every HTTP process of a server can add to
 and read them: LocalTally when one process serves, SharedTally (a SharedTable) when several do. BufferedCounters
-(backend/counters.py) takes them out in batches and writes them."""
+(backend/storage/counters.py) takes them out in batches and writes them."""
 from __future__ import annotations
 
 import threading

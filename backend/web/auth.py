@@ -17,8 +17,7 @@ from typing import Callable
 
 from flask import current_app, g, request
 
-from backend import store
-from backend.roles import QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, Limiter, QuotaDecision
+from backend.roles import QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, Limiter, QuotaDecision, Store
 from backend.web.errors import ApiError
 from backend.timeutil import seconds_until_utc_midnight, utc_today
 
@@ -216,15 +215,16 @@ class StoreQuota:
     """The Quota role on the store: one statement counts the request in the key's daily_usage row unless the
     key's current limit is reached (so a changed limit applies at once on every process and host)."""
 
-    def __init__(self, db, *, today: Callable[[], str] = utc_today):
-        self._db = db
+    def __init__(self, store: Store, *, today: Callable[[], str] = utc_today):
+        self._store = store
         self._today = today
 
     def flush(self) -> None:
         """Nothing waits: every request is counted in the store as it comes."""
 
     def consume(self, key_id: int) -> QuotaDecision:
-        with self._db.connection(write=True) as conn:
+        store = self._store
+        with store.connection(write=True) as conn:
             if store.consume_daily_quota(conn, key_id, self._today()) is not None:
                 return QuotaDecision(True)
             current = store.get_key(conn, key_id)
@@ -238,26 +238,26 @@ class StoreQuota:
 class StoreQuotaRecords:
     """What the Redis quota reads from and writes to the store (backend/runtime/redis_state.py QuotaRecords)."""
 
-    def __init__(self, db):
-        self._db = db
+    def __init__(self, store: Store):
+        self._store = store
 
     def key_state(self, key_id: int) -> tuple[bool, int] | None:
-        with self._db.connection() as conn:
-            row = store.get_key(conn, key_id)
+        with self._store.connection() as conn:
+            row = self._store.get_key(conn, key_id)
         return None if row is None else (bool(row["active"]), row["daily_limit"])
 
     def count(self, key_id: int, day: str) -> int:
-        with self._db.connection() as conn:
-            return store.usage_today(conn, key_id, day)
+        with self._store.connection() as conn:
+            return self._store.usage_today(conn, key_id, day)
 
     def raise_counts(self, rows: list[tuple[int, str, int]]) -> None:
-        with self._db.connection(write=True) as conn:
-            store.raise_daily_usage(conn, rows)
+        with self._store.connection(write=True) as conn:
+            self._store.raise_daily_usage(conn, rows)
 
 
-def lookup_key_in(db) -> Callable[[str], ApiKey | None]:
+def lookup_key_in(store: Store) -> Callable[[str], ApiKey | None]:
     """The validator's database lookup: one indexed query by hash."""
     def lookup(key_hash: str) -> ApiKey | None:
-        with db.connection() as conn:
+        with store.connection() as conn:
             return key_from_row(store.find_key_by_hash(conn, key_hash), key_hash)
     return lookup

@@ -1,16 +1,18 @@
 """Browsing, searching, exporting, correcting and deleting the analysis cache."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+import json
+from typing import Iterator
 
-from backend import store
-from backend.web.params import int_arg, json_object, optional_text
-from backend.web.auth import require_api_key
-from backend.db import get_db_connection
-from backend.web.errors import ApiError
-from backend.web.responses import cache_row, export_row, normalize_key_name
+from flask import Blueprint, Response, jsonify, request, stream_with_context
+
 from backend.service import url_cache_key
+from backend.storage import SORT_NAMES, get_store
 from backend.timeutil import utc_now_iso
+from backend.web.auth import require_api_key
+from backend.web.errors import ApiError
+from backend.web.params import int_arg, json_object, optional_text
+from backend.web.responses import cache_row, export_row, normalize_key_name
 
 bp = Blueprint("cache", __name__)
 
@@ -29,10 +31,11 @@ def _page() -> tuple[int, int]:
 def list_cache():
     limit, offset = _page()
     sort = request.args.get("sort", "newest")
-    if sort not in store.SORT_ORDERS:
+    if sort not in SORT_NAMES:
         raise ApiError(400, "invalid_parameter",
-                       f"'sort' must be one of {', '.join(store.SORT_ORDERS)}, got {sort!r}.")
-    with get_db_connection() as conn:
+                       f"'sort' must be one of {', '.join(SORT_NAMES)}, got {sort!r}.")
+    store = get_store()
+    with store.single_read() as conn:
         rows = store.list_analyses(conn, limit=limit, offset=offset, sort=sort)
     return jsonify([cache_row(row) for row in rows])
 
@@ -44,7 +47,8 @@ def search_cache():
     if not query:
         raise ApiError(400, "missing_query", "Give the text to look for in titles and artists as ?q=...")
     limit, offset = _page()
-    with get_db_connection() as conn:
+    store = get_store()
+    with store.single_read() as conn:
         rows = store.search_analyses(conn, query, limit=limit, offset=offset)
     return jsonify([cache_row(row) for row in rows])
 
@@ -52,15 +56,26 @@ def search_cache():
 @bp.get("/cache/export")
 @require_api_key()
 def export_cache():
-    with get_db_connection() as conn:
-        rows = store.all_analyses(conn)
-    return jsonify(total_songs=len(rows), exported_at=utc_now_iso(), songs=[export_row(row) for row in rows])
+    """Every song, streamed as it is read (a batch of rows at a time), so memory does not grow with the catalog.
+    The count comes last: it is the number of songs this document really holds."""
+    return Response(stream_with_context(_export_document(get_store().iter_analyses())),
+                    content_type="application/json")
+
+
+def _export_document(rows) -> Iterator[str]:
+    yield '{"exported_at": ' + json.dumps(utc_now_iso()) + ', "songs": ['
+    count = 0
+    for row in rows:
+        yield ("," if count else "") + json.dumps(export_row(row), ensure_ascii=False, allow_nan=False)
+        count += 1
+    yield '], "total_songs": ' + str(count) + "}"
 
 
 @bp.delete("/cache/<int:analysis_id>")
 @require_api_key(admin=True)
 def delete_cached(analysis_id: int):
-    with get_db_connection(write=True) as conn:
+    store = get_store()
+    with store.connection(write=True) as conn:
         deleted = store.delete_analysis(conn, analysis_id)
     if not deleted:
         raise ApiError(404, "not_found", f"No cached song has id {analysis_id}.")
@@ -70,7 +85,8 @@ def delete_cached(analysis_id: int):
 @bp.post("/cache/clear")
 @require_api_key(admin=True)
 def clear_cache():
-    with get_db_connection(write=True) as conn:
+    store = get_store()
+    with store.connection(write=True) as conn:
         removed = store.clear_analyses(conn)
     return jsonify(success=True, message=f"Cleared the cache: {removed} songs removed.", removed=removed)
 
@@ -82,14 +98,15 @@ def verify():
     manual_bpm = _manual_bpm(body.get("manual_bpm"))
     manual_key = _manual_key(body.get("manual_key"))
     notes = optional_text(body.get("bpm_notes"), "bpm_notes", max_length=MAX_NOTES)
-    with get_db_connection(write=True) as conn:
-        row = _find_song(conn, body)
+    store = get_store()
+    with store.connection(write=True) as conn:
+        row = _find_song(store, conn, body)
         row = store.verify_analysis(conn, row["id"], manual_bpm=manual_bpm, manual_key=manual_key,
                                     bpm_notes=notes, verified_at=utc_now_iso())
     return jsonify(success=True, message=f"Song {row['id']} marked as verified.", song=cache_row(row))
 
 
-def _find_song(conn, body):
+def _find_song(store, conn, body):
     song_id, url = body.get("id"), body.get("url")
     if song_id is not None:
         if isinstance(song_id, bool) or not isinstance(song_id, int):
@@ -97,7 +114,7 @@ def _find_song(conn, body):
         row = store.find_analysis_by_id(conn, song_id)
         missing = f"No cached song has id {song_id}."
     elif isinstance(url, str) and url.strip():
-        row = _find_by_url(conn, url.strip())
+        row = _find_by_url(store, conn, url.strip())
         missing = "No cached song has that URL."
     else:
         raise ApiError(400, "missing_song", 'Say which song: "id" (from /cache) or "url".')
@@ -106,7 +123,7 @@ def _find_song(conn, body):
     return row
 
 
-def _find_by_url(conn, url: str):
+def _find_by_url(store, conn, url: str):
     from backend.audio.fetch import FetchError, normalize_url
 
     try:

@@ -9,6 +9,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from backend.runtime.redis_state import SharedStateUnavailable
+from backend.storage.base import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +57,17 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(sqlite3.OperationalError)
     @app.errorhandler(queue.Empty)
+    @app.errorhandler(StorageUnavailable)
     def storage_error(error: Exception):
-        # Disk full, read-only file, a lock held too long, every pooled connection busy: the server's condition,
-        # not the client's mistake. The transaction was rolled back, so nothing stored is lost.
+        # Disk full, read-only file, a lock held too long, every pooled connection busy, the database server
+        # unreachable: the server's condition, not the client's mistake. The transaction was rolled back, so
+        # nothing stored is lost; the pool reconnects by itself when the server is back.
         log.error("storage unavailable: %s", error)
+        retry_after = getattr(error, "retry_after", 5)
         return ApiError(503, "storage_unavailable",
-                        "The database cannot take this request right now (busy, full or read-only); nothing "
-                        "already stored was lost. Try again shortly.", headers={"Retry-After": "5"}).to_response()
+                        "The database cannot take this request right now (busy, full, read-only or unreachable); "
+                        "nothing already stored was lost. Try again shortly.",
+                        headers={"Retry-After": str(retry_after)}).to_response()
 
     @app.errorhandler(SharedStateUnavailable)
     def shared_state_error(error: SharedStateUnavailable):

@@ -5,10 +5,10 @@ import time
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from backend import __version__, store
-from backend.web.auth import require_api_key
-from backend.db import get_db_connection
+from backend import __version__
+from backend.storage import get_db_connection, get_store
 from backend.timeutil import utc_now_iso
+from backend.web.auth import require_api_key
 
 bp = Blueprint("health", __name__)
 
@@ -25,6 +25,7 @@ def health():
 def stats():
     services = current_app.extensions["essentia"]
     services.counters.flush()
+    store = get_store()
     with get_db_connection() as conn:
         counts = store.read_stats(conn)
         songs = store.count_analyses(conn)

@@ -14,9 +14,7 @@ import threading
 import time
 from typing import Callable
 
-from backend import store
-from backend.db import Database
-from backend.roles import Tally
+from backend.roles import Store, Tally
 from backend.runtime.tally import LocalTally
 from backend.timeutil import utc_now_iso
 
@@ -24,9 +22,9 @@ log = logging.getLogger(__name__)
 
 
 class BufferedCounters:
-    def __init__(self, db: Database, *, flush_seconds: float = 2.0, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, store: Store, *, flush_seconds: float = 2.0, clock: Callable[[], float] = time.monotonic,
                  tally: Tally | None = None):
-        self._db = db
+        self._store = store
         self.flush_seconds = flush_seconds
         self._clock = clock
         self._lock = threading.Lock()
@@ -80,11 +78,11 @@ class BufferedCounters:
             if not (hits or misses or usage):
                 return
             try:
-                with self._db.connection(write=True) as conn:
+                with self._store.connection(write=True) as conn:
                     if hits or misses:
-                        store.add_to_stats(conn, hits=hits, misses=misses, now=utc_now_iso())
+                        self._store.add_to_stats(conn, hits=hits, misses=misses, now=utc_now_iso())
                     if usage:
-                        store.record_usage(conn, usage)
+                        self._store.record_usage(conn, usage)
             except Exception:
                 log.exception("could not write counters; keeping them for the next flush")
                 self._tally.add("hits", hits)

@@ -1,7 +1,7 @@
-"""The SQLite connection pool, the schema and its numbered migrations.
+"""The embedded store: SQLite, with a connection pool, its numbered migrations and the SQL only SQLite speaks.
 
 Connections are opened lazily in the process that uses them (never carried across gunicorn's fork), reused
-through a bounded pool, and handed out by `Database.connection()`, which commits on success and rolls back on
+through a bounded pool, and handed out by `SQLiteStore.connection()`, which commits on success and rolls back on
 error. Write transactions start with BEGIN IMMEDIATE so concurrent writers queue on the busy timeout instead of
 failing with "database is locked" half-way through.
 """
@@ -16,105 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from flask import current_app
+from backend.storage.base import Row, SqlStore, escape_like
+from backend.storage.migrations.sqlite import MIGRATIONS
 
 BUSY_TIMEOUT_MS = 10_000
-
-# Each entry moves the schema from version i to i+1 (PRAGMA user_version). Append; never edit a shipped one.
-MIGRATIONS: list[str] = [
-    # 1: analysis cache, API keys, usage, stats
-    """
-    CREATE TABLE analyses (
-        id INTEGER PRIMARY KEY,
-        cache_key TEXT NOT NULL UNIQUE,          -- 'url:<normalized url>' or 'sha256:<hex of the audio bytes>'
-        source_kind TEXT NOT NULL CHECK (source_kind IN ('url', 'upload')),
-        preview_url TEXT NOT NULL,               -- the URL, or 'upload:sha256:<hex>' for uploads
-        content_sha256 TEXT,
-        title TEXT NOT NULL,
-        artist TEXT NOT NULL,
-        bpm REAL,
-        bpm_confidence REAL NOT NULL,
-        key TEXT,
-        key_confidence REAL NOT NULL,
-        energy REAL NOT NULL,
-        danceability REAL NOT NULL,
-        acousticness REAL NOT NULL,
-        spectral_centroid REAL NOT NULL,
-        analysis_duration REAL NOT NULL,
-        analyzed_at TEXT NOT NULL,
-        result_json TEXT NOT NULL,               -- every field of the analysis, for the full response
-        user_verified INTEGER NOT NULL DEFAULT 0,
-        manual_bpm REAL,
-        manual_key TEXT,
-        bpm_notes TEXT,
-        verified_at TEXT
-    );
-    CREATE INDEX analyses_content_sha256 ON analyses (content_sha256);
-    CREATE INDEX analyses_analyzed_at ON analyses (analyzed_at);
-
-    -- Substring search over title and artist: a trigram index answers LIKE '%q%' case-insensitively.
-    CREATE VIRTUAL TABLE analyses_search USING fts5 (
-        title, artist, content='analyses', content_rowid='id', tokenize='trigram'
-    );
-    CREATE TRIGGER analyses_search_insert AFTER INSERT ON analyses BEGIN
-        INSERT INTO analyses_search (rowid, title, artist) VALUES (new.id, new.title, new.artist);
-    END;
-    CREATE TRIGGER analyses_search_delete AFTER DELETE ON analyses BEGIN
-        INSERT INTO analyses_search (analyses_search, rowid, title, artist)
-        VALUES ('delete', old.id, old.title, old.artist);
-    END;
-    CREATE TRIGGER analyses_search_update AFTER UPDATE OF title, artist ON analyses BEGIN
-        INSERT INTO analyses_search (analyses_search, rowid, title, artist)
-        VALUES ('delete', old.id, old.title, old.artist);
-        INSERT INTO analyses_search (rowid, title, artist) VALUES (new.id, new.title, new.artist);
-    END;
-
-    CREATE TABLE api_keys (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL,
-        email TEXT,
-        key_hash TEXT NOT NULL UNIQUE,           -- SHA-256 of the key: keys are random, so a fast hash is right
-        key_prefix TEXT NOT NULL,                -- shown in listings and logs, never enough to use
-        is_admin INTEGER NOT NULL DEFAULT 0,
-        active INTEGER NOT NULL DEFAULT 1,
-        daily_limit INTEGER NOT NULL,
-        created_at TEXT NOT NULL
-    );
-
-    CREATE TABLE api_usage (
-        id INTEGER PRIMARY KEY,
-        key_id INTEGER NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
-        endpoint TEXT NOT NULL,
-        status INTEGER NOT NULL,
-        created_at TEXT NOT NULL
-    );
-    CREATE INDEX api_usage_key_time ON api_usage (key_id, created_at);
-
-    -- The quota counter: one row per key and UTC day, so the check costs the same however long the history.
-    CREATE TABLE daily_usage (
-        key_id INTEGER NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
-        day TEXT NOT NULL,
-        count INTEGER NOT NULL,
-        PRIMARY KEY (key_id, day)
-    ) WITHOUT ROWID;
-
-    CREATE TABLE stats (
-        name TEXT PRIMARY KEY,
-        value INTEGER NOT NULL
-    );
-    INSERT INTO stats (name, value) VALUES ('cache_hits', 0), ('cache_misses', 0);
-    CREATE TABLE stats_meta (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        last_updated TEXT NOT NULL
-    );
-    INSERT INTO stats_meta (id, last_updated) VALUES (1, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'));
-    """,
-    # 2: the chart arrays (?detail=1) move out of result_json, so a cache hit parses only the small summary
-    """
-    ALTER TABLE analyses ADD COLUMN detail_json TEXT;
-    """,
-]
-
 
 def _open(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
@@ -157,8 +62,21 @@ def _split_statements(script: str) -> list[str]:
     return statements
 
 
-class Database:
-    """A bounded pool of SQLite connections to one file, created lazily in the process that uses it."""
+class SQLiteStore(SqlStore):
+    """The store on one SQLite file: a bounded pool of connections, created lazily in the process that uses it."""
+
+    dialect = "sqlite"
+    PLACEHOLDER = "?"
+    # Each order matches an index of migration 3 exactly (expression, collation, direction), so a page is read
+    # off the index instead of sorting the table.
+    SORT_SQL = {
+        "newest": "id DESC",
+        "oldest": "id ASC",
+        "title": "title COLLATE NOCASE ASC, id DESC",
+        "artist": "artist COLLATE NOCASE ASC, id DESC",
+        "bpm": "COALESCE(manual_bpm, bpm) ASC, id DESC",
+        "key": "COALESCE(manual_key, key) ASC, id DESC",
+    }
 
     def __init__(self, path: str, pool_size: int = 8):
         self.path = path
@@ -271,14 +189,33 @@ class Database:
                     break
             self._created = 0
 
+    def migrate(self) -> int:
+        """Create the file if needed and bring its schema up to date; returns the schema version."""
+        with self._lock:
+            self._ensure_schema()
+        return len(MIGRATIONS)
 
-def get_db() -> Database:
-    """The current app's database."""
-    return current_app.extensions["essentia"].db
+    def schema_version(self, conn: sqlite3.Connection) -> int:
+        return conn.execute("PRAGMA user_version").fetchone()[0]
 
+    def describe(self) -> str:
+        return self.path
 
-@contextmanager
-def get_db_connection(*, write: bool = False) -> Iterator[sqlite3.Connection]:
-    """A pooled connection of the current app's database, in a transaction (see Database.connection)."""
-    with get_db().connection(write=write) as conn:
-        yield conn
+    def search_analyses(self, conn: sqlite3.Connection, query: str, *, limit: int, offset: int) -> list[Row]:
+        """Songs whose title or artist contains `query`, case-insensitively (Unicode case folding for three or
+        more characters, ASCII for shorter), newest first."""
+        if len(query) >= 3:
+            # The trigram index answers substring queries of three or more characters; a quoted phrase is literal.
+            # It yields matches in rowid order, so the newest page is read without collecting every match.
+            phrase = '"' + query.replace('"', '""') + '"'
+            return conn.execute(
+                "SELECT * FROM analyses WHERE id IN (SELECT rowid FROM analyses_search WHERE analyses_search "
+                "MATCH ? ORDER BY rowid DESC LIMIT ? OFFSET ?) ORDER BY id DESC",
+                (phrase, limit, offset),
+            ).fetchall()
+        pattern = escape_like(query)
+        return conn.execute(
+            "SELECT * FROM analyses WHERE title LIKE ? ESCAPE '\\' OR artist LIKE ? ESCAPE '\\' "
+            "ORDER BY id DESC LIMIT ? OFFSET ?",
+            (pattern, pattern, limit, offset),
+        ).fetchall()
