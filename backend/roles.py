@@ -133,6 +133,13 @@ class Tally(Protocol):
     def read(self, name: str) -> int:
         ...
 
+    def batch(self, *, wait: bool = True) -> AbstractContextManager[bool]:
+        """Held while counts are taken out and written to the store, and while /stats reads the store and what is
+        still here, so that no reader sees counts that are in neither place; one holder at a time among all the
+        processes that share the tally. Gives True once held; with wait=False, False at once if another holds
+        it (and after a few seconds of waiting, False too: a holder that died)."""
+        ...
+
 
 @runtime_checkable
 class Claims(Protocol):

@@ -140,6 +140,34 @@ def test_tally_loses_no_count_under_threads(kind, place_for):
     assert sum(taken) + tally.take("hits") == 800
 
 
+def _hold_batch(kind: str, place: str, held, release) -> None:
+    tally = build_tally(kind, place)
+    with tally.batch() as got:
+        assert got
+        held.set()
+        release.wait(10)
+
+
+@pytest.mark.parametrize("kind", ["shared-table", "redis"])
+def test_one_process_at_a_time_holds_the_tallys_batch(kind, place_for):
+    """What keeps /stats exact: a flush in another process is never half done while /stats reads."""
+    place, held, release = place_for(kind), FORK.Event(), FORK.Event()
+    holder = FORK.Process(target=_hold_batch, args=(kind, place, held, release))
+    holder.start()
+    try:
+        assert held.wait(20)
+        tally = build_tally(kind, place)
+        with tally.batch(wait=False) as got:
+            assert not got
+        release.set()
+        holder.join(20)
+        with tally.batch(wait=False) as got:
+            assert got
+    finally:
+        release.set()
+        holder.join(20)
+
+
 # -- claims (single flight across processes / hosts) -------------------------------------------------------------
 
 CLAIMS = ["shared-table", "redis"]

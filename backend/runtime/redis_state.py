@@ -11,6 +11,7 @@ per change, pushed to every process). Redis must not evict these keys: run it wi
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -18,7 +19,7 @@ import threading
 import time
 import uuid
 from calendar import timegm
-from typing import Callable, Hashable, Iterable, Protocol
+from typing import Callable, Hashable, Iterable, Iterator, Protocol
 from urllib.parse import urlsplit
 
 import redis
@@ -300,13 +301,43 @@ class RedisQuota:
 # -- hit/miss tally --------------------------------------------------------------------------------------------
 
 
+# Let go of a lock only if this holder still has it (it may have expired and been taken by another).
+_UNLOCK_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+BATCH_LOCK_SECONDS = 5.0  # a flush holds the batch lock for one store commit; a dead holder's lock ends by then
+
+
 class RedisTally:
     """Hit and miss counts not yet written to the store, shared by every host: whichever host flushes takes
-    them all (GETDEL), so /stats agrees on every host."""
+    them all (GETDEL) under a lock that /stats also takes, so /stats agrees on every host."""
 
     def __init__(self, *, client: redis.Redis, prefix: str):
         self._client = client
         self._prefix = prefix + "tally:"
+        self._unlock = client.register_script(_UNLOCK_LUA)
+
+    @contextlib.contextmanager
+    def batch(self, *, wait: bool = True) -> Iterator[bool]:
+        """A lock in Redis (SET NX with an expiry), one holder among all hosts; waiters look again every 2 ms."""
+        name, token = self._prefix + "batch-lock", uuid.uuid4().hex
+        give_up = time.monotonic() + BATCH_LOCK_SECONDS
+        try:
+            while not self._client.set(name, token, nx=True, px=int(BATCH_LOCK_SECONDS * 1000)):
+                if not wait or time.monotonic() >= give_up:
+                    yield False
+                    return
+                time.sleep(0.002)
+        except _UNREACHABLE as error:
+            raise _unavailable(error) from None
+        try:
+            yield True
+        finally:
+            try:
+                self._unlock(keys=[name], args=[token])
+            except _UNREACHABLE as error:
+                log.warning("could not release the tally's batch lock (it expires by itself): %s", error)
 
     def add(self, name: str, amount: int = 1) -> None:
         try:
