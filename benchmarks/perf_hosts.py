@@ -337,6 +337,16 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def several_hosts(tmp: Path, quick: bool) -> dict[str, Any]:
+    """performance_test.py's "several hosts" section: the limiter choice, the Redis cost per role operation, and
+    one embedded host against two hosts on PostgreSQL + Redis."""
+    redis_url = os.environ.get("ESSENTIA_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    postgres_url = os.environ.get("ESSENTIA_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    calls = 1000 if quick else 5000
+    return {"limiter": bench_limiter(redis_url, calls=calls), "redis_roles": bench_redis_roles(redis_url, calls=calls),
+            "hosts": bench_hosts(tmp, quick=quick, redis_url=redis_url, postgres_url=postgres_url)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--redis-url", default=os.environ.get("ESSENTIA_TEST_REDIS_URL", DEFAULT_REDIS_URL))
