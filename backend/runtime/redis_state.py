@@ -7,7 +7,8 @@ Retry-After; redis-py reconnects by itself on the next call, so service resumes 
 
 Costs per request, in Redis round trips: rate limit 1 (one EVALSHA), quota 1 (2 more once per key and day after
 Redis lost the key), tally 1 per hit or miss, claims 2 per miss (claim, release), key invalidation 0 (a message
-per change, pushed to every process). Redis must not evict these keys: run it with `maxmemory-policy noeviction`.
+per change, pushed to every process); and per process every ESSENTIA_STATS_FLUSH_SECONDS, 4 to write the counts
+(batch lock, two GETDEL, unlock). Redis must not evict these keys: run it with `maxmemory-policy noeviction`.
 """
 from __future__ import annotations
 
@@ -23,8 +24,10 @@ from typing import Callable, Hashable, Iterable, Iterator, Protocol
 from urllib.parse import urlsplit
 
 import redis
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from backend.roles import QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, QuotaDecision, RateDecision
 from backend.timeutil import utc_today
@@ -61,8 +64,11 @@ def connect(url: str, *, socket_timeout: float = SOCKET_TIMEOUT) -> redis.Redis:
     so that no socket is shared between processes. Raises ValueError for a URL redis-py cannot use."""
     if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
         raise ValueError(f"{url!r} is not a Redis URL (redis://host:port/db, rediss://... or unix://path)")
+    # One retry at once: enough to replace a connection Redis closed (a restart, CLIENT KILL, an idle timeout),
+    # and a Redis that is really gone fails the request within two socket timeouts instead of redis-py's default
+    # three retries with backoff.
     return redis.Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
-                                health_check_interval=30)
+                                health_check_interval=30, retry=Retry(NoBackoff(), 1))
 
 
 def require_reachable(url: str, variable: str = "ESSENTIA_REDIS_URL") -> None:
@@ -361,6 +367,19 @@ class RedisTally:
 # -- messages between processes ---------------------------------------------------------------------------------
 
 
+class _PubSub(redis.client.PubSub):
+    """redis-py's subscriber, which reconnects and subscribes again by itself; this one also says that it did,
+    since messages sent while it was away are lost."""
+
+    def __init__(self, client: redis.Redis, reconnected: Callable[[], None]):
+        super().__init__(client.connection_pool, ignore_subscribe_messages=True)
+        self._reconnected = reconnected
+
+    def on_connect(self, connection) -> None:
+        super().on_connect(connection)
+        self._reconnected()
+
+
 class RedisEvents:
     """One subscriber connection per process that receives what other hosts announce (a claim released, a key
     changed) and calls this process's handlers from a daemon thread, started on first use (after the fork).
@@ -415,15 +434,14 @@ class RedisEvents:
 
     def _listen_forever(self) -> None:
         while not self._closed.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            pubsub = _PubSub(self._client, reconnected=self._run_on_connect)
             try:
                 subscribed = {self.channel("hello")}  # always one channel, so that get_message has a connection
                 with self._lock:
                     subscribed.update(self._handlers)
                 pubsub.subscribe(*subscribed)
                 self.connected.set()
-                for handler in list(self._on_connect):
-                    handler()
+                self._run_on_connect()
                 while not self._closed.is_set():
                     message = pubsub.get_message(timeout=WAIT_SLICE)
                     if message is not None:
@@ -444,6 +462,13 @@ class RedisEvents:
                 except Exception:
                     pass
             self._closed.wait(0.5)
+
+    def _run_on_connect(self) -> None:
+        for handler in list(self._on_connect):
+            try:
+                handler()
+            except Exception:
+                log.exception("redis events: on-connect handler failed")
 
     def _dispatch(self, message: dict) -> None:
         channel = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
