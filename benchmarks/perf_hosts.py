@@ -98,30 +98,19 @@ def _command_stats(client) -> dict[str, tuple[int, int]]:
     return {name.removeprefix("cmdstat_"): (value["calls"], value["usec"]) for name, value in stats.items()}
 
 
-class _NoStore:
-    """The quota's store side, empty: this measures Redis alone."""
-
-    def key_state(self, key_id: int):
-        return True, 0
-
-    def count(self, key_id: int, day: str) -> int:
-        return 0
-
-    def raise_counts(self, rows) -> None:
-        pass
-
-
-def bench_redis_roles(redis_url: str = DEFAULT_REDIS_URL, *, calls: int = 3000) -> dict[str, Any]:
+def bench_redis_roles(tmp: Path, redis_url: str = DEFAULT_REDIS_URL, *, calls: int = 3000) -> dict[str, Any]:
     """Per role operation: µs per call as a host sees it (round trip included) and Redis's own CPU µs per call
     (INFO commandstats; other clients of the same Redis add to it, so run this on a quiet one), plus how fast a
     changed key reaches another process's key cache."""
-    from backend.runtime.redis_state import (RedisClaims, RedisEvents, RedisKeyInvalidation, RedisQuota,
-                                             RedisRateLimiter, RedisTally, connect)
+    from backend.runtime.redis_state import RedisClaims, RedisEvents, RedisQuota, RedisRateLimiter, RedisTally, connect
+    from backend.storage.sqlite import SQLiteStore
+    from backend.web.auth import StoreQuotaRecords
 
     prefix = f"essentia-bench:{uuid.uuid4().hex[:8]}:"
     client = connect(redis_url)
     limiter = RedisRateLimiter(10**9, 60.0, client=client, prefix=prefix)
-    quota = RedisQuota(client=client, prefix=prefix, records=_NoStore(), flush_seconds=3600)
+    quota = RedisQuota(client=client, prefix=prefix, flush_seconds=3600,
+                       records=StoreQuotaRecords(SQLiteStore(str(tmp / "roles.db"), 1)))
     tally = RedisTally(client=client, prefix=prefix)
     claims = RedisClaims(client=client, prefix=prefix, events=RedisEvents(client=client, prefix=prefix))
     day = time.strftime("%Y-%m-%d", time.gmtime())
@@ -343,7 +332,7 @@ def several_hosts(tmp: Path, quick: bool) -> dict[str, Any]:
     redis_url = os.environ.get("ESSENTIA_TEST_REDIS_URL", DEFAULT_REDIS_URL)
     postgres_url = os.environ.get("ESSENTIA_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
     calls = 1000 if quick else 5000
-    return {"limiter": bench_limiter(redis_url, calls=calls), "redis_roles": bench_redis_roles(redis_url, calls=calls),
+    return {"limiter": bench_limiter(redis_url, calls=calls), "redis_roles": bench_redis_roles(tmp, redis_url, calls=calls),
             "hosts": bench_hosts(tmp, quick=quick, redis_url=redis_url, postgres_url=postgres_url)}
 
 
@@ -360,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.limiter:
         print(json.dumps(bench_limiter(args.redis_url, calls=args.calls), indent=2))
     if args.roles:
-        print(json.dumps(bench_redis_roles(args.redis_url, calls=args.calls), indent=2))
+        with tempfile.TemporaryDirectory(prefix="essentia-roles-") as tmp:
+            print(json.dumps(bench_redis_roles(Path(tmp), args.redis_url, calls=args.calls), indent=2))
     if args.hosts:
         with tempfile.TemporaryDirectory(prefix="essentia-hosts-") as tmp:
             print(json.dumps(bench_hosts(Path(tmp), quick=args.quick, redis_url=args.redis_url,

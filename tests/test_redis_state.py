@@ -16,66 +16,18 @@ import pytest
 from backend.config import ConfigError, Settings
 from backend.runtime.redis_state import (RedisClaims, RedisEvents, RedisKeyInvalidation, RedisQuota,
                                          RedisRateLimiter, RedisTally, SharedStateUnavailable, connect, ping)
-from tests.servers import ROOT
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Forwarder:
-    """A TCP forwarder to the test Redis that can be started and stopped: Redis as seen through a network that
-    fails and comes back, on a fixed port."""
-
-    def __init__(self, port: int, target: tuple[str, int]):
-        self.port, self.target = port, target
-        self._server: socket.socket | None = None
-        self._sockets: list[socket.socket] = []
-
-    def start(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
-        threading.Thread(target=self._accept, args=(self._server,), daemon=True).start()
-
-    def stop(self) -> None:
-        self._server.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread; close() alone would not
-        self._server.close()
-        for sock in self._sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-        self._sockets.clear()
-
-    def _accept(self, server: socket.socket) -> None:
-        while True:
-            try:
-                inbound, _ = server.accept()
-            except OSError:
-                return
-            outbound = socket.create_connection(self.target)
-            self._sockets += [inbound, outbound]
-            for source, sink in ((inbound, outbound), (outbound, inbound)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
+from tests.servers import ROOT, free_port
+from tests.test_postgres import TcpProxy  # the relay the PostgreSQL tests cut, pointed at Redis here
 
 
 @pytest.fixture
-def forwarder(redis_url):
+def redis_proxy(redis_url):
+    """A relay to the test Redis on a port of its own, that the test can cut and start again."""
     parts = urlsplit(redis_url)
-    forward = Forwarder(_free_port(), (parts.hostname or "127.0.0.1", parts.port or 6379))
-    yield forward
+    proxy = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 6379))
+    yield proxy
     try:
-        forward.stop()
+        proxy.cut()
     except Exception:
         pass
 
@@ -107,7 +59,7 @@ def _every_role(url: str, prefix: str):
 
 
 def test_every_role_says_shared_state_unavailable_when_redis_is_unreachable(redis_prefix):
-    _, roles = _every_role(f"redis://127.0.0.1:{_free_port()}/0", redis_prefix)  # nothing listens there
+    _, roles = _every_role(f"redis://127.0.0.1:{free_port()}/0", redis_prefix)  # nothing listens there
     for name, call in roles.items():
         with pytest.raises(SharedStateUnavailable) as caught:
             call()
@@ -115,16 +67,16 @@ def test_every_role_says_shared_state_unavailable_when_redis_is_unreachable(redi
         assert caught.value.retry_after >= 1
 
 
-def test_service_resumes_without_a_restart_when_redis_comes_back(forwarder, redis_prefix):
-    client, roles = _every_role(f"redis://127.0.0.1:{forwarder.port}/0", redis_prefix)
+def test_service_resumes_without_a_restart_when_redis_comes_back(redis_proxy, redis_prefix):
+    client, roles = _every_role(f"redis://127.0.0.1:{redis_proxy.port}/0", redis_prefix)
     with pytest.raises(SharedStateUnavailable):
         roles["limiter"]()  # not there yet
-    forwarder.start()
+    redis_proxy.start()
     assert roles["limiter"]().allowed  # the same client, now connected
-    forwarder.stop()  # lost while running
+    redis_proxy.cut()  # lost while running
     with pytest.raises(SharedStateUnavailable):
         roles["tally"]()
-    forwarder.start()
+    redis_proxy.start()
     for call in roles.values():
         call()
     client.close()
@@ -181,8 +133,8 @@ def test_an_invalid_redis_url_stops_start_up_naming_the_variable(url):
 
 
 def test_gunicorn_will_not_start_when_redis_does_not_answer(tmp_path):
-    port = _free_port()
-    env = {**os.environ, "ESSENTIA_REDIS_URL": f"redis://127.0.0.1:{port}/0", "ESSENTIA_PORT": str(_free_port()),
+    port = free_port()
+    env = {**os.environ, "ESSENTIA_REDIS_URL": f"redis://127.0.0.1:{port}/0", "ESSENTIA_PORT": str(free_port()),
            "ESSENTIA_DB_PATH": str(tmp_path / "db.sqlite"), "ESSENTIA_WORKERS": "1"}
     started = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=120)

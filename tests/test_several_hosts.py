@@ -147,20 +147,20 @@ def test_losing_redis_data_keeps_the_daily_quota_and_the_rate_limit(start_hosts,
     assert [body["error"] for _, _, body in answers[3:]] == ["daily_quota_exceeded"] * 2 + ["rate_limited"]
 
 
-def test_a_lost_redis_is_a_brief_503_and_service_resumes_by_itself(start_hosts, forwarder):
-    """Both hosts reach Redis through a forwarder that the test stops and starts again."""
-    forwarder.start()
-    host_a, host_b = start_hosts(ESSENTIA_REDIS_URL=f"redis://127.0.0.1:{forwarder.port}/0",
+def test_a_lost_redis_is_a_brief_503_and_service_resumes_by_itself(start_hosts, redis_proxy):
+    """Both hosts reach Redis through a relay that the test cuts and starts again."""
+    redis_proxy.start()
+    host_a, host_b = start_hosts(ESSENTIA_REDIS_URL=f"redis://127.0.0.1:{redis_proxy.port}/0",
                                  **_production(ESSENTIA_RATE_LIMIT="100"))
     key = host_a.create_key("steady")
     ask = lambda host: host.request("GET", "/cache?limit=1", headers={"X-API-Key": key})
     assert ask(host_a)[0] == 200 and ask(host_b)[0] == 200
-    forwarder.stop()
+    redis_proxy.cut()
     for host in (host_a, host_b):
         status, headers, body = ask(host)
         assert (status, body["error"]) == (503, "shared_state_unavailable")
         assert int(headers["Retry-After"]) >= 1
-    forwarder.start()
+    redis_proxy.start()
     for host in (host_a, host_b, host_a, host_b):
         assert ask(host)[0] == 200
 
@@ -192,4 +192,4 @@ def _safe_upload(host, clip):
         pass  # the host is killed mid-request, on purpose
 
 
-from tests.test_redis_state import forwarder  # noqa: E402,F401  (the stoppable path to Redis)
+from tests.test_redis_state import redis_proxy  # noqa: E402,F401  (a path to Redis the test can cut)

@@ -41,6 +41,23 @@ LEASE_SECONDS = 10.0    # a claim lives this long unless its owner renews it: a 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
+class _DaemonThread:
+    """A daemon thread running `target` forever, started once per process on first need (and again in a forked
+    child: threads do not survive a fork)."""
+
+    def __init__(self, target: Callable[[], None], name: str):
+        self._target, self._name = target, name
+        self._lock = threading.Lock()
+        self._pid = 0
+
+    def ensure_started(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+        threading.Thread(target=self._target, name=self._name, daemon=True).start()
+
+
 class SharedStateUnavailable(Exception):
     """Redis, which holds the shared state, cannot be reached right now; the request may be retried shortly."""
 
@@ -214,8 +231,7 @@ class RedisQuota:
         self._limits: dict[int, tuple[float, int]] = {}  # key id -> (trusted until, daily limit) of active keys
         self._floors: dict[tuple[int, str], int] = {}   # highest count seen per (key id, day): this host's floor
         self._unwritten: dict[tuple[int, str], int] = {}  # counts not yet written to the store
-        self._flusher: threading.Thread | None = None
-        self._flusher_pid = 0
+        self._flusher = _DaemonThread(self._flush_forever, "quota-flush")
 
     def consume(self, key_id: int) -> QuotaDecision:
         """Count one request against the key's allowance for today, unless it is used up or the key is gone or
@@ -290,13 +306,8 @@ class RedisQuota:
         """Write at once when flush_seconds is 0 (tests); otherwise from a daemon thread of this process."""
         if self.flush_seconds <= 0:
             self.flush()
-            return
-        with self._lock:
-            if self._flusher is not None and self._flusher_pid == os.getpid():
-                return
-            self._flusher_pid = os.getpid()
-            self._flusher = threading.Thread(target=self._flush_forever, name="quota-flush", daemon=True)
-        self._flusher.start()
+        else:
+            self._flusher.ensure_started()
 
     def _flush_forever(self) -> None:
         while True:
@@ -394,8 +405,7 @@ class RedisEvents:
         self._lock = threading.Lock()
         self._handlers: dict[str, list[Callable[[str], None]]] = {}
         self._on_connect: list[Callable[[], None]] = []
-        self._thread: threading.Thread | None = None
-        self._pid = 0
+        self._listener = _DaemonThread(self._listen_forever, "redis-events")
         self._closed = threading.Event()
         self.connected = threading.Event()
 
@@ -419,13 +429,7 @@ class RedisEvents:
 
     def start(self) -> None:
         """Start listening in this process (again after a fork: threads do not survive it)."""
-        with self._lock:
-            if self._thread is not None and self._pid == os.getpid():
-                return
-            self._pid = os.getpid()
-            self.connected.clear()
-            self._thread = threading.Thread(target=self._listen_forever, name="redis-events", daemon=True)
-        self._thread.start()
+        self._listener.ensure_started()
         self.connected.wait(SOCKET_TIMEOUT)  # so that a message sent right after this call is not missed
 
     def close(self) -> None:
@@ -517,8 +521,7 @@ class RedisClaims:
         self._lock = threading.Lock()
         self._held: dict[str, tuple[str, float]] = {}  # cache key -> (token, renew until)
         self._waiters: dict[str, list[threading.Event]] = {}
-        self._renewer: threading.Thread | None = None
-        self._renewer_pid = 0
+        self._renewer = _DaemonThread(self._renew_forever, "claims-renew")
         events.subscribe(self.TOPIC, self._released)
 
     def try_claim(self, key: str, ttl: float) -> bool:
@@ -537,7 +540,7 @@ class RedisClaims:
             raise _unavailable(error) from None
         with self._lock:
             self._held[key] = (token, time.monotonic() + ttl)
-        self._start_renewer()
+        self._renewer.ensure_started()
         return True
 
     def release(self, key: str) -> None:
@@ -583,14 +586,6 @@ class RedisClaims:
             events = list(self._waiters.get(key, ()))
         for event in events:
             event.set()
-
-    def _start_renewer(self) -> None:
-        with self._lock:
-            if self._renewer is not None and self._renewer_pid == os.getpid():
-                return
-            self._renewer_pid = os.getpid()
-            self._renewer = threading.Thread(target=self._renew_forever, name="claims-renew", daemon=True)
-        self._renewer.start()
 
     def _renew_forever(self) -> None:
         while True:
