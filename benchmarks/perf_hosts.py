@@ -165,23 +165,32 @@ def _key_invalidation_latency(redis_url: str, prefix: str, messages: int = 50) -
     return {"p50": round(statistics.median(delays), 3), "max": round(max(delays), 3), "received": len(delays)}
 
 
+def _host_env(tmp: Path, name: str, port: int, env: dict[str, str]) -> dict[str, str]:
+    folder = tmp / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "ESSENTIA_PORT": str(port), "ESSENTIA_HOST": "127.0.0.1",
+            "ESSENTIA_DB_PATH": str(folder / "served.db"), "ESSENTIA_ALLOW_LOOPBACK_URLS": "1",
+            "ESSENTIA_LOG_LEVEL": "WARNING", **env}
+
+
 def _start_host(tmp: Path, name: str, env: dict[str, str]):
-    """A gunicorn host on 127.0.0.1 with `env` over the environment; returns (process, port, log path)."""
+    """A gunicorn host on 127.0.0.1 with `env` over the environment; returns (process, port, its environment)."""
     from performance_test import free_port, wait_for_health
 
     port = free_port()
-    folder = tmp / name
-    folder.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, "ESSENTIA_PORT": str(port), "ESSENTIA_HOST": "127.0.0.1",
-                "ESSENTIA_DB_PATH": str(folder / "served.db"), "ESSENTIA_ALLOW_LOOPBACK_URLS": "1",
-                "ESSENTIA_LOG_LEVEL": "WARNING", **env}
-    full_env.pop("ESSENTIA_PRODUCTION", None)
-    log_path = folder / "gunicorn.log"
+    full_env = _host_env(tmp, name, port, env)
+    log_path = tmp / name / "gunicorn.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], cwd=ROOT,
                                    env=full_env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     wait_for_health(port, process, 300, log_path)
-    return process, port, log_path
+    return process, port, full_env
+
+
+def _create_key(env: dict[str, str]) -> str:
+    created = subprocess.run([sys.executable, "-m", "flask", "--app", "backend", "keys", "create", "bench",
+                              "--daily-limit", "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return next(line for line in created.stdout.splitlines() if line.startswith("ess_"))
 
 
 def _sequential_latency(ports: list[int], request, count: int) -> dict[str, float]:
@@ -225,15 +234,16 @@ def _throughput(ports: list[int], request, clients: int, seconds: float) -> floa
     return round(sum(r["throughput_per_s"] for r in results), 1)
 
 
-def _misses_per_second(ports: list[int], clips: list[bytes], clients: int) -> float:
-    """New songs analyzed per second, `clients` uploading distinct clips spread over `ports`."""
-    from performance_test import run_load, upload_request
+def _misses_per_second(ports: list[int], batch: list[tuple], clients: int) -> float:
+    """New songs analyzed per second: `clients` clients sending the requests of `batch` (each a new song), spread
+    over `ports`."""
+    from performance_test import run_load
 
-    per_port = len(clips) // len(ports)
+    per_port = len(batch) // len(ports)
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     threads = [threading.Thread(target=lambda n=n, port=port: results.append(run_load(
-        port, lambda i: upload_request(clips[n * per_port + i]), max(1, clients // len(ports)), total=per_port)))
+        port, lambda i: batch[n * per_port + i], max(1, clients // len(ports)), total=per_port)))
         for n, port in enumerate(ports)]
     for thread in threads:
         thread.start()
@@ -247,50 +257,63 @@ def bench_hosts(tmp: Path, *, quick: bool = False, redis_url: str = DEFAULT_REDI
                 postgres_url: str = DEFAULT_POSTGRES_URL) -> dict[str, Any]:
     """Cache hits (upload and URL) and misses per second, and the latency of one hit, for one embedded host
     (SQLite, memory-mapped shared state: 4 HTTP processes, 2 analysis processes) against two hosts on PostgreSQL
-    + Redis (2 + 2 HTTP processes, 1 + 1 analysis processes): the same cores, so the ratio is the services' cost."""
-    from performance_test import ClipServer, make_clip, stop_process, tagged, upload_request, url_request
+    + Redis (2 + 2 HTTP processes, 1 + 1 analysis processes): the same cores, so the ratio is the services' cost.
+    Production mode with an API key (key check, rate limit, daily quota on every request, as clients meet it).
+    All three servers run at once and the rounds alternate between the two setups, so that the shared machine's
+    ups and downs hit both alike; medians of the rounds."""
+    from performance_test import ClipServer, http_json, make_clip, stop_process, tagged, upload_request, url_request
 
-    cfg = {"hit_s": 2.0 if quick else 6.0, "clients": 8, "latency_requests": 200 if quick else 1000,
-           "misses": 4 if quick else 12}
+    cfg = {"hit_s": 2.0 if quick else 5.0, "rounds": 1 if quick else 3, "clients": 8,
+           "latency_requests": 200 if quick else 600, "misses": 4 if quick else 8}
     preview = make_clip(120, "A", "minor", seconds=10.0)
-    clips = [tagged(preview, f"miss-{n}") for n in range(cfg["misses"] * 2 + 2)]
+    clips = [tagged(preview, f"miss-{n}") for n in range(cfg["misses"] * 2 * cfg["rounds"])]
     clip_server = ClipServer({"preview.m4a": preview})
-    url_req, upload_req = url_request(clip_server.url("preview.m4a")), upload_request(tagged(preview, "hit"))
     database_url = _make_database(postgres_url, tmp)
     prefix = f"essentia-bench:{uuid.uuid4().hex[:8]}:"
-    rate = {"ESSENTIA_RATE_LIMIT": "1000000"}  # the limiter's cost is part of every request on both setups
+    common = {"ESSENTIA_PRODUCTION": "1", "ESSENTIA_RATE_LIMIT": "1000000"}
     setups = {
-        "one_embedded_host": [{"ESSENTIA_HTTP_WORKERS": "4", "ESSENTIA_WORKERS": "2", **rate}],
+        "one_embedded_host": [{"ESSENTIA_HTTP_WORKERS": "4", "ESSENTIA_WORKERS": "2", **common}],
         "two_hosts_postgres_redis": [{"ESSENTIA_HTTP_WORKERS": "2", "ESSENTIA_WORKERS": "1",
                                       "ESSENTIA_DATABASE_URL": database_url, "ESSENTIA_REDIS_URL": redis_url,
-                                      "ESSENTIA_REDIS_PREFIX": prefix, **rate}] * 2,
+                                      "ESSENTIA_REDIS_PREFIX": prefix, **common}] * 2,
     }
     out: dict[str, Any] = {"config": cfg}
-    misses_used = 0
+    processes: list = []
     try:
+        ports: dict[str, list[int]] = {}
+        requests: dict[str, dict[str, tuple]] = {}
         for name, hosts in setups.items():
-            processes = []
-            try:
-                for n, env in enumerate(hosts):
-                    processes.append(_start_host(tmp, f"{name}-{n}", env))
-                ports = [port for _, port, _ in processes]
-                from performance_test import http_json
-                for request in (url_req, upload_req):  # fill the cache (one miss each)
-                    http_json(ports[0], request[0], request[1], request[2], request[3], timeout=300)
+            started = [_start_host(tmp, f"{name}-{n}", env) for n, env in enumerate(hosts)]
+            processes += [process for process, _, _ in started]
+            ports[name] = [port for _, port, _ in started]
+            key = {"X-API-Key": _create_key(started[0][2])}
+            url_req = url_request(clip_server.url("preview.m4a"))
+            upload_req = upload_request(tagged(preview, "hit"))
+            requests[name] = {"url_hit": (*url_req[:3], {**url_req[3], **key}),
+                              "upload_hit": (*upload_req[:3], {**upload_req[3], **key})}
+            for request in requests[name].values():  # fill the cache (one miss each)
+                http_json(ports[name][0], request[0], request[1], request[2], request[3], timeout=300)
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in setups}
+        used = 0
+        for round_number in range(cfg["rounds"]):
+            for name in setups:
                 result: dict[str, Any] = {}
-                for label, request in (("url_hit", url_req), ("upload_hit", upload_req)):
-                    _throughput(ports, request, cfg["clients"], cfg["hit_s"] / 3)  # warm-up
-                    result[f"{label}_per_s"] = _throughput(ports, request, cfg["clients"], cfg["hit_s"])
-                    result[f"{label}_latency"] = _sequential_latency(ports, request, cfg["latency_requests"])
-                batch = clips[misses_used:misses_used + cfg["misses"]]
-                misses_used += cfg["misses"]
-                result["misses_per_s"] = _misses_per_second(ports, batch, 4)
-                out[name] = result
-                log(f"{name}: {result}")
-            finally:
-                for process, _, _ in processes:
-                    stop_process(process)
+                for label, request in requests[name].items():
+                    _throughput(ports[name], request, cfg["clients"], cfg["hit_s"] / 3)  # warm-up
+                    result[f"{label}_per_s"] = _throughput(ports[name], request, cfg["clients"], cfg["hit_s"])
+                    result[f"{label}_latency"] = _sequential_latency(ports[name], request, cfg["latency_requests"])
+                key = requests[name]["url_hit"][3]
+                batch = [(*upload_request(clip)[:3], {**upload_request(clip)[3], "X-API-Key": key["X-API-Key"]})
+                         for clip in clips[used:used + cfg["misses"]]]
+                used += cfg["misses"]
+                result["misses_per_s"] = _misses_per_second(ports[name], batch, 4)
+                rounds[name].append(result)
+                log(f"round {round_number + 1} {name}: {result}")
+        for name, results in rounds.items():
+            out[name] = _median_of(results)
     finally:
+        for process in processes:
+            stop_process(process)
         clip_server.close()
         _drop_database(postgres_url, database_url)
         client = redis.Redis.from_url(redis_url)
@@ -304,6 +327,17 @@ def bench_hosts(tmp: Path, *, quick: bool = False, redis_url: str = DEFAULT_REDI
         label: {q: round(two[f"{label}_latency"][q] - one[f"{label}_latency"][q], 3) for q in ("p50_ms", "p99_ms")}
         for label in ("url_hit", "upload_hit")}
     return out
+
+
+def _median_of(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Field by field median of the rounds (nested dicts too)."""
+    merged: dict[str, Any] = {}
+    for field, value in results[0].items():
+        if isinstance(value, dict):
+            merged[field] = _median_of([r[field] for r in results])
+        else:
+            merged[field] = round(statistics.median(r[field] for r in results), 3)
+    return merged
 
 
 def _make_database(server_url: str, tmp: Path) -> str:
