@@ -21,6 +21,9 @@ from backend.runtime.poolservice import make_state_dir, start_supervisor, stop_s
 _OWN_DIR_VAR, _SUPERVISOR_VAR = "_ESSENTIA_OWN_STATE_DIR", "_ESSENTIA_POOL_SUPERVISOR_PID"
 
 _settings = Settings.from_env()  # a bad ESSENTIA_* value stops start-up here, naming the variable
+if _settings.redis_url:
+    from backend.runtime.redis_state import require_reachable
+    require_reachable(_settings.redis_url)  # several hosts' shared state: no start without it
 if _settings.database_url:
     # Before any worker forks: hosts that start together migrate PostgreSQL in turn, and a server that cannot be
     # reached stops start-up here with a message naming ESSENTIA_DATABASE_URL (and a non-zero exit).
@@ -76,6 +79,7 @@ def worker_exit(server, worker):
     services = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("essentia")
     if services is not None:
         services.counters.flush()
+        services.quota.flush()
         services.executor.shutdown()
 
 

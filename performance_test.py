@@ -22,6 +22,9 @@ Sections (the targets of issue 4):
      a time, librosa HPSS + beat_track + chroma_cqt per request, a title+artist dict as its only cache).
   catalog (only with --only catalog): search, every sort order and /stats at 10k/100k/1M cached songs on SQLite
      and PostgreSQL (benchmarks/perf_catalog.py).
+  7. Several hosts (benchmarks/perf_hosts.py; needs PostgreSQL and Redis, so only with --only 7): the rate
+     limiter's Lua script vs the `limits` library, Redis cost per role operation, and one embedded host vs two
+     hosts on PostgreSQL + Redis (hits by URL and upload, misses, latency of one hit).
 
 Everything printed is measured in this run; nothing is typed in. Micro-benchmarks report the median of several
 repeats. The script never asserts a speed: it prints whether each target is met and exits 0 either way.
@@ -1280,11 +1283,18 @@ def catalog_section(quick: bool) -> dict[str, Any]:
     return run(SIZES[:2] if quick else SIZES, log=log)
 
 
+def several_hosts(tmp: Path, quick: bool) -> dict[str, Any]:
+    from benchmarks.perf_hosts import several_hosts as measure
+    return measure(tmp, quick)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for CI (under a minute on 2 cores)")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
-    parser.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated sections to run (default: all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6",
+                        help="comma-separated sections to run (default: 1-6; 7, several hosts, needs PostgreSQL "
+                             "and Redis)")
     parser.add_argument("--no-wrk", action="store_true",
                         help="measure cache hits with the built-in Python load generator even if wrk is installed")
     parser.add_argument("--profile-hits", type=int, metavar="N",
@@ -1358,7 +1368,9 @@ def main(argv: list[str] | None = None) -> int:
                      ("6", "load", lambda: bench_load(tmp, clips, sf_clip, naive_proc, naive_port, naive_log, args.quick,
                                                      use_wrk)),
                      # Slow (grows a catalog to 1,000,000 songs on each store): only when asked, --only catalog.
-                     ("catalog", "catalog", lambda: catalog_section(args.quick))]
+                     ("catalog", "catalog", lambda: catalog_section(args.quick)),
+                     # Needs PostgreSQL and Redis (ESSENTIA_TEST_POSTGRES_URL, ESSENTIA_TEST_REDIS_URL): --only 7
+                     ("7", "several_hosts", lambda: several_hosts(tmp, args.quick))]
             for number, name, step in steps:
                 if number not in sections:
                     continue

@@ -19,13 +19,15 @@ from backend.runtime.claims import ContentClaims, SingleProcessClaims
 from backend.runtime.executor import AnalysisExecutor
 from backend.runtime.poolservice import PoolClient
 from backend.runtime.ratelimit import RateLimiter, SharedRateLimiter
+from backend.runtime.redis_state import (RedisClaims, RedisEvents, RedisKeyInvalidation, RedisQuota,
+                                         RedisRateLimiter, RedisTally, connect)
 from backend.runtime.sharedtable import SharedTable
 from backend.runtime.tally import LocalTally, SharedTally
 from backend.service import AnalysisService
 from backend.storage import open_store
 from backend.storage.counters import BufferedCounters
 from backend.web import register_blueprints
-from backend.web.auth import KeyValidator, StoreQuota, lookup_key_in
+from backend.web.auth import KeyValidator, StoreQuota, StoreQuotaRecords, lookup_key_in
 from backend.web.errors import register_error_handlers
 from backend.web.hooks import register_request_hooks
 from backend.web.metrics import Metrics
@@ -45,6 +47,7 @@ class Roles:
     quota: Quota
     tally: Tally
     claims: Claims
+    key_changes: RedisKeyInvalidation | None = None  # tells every host that a key changed (with Redis)
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Services:
     executor: Executor
     analysis: AnalysisService
     started_at: float
+    key_changes: RedisKeyInvalidation | None = None
 
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
@@ -80,12 +84,14 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     executor = roles.executor
     metrics = Metrics(queue_depth=executor.pending, workers_alive=executor.workers_alive)
     counters = BufferedCounters(store, flush_seconds=settings.stats_flush_seconds, tally=roles.tally)
+    key_validator = KeyValidator(lookup_key_in(store), ttl=settings.key_cache_ttl,
+                                 negative_ttl=settings.negative_key_cache_ttl, max_entries=settings.key_cache_size)
+    if roles.key_changes is not None:
+        roles.key_changes.listen(key_validator.forget_id, forget_all=key_validator.forget)
     app.extensions["essentia"] = Services(
         settings=settings,
         store=store,
-        key_validator=KeyValidator(lookup_key_in(store), ttl=settings.key_cache_ttl,
-                                   negative_ttl=settings.negative_key_cache_ttl,
-                                   max_entries=settings.key_cache_size),
+        key_validator=key_validator,
         rate_limiter=roles.rate_limiter,
         quota=roles.quota,
         counters=counters,
@@ -94,9 +100,11 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         analysis=AnalysisService(settings=settings, store=store, executor=executor, counters=counters,
                                  metrics=metrics, claims=roles.claims),
         started_at=time.monotonic(),
+        key_changes=roles.key_changes,
     )
     # Flush what is still buffered at exit, without keeping every app a process ever built (tests build many).
     atexit.register(_flush_at_exit, weakref.ref(counters))
+    atexit.register(_flush_at_exit, weakref.ref(roles.quota))
 
     register_error_handlers(app)
     register_request_hooks(app)
@@ -111,9 +119,26 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 def build_roles(settings: Settings, store: Store) -> Roles:
     """The one place an implementation is chosen for each role. Today the choice is between one process (tests,
     the CLI: everything in memory) and several HTTP processes on one host (gunicorn sets shared_state_dir: a
-    memory-mapped table and the host's pool service)."""
+    memory-mapped table and the host's pool service) and several hosts (ESSENTIA_REDIS_URL: Redis)."""
+    if settings.redis_url:
+        return _redis_roles(settings, store)
     return Roles(executor=_executor(settings), rate_limiter=_rate_limiter(settings), quota=StoreQuota(store),
                  tally=_tally(settings), claims=_claims(settings))
+
+
+def _redis_roles(settings: Settings, store: Store) -> Roles:
+    """Several hosts (ESSENTIA_REDIS_URL): every shared role on Redis, on one client per process. Under gunicorn
+    create_app runs in each HTTP process after the fork, so no connection is shared between processes."""
+    client, prefix = connect(settings.redis_url), settings.redis_prefix
+    events = RedisEvents(client=client, prefix=prefix)
+    key_changes = RedisKeyInvalidation(events)
+    quota = RedisQuota(client=client, prefix=prefix, records=StoreQuotaRecords(store),
+                       flush_seconds=settings.stats_flush_seconds, key_ttl=settings.key_cache_ttl)
+    key_changes.listen(quota.forget_key, forget_all=quota.forget_all_keys)
+    limiter = RedisRateLimiter(settings.rate_limit, client=client, prefix=prefix) if settings.rate_limit > 0 else None
+    return Roles(executor=_executor(settings), rate_limiter=limiter, quota=quota,
+                 tally=RedisTally(client=client, prefix=prefix),
+                 claims=RedisClaims(client=client, prefix=prefix, events=events), key_changes=key_changes)
 
 
 def _executor(settings: Settings) -> Executor:
@@ -152,10 +177,10 @@ def _shared_table(settings: Settings, name: str, slots: int) -> SharedTable:
     return SharedTable(Path(settings.shared_state_dir) / name, slots=slots)
 
 
-def _flush_at_exit(counters_ref: "weakref.ref[BufferedCounters]") -> None:
-    counters = counters_ref()
-    if counters is not None:
-        counters.flush()
+def _flush_at_exit(buffer_ref: "weakref.ref[BufferedCounters | Quota]") -> None:
+    buffer = buffer_ref()
+    if buffer is not None:
+        buffer.flush()
 
 
 def _finish_response(response):

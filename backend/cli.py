@@ -5,6 +5,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
+from backend.runtime.redis_state import SharedStateUnavailable
 from backend.storage import StorageUnavailable
 from backend.web.auth import display_prefix, generate_key, hash_key
 from backend.timeutil import utc_now_iso, utc_today
@@ -15,6 +16,20 @@ db = AppGroup("db", help="Move the store between databases.")
 
 def _store():
     return current_app.extensions["essentia"].store
+
+
+def _announce_key_change(key_id: int) -> str:
+    """Tell every running host at once (with Redis); returns a note for the operator on how soon it applies
+    (empty without Redis: the store's quota check sees a change at the next request)."""
+    services = current_app.extensions["essentia"]
+    ttl = services.settings.key_cache_ttl
+    if services.key_changes is None:
+        return ""
+    try:
+        services.key_changes.announce([key_id])
+    except SharedStateUnavailable:
+        return f" Redis did not answer: running hosts apply it within {ttl:g} s."
+    return " Every running host applies it now."
 
 
 def _key_row_or_exit(conn, key_id: int):
@@ -101,8 +116,10 @@ def _set_active(key_id: int, active: bool) -> None:
     with store.connection(write=True) as conn:
         _key_row_or_exit(conn, key_id)
         store.set_key_active(conn, key_id, active)
-    ttl = current_app.extensions["essentia"].settings.key_cache_ttl
-    note = "" if active else f" A running server stops accepting it within {ttl:g} s."
+    note = _announce_key_change(key_id)
+    if not note and not active:
+        ttl = current_app.extensions["essentia"].settings.key_cache_ttl
+        note = f" A running server stops accepting it within {ttl:g} s."
     click.echo(f"Key {key_id} {'activated' if active else 'deactivated'}.{note}")
 
 
@@ -129,7 +146,8 @@ def limit_key(key_id: int, daily_limit: int) -> None:
     with store.connection(write=True) as conn:
         _key_row_or_exit(conn, key_id)
         store.set_key_daily_limit(conn, key_id, daily_limit)
-    click.echo(f"Key {key_id} daily limit set to {'unlimited' if daily_limit == 0 else daily_limit}.")
+    note = _announce_key_change(key_id)
+    click.echo(f"Key {key_id} daily limit set to {'unlimited' if daily_limit == 0 else daily_limit}.{note}")
 
 
 @keys.command("delete")
@@ -144,7 +162,7 @@ def delete_key(key_id: int, yes: bool) -> None:
         click.confirm(f"Delete key {key_id} ({row['name']}) and its usage history?", abort=True)
     with store.connection(write=True) as conn:
         store.delete_key(conn, key_id)
-    click.echo(f"Key {key_id} deleted.")
+    click.echo(f"Key {key_id} deleted.{_announce_key_change(key_id)}")
 
 
 @click.command("analyze")

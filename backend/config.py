@@ -56,6 +56,11 @@ class Settings:
     # Where the HTTP processes keep what they share (rate-limit windows, analysis claims, metrics, the analysis
     # pool's socket). gunicorn.conf.py makes a private one; empty = one process (tests, the CLI), state in memory.
     shared_state_dir: str = ""
+    # Shared state of several hosts (rate limits, quotas, hit/miss counts, claims, key changes) on Redis, e.g.
+    # redis://redis.internal:6379/0; empty = on this machine. Keys start with redis_prefix, so that several
+    # servers can share one Redis.
+    redis_url: str = ""
+    redis_prefix: str = "essentia:"
 
     @property
     def http_processes(self) -> int:
@@ -119,6 +124,15 @@ def _parse_origins(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _parse_redis_url(raw: str) -> str:
+    """A Redis URL redis-py can use (redis://, rediss:// with a host, or unix:// with a path)."""
+    parts = urlsplit(raw)
+    if not (parts.scheme in ("redis", "rediss") and parts.hostname or parts.scheme == "unix" and parts.path):
+        raise ValueError(raw)
+    parts.port  # raises ValueError for a port that is not a number from 0 to 65535
+    return raw
+
+
 def _parse_database_url(raw: str) -> str:
     """A PostgreSQL connection URL that libpq can parse; anything else is refused at start-up."""
     if not raw.startswith(("postgresql://", "postgres://")):
@@ -145,7 +159,7 @@ def _non_negative(value: float) -> bool:
 
 
 # Settings whose value is never repeated in an error message (logs are read by more people than the config).
-_SECRET_VALUES = {"database_url"}
+_SECRET_VALUES = {"database_url", "redis_url"}
 
 _Parser = tuple[Callable[[str], Any], Callable[[Any], bool], str]
 _PARSERS: dict[str, _Parser] = {
@@ -175,5 +189,7 @@ _PARSERS: dict[str, _Parser] = {
     "stats_flush_seconds": (float, _non_negative, "seconds, a number >= 0"),
     "cors_origins": (_parse_origins, _always, "a comma-separated list of origins"),
     "shared_state_dir": (str, _always, "a directory path"),
+    "redis_url": (_parse_redis_url, _always, "a Redis URL, redis://host:6379/0 (rediss:// for TLS, unix:///path)"),
+    "redis_prefix": (str, _always, "a key prefix, e.g. essentia:"),
     "log_level": (str.upper, lambda s: s in ("DEBUG", "INFO", "WARNING", "ERROR"), "DEBUG, INFO, WARNING or ERROR"),
 }

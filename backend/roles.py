@@ -5,15 +5,18 @@ Settings, and the rest of the code sees only these protocols:
 
   Executor  runs decode + analysis        AnalysisExecutor (a pool in this process), PoolClient (the host's
                                           one pool, behind the pool service)
-  Limiter   requests per client a minute  RateLimiter (in memory), SharedRateLimiter (memory-mapped table)
-  Quota     a key's daily allowance       StoreQuota (the store's daily_usage table)
-  Tally     hit/miss counts not yet       LocalTally (in memory), SharedTally (memory-mapped table)
+  Limiter   requests per client a minute  RateLimiter (in memory), SharedRateLimiter (memory-mapped table),
+                                          RedisRateLimiter (several hosts)
+  Quota     a key's daily allowance       StoreQuota (the store's daily_usage table), RedisQuota
+  Tally     hit/miss counts not yet       LocalTally (in memory), SharedTally (memory-mapped table), RedisTally
             written to the store
-  Claims    which process analyzes a      SingleProcessClaims (one process), ContentClaims (memory-mapped table)
-            song (single flight across
+  Claims    which process analyzes a      SingleProcessClaims (one process), ContentClaims (memory-mapped table),
+            song (single flight across    RedisClaims (a lease across hosts)
             processes)
   Store     the database                  SQLiteStore (ESSENTIA_DB_PATH), PostgresStore (ESSENTIA_DATABASE_URL),
                                           backend/storage/
+
+The Redis implementations are in backend/runtime/redis_state.py.
 
 With several hosts the shared roles move to Redis (ESSENTIA_REDIS_URL) and the store to PostgreSQL
 (ESSENTIA_DATABASE_URL); docs/ARCHITECTURE.md describes who runs where.
@@ -116,6 +119,10 @@ class Quota(Protocol):
         inactive (nothing is counted then)."""
         ...
 
+    def flush(self) -> None:
+        """Write counts that wait in this process to the store (at exit and periodically)."""
+        ...
+
 
 @runtime_checkable
 class Tally(Protocol):
@@ -129,6 +136,13 @@ class Tally(Protocol):
         ...
 
     def read(self, name: str) -> int:
+        ...
+
+    def batch(self, *, wait: bool = True) -> AbstractContextManager[bool]:
+        """Held while counts are taken out and written to the store, and while /stats reads the store and what is
+        still here, so that no reader sees counts that are in neither place; one holder at a time among all the
+        processes that share the tally. Gives True once held; with wait=False, False at once if another holds
+        it (and after a few seconds of waiting, False too: a holder that died)."""
         ...
 
 
@@ -239,6 +253,8 @@ class Store(Protocol):
     def consume_daily_quota(self, conn: Any, key_id: int, day: str) -> int | None: ...
 
     def record_usage(self, conn: Any, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    def raise_daily_usage(self, conn: Any, rows: Iterable[Sequence[Any]]) -> None: ...
 
     def usage_today(self, conn: Any, key_id: int, day: str) -> int: ...
 

@@ -42,6 +42,8 @@ def make_app(tmp_path, request):
         services = app.extensions["essentia"]
         services.executor.shutdown()
         services.store.close()
+        if services.key_changes is not None:
+            services.key_changes.close()
 
 
 @pytest.fixture
@@ -149,3 +151,41 @@ def any_store(request, tmp_path):
     store.migrate()
     yield store
     store.close()
+
+
+# -- services (Redis, ESSENTIA_REDIS_URL): a key prefix of its own per test, its keys deleted after -------------
+
+REDIS_URL = os.environ.get("ESSENTIA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis (ESSENTIA_TEST_REDIS_URL); skips, or fails under ESSENTIA_REQUIRE_SERVICES=1, if it is not
+    there."""
+    import redis
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2.0, socket_timeout=2.0).ping()
+    except (redis.exceptions.RedisError, OSError) as error:
+        missing_service(f"Redis is not reachable at {REDIS_URL}: {error}")
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_url):
+    """A key prefix of this test's own; every key under it is deleted after the test."""
+    import redis
+    prefix = f"essentia-test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def redis_client(redis_url):
+    from backend.runtime.redis_state import connect
+    client = connect(redis_url)
+    yield client
+    client.close()

@@ -58,11 +58,12 @@ def create_key_cli(env: dict[str, str], name: str, *flags: str) -> str:
 class GunicornServer:
     """`python -m gunicorn -c gunicorn.conf.py [APP]` with ESSENTIA_* overrides; waits until /health answers."""
 
-    def __init__(self, tmp_path: Path, *, app: str | None = None, **env: str):
+    def __init__(self, tmp_path: Path, *, app: str | None = None, host: str = "127.0.0.1", **env: str):
+        self.host = host  # another loopback address (127.0.0.2) stands in for another machine
         self.port = free_port()
         self.db_path = str(tmp_path / "served.db")
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "ESSENTIA_PORT": str(self.port), "ESSENTIA_HOST": "127.0.0.1",
+        self.base = f"http://{host}:{self.port}"
+        self.env = {**os.environ, "ESSENTIA_PORT": str(self.port), "ESSENTIA_HOST": host,
                     "ESSENTIA_DB_PATH": self.db_path, "ESSENTIA_WORKERS": "1", "ESSENTIA_LOG_LEVEL": "WARNING",
                     **env}
         self.log_path = tmp_path / "gunicorn.log"
@@ -95,7 +96,7 @@ class GunicornServer:
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
                 timeout: float = 120.0) -> tuple[int, dict, object]:
         """One request on a fresh connection: (status, headers, parsed JSON body or None)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             response = conn.getresponse()

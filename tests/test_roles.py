@@ -16,35 +16,53 @@ from backend.runtime.claims import ContentClaims, SingleProcessClaims
 from backend.runtime.executor import AnalysisExecutor
 from backend.runtime.poolservice import PoolClient
 from backend.runtime.ratelimit import RateLimiter, SharedRateLimiter
+from backend.runtime.redis_state import (RedisClaims, RedisEvents, RedisQuota, RedisRateLimiter, RedisTally,
+                                         connect)
 from backend.runtime.sharedtable import SharedTable
 from backend.runtime.tally import LocalTally, SharedTally
 from backend.web.auth import StoreQuota
 from tests.conftest import create_key, settings_for
 
 
-@pytest.fixture(params=["memory", "shared table"])
+def _redis(request) -> dict:
+    """Keyword arguments of a Redis implementation: a client of the test Redis and this test's own prefix."""
+    return {"client": connect(request.getfixturevalue("redis_url")), "prefix": request.getfixturevalue("redis_prefix")}
+
+
+@pytest.fixture(params=["memory", "shared table", "redis"])
 def limiter(request, tmp_path) -> Limiter:
     if request.param == "memory":
         return RateLimiter(3, 60.0)
+    if request.param == "redis":
+        return RedisRateLimiter(3, 60.0, **_redis(request))
     return SharedRateLimiter(3, 60.0, table=SharedTable(tmp_path / "limits", slots=64))
 
 
-@pytest.fixture(params=["memory", "shared table"])
+@pytest.fixture(params=["memory", "shared table", "redis"])
 def tally(request, tmp_path) -> Tally:
     if request.param == "memory":
         return LocalTally()
+    if request.param == "redis":
+        return RedisTally(**_redis(request))
     return SharedTally(SharedTable(tmp_path / "counters", slots=16))
 
 
-@pytest.fixture(params=["one process", "shared table"])
+@pytest.fixture(params=["one process", "shared table", "redis"])
 def claims(request, tmp_path) -> Claims:
     if request.param == "one process":
         return SingleProcessClaims()
+    if request.param == "redis":
+        redis_args = _redis(request)
+        return RedisClaims(**redis_args, events=RedisEvents(**redis_args))
     return ContentClaims(SharedTable(tmp_path / "claims", slots=64))
 
 
-@pytest.fixture(params=["store"])
+@pytest.fixture(params=["store", "redis"])
 def quota_and_app(request, make_app):
+    if request.param == "redis":
+        app = make_app(production=True, redis_url=request.getfixturevalue("redis_url"),
+                       redis_prefix=request.getfixturevalue("redis_prefix"))
+        return app.extensions["essentia"].quota, app
     app = make_app(production=True)
     return StoreQuota(app.extensions["essentia"].store), app
 
@@ -156,6 +174,16 @@ def test_several_http_processes_get_the_shared_table_implementations(tmp_path):
     assert isinstance(roles.rate_limiter, SharedRateLimiter)
     assert isinstance(roles.tally, SharedTally)
     assert isinstance(roles.claims, ContentClaims)
+
+
+def test_several_hosts_get_the_redis_implementations(tmp_path, redis_url, redis_prefix):
+    settings = settings_for(tmp_path, rate_limit=5, redis_url=redis_url, redis_prefix=redis_prefix)
+    roles = build_roles(settings, SQLiteStore(settings.db_path, 1))
+    assert isinstance(roles.rate_limiter, RedisRateLimiter)
+    assert isinstance(roles.quota, RedisQuota)
+    assert isinstance(roles.tally, RedisTally)
+    assert isinstance(roles.claims, RedisClaims)
+    roles.key_changes.close()
 
 
 def test_no_rate_limit_means_no_limiter(tmp_path):

@@ -3,8 +3,11 @@ and read them: LocalTally when one process serves, SharedTally (a SharedTable) w
 (backend/storage/counters.py) takes them out in batches and writes them."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import threading
-from typing import Callable
+from typing import Callable, Iterator
 
 from backend.runtime.sharedtable import SharedTable
 
@@ -27,6 +30,10 @@ class LocalTally:
 
     def read(self, name: str) -> int:
         return self._counts[name]
+
+    def batch(self, *, wait: bool = True) -> contextlib.AbstractContextManager[bool]:
+        """One process: BufferedCounters' own flush lock already keeps batches apart."""
+        return contextlib.nullcontext(True)
 
 
 class SharedTally:
@@ -63,3 +70,18 @@ class SharedTally:
             return look()
         except FileNotFoundError:
             return 0
+
+    @contextlib.contextmanager
+    def batch(self, *, wait: bool = True) -> Iterator[bool]:
+        """An exclusive lock on a file beside the table, held by one process of the host at a time (the kernel
+        drops it if the holder dies). Opened per call: a descriptor inherited across fork shares its lock."""
+        fd = os.open(self.table.path + ".batch", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # closing releases the lock

@@ -258,6 +258,17 @@ class SqlStore:
             [(*row, row[0]) for row in rows],
         )
 
+    def raise_daily_usage(self, conn, rows: Iterable[Sequence[Any]]) -> None:
+        """Raise each key's count for a day to at least the one given, never lowering it: (key_id, day, count)
+        each, as counted elsewhere (the Redis quota). Rows of deleted keys are skipped."""
+        conn.cursor().executemany(
+            self._sql("INSERT INTO daily_usage (key_id, day, count) "
+                      "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = ?) "
+                      "ON CONFLICT (key_id, day) DO UPDATE SET count = CASE "
+                      "WHEN excluded.count > daily_usage.count THEN excluded.count ELSE daily_usage.count END"),
+            [(*row, row[0]) for row in rows],
+        )
+
     def usage_today(self, conn, key_id: int, day: str) -> int:
         row = self._one(conn, "SELECT count FROM daily_usage WHERE key_id = ? AND day = ?", (key_id, day))
         return 0 if row is None else row["count"]

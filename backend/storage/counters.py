@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from backend.roles import Store, Tally
 from backend.runtime.tally import LocalTally
@@ -66,28 +67,42 @@ class BufferedCounters:
         if self._clock() - self._last_flush >= self.flush_seconds:
             self.flush()
 
+    @contextmanager
+    def settled(self) -> Iterator[None]:
+        """Flush, then keep every other flush (in this process, and in every process or host that shares the
+        tally) waiting until the caller has read the store: the store's counts plus pending() are then exact."""
+        with self._flush_lock, self._tally.batch():
+            self._flush_held()
+            yield
+
     def flush(self) -> None:
         """Write what has been counted. Concurrent callers do not flush twice; on failure nothing is lost."""
         if not self._flush_lock.acquire(blocking=False):
             return
         try:
-            hits, misses = self._tally.take("hits"), self._tally.take("misses")
-            with self._lock:
-                usage, self._usage = self._usage, []
-                self._last_flush = self._clock()
-            if not (hits or misses or usage):
-                return
-            try:
-                with self._store.connection(write=True) as conn:
-                    if hits or misses:
-                        self._store.add_to_stats(conn, hits=hits, misses=misses, now=utc_now_iso())
-                    if usage:
-                        self._store.record_usage(conn, usage)
-            except Exception:
-                log.exception("could not write counters; keeping them for the next flush")
-                self._tally.add("hits", hits)
-                self._tally.add("misses", misses)
-                with self._lock:
-                    self._usage[:0] = usage
+            with self._tally.batch(wait=False) as held:
+                if held:  # else another process is flushing: these counts go with the next batch
+                    self._flush_held()
         finally:
             self._flush_lock.release()
+
+    def _flush_held(self) -> None:
+        """The flush itself, with both locks held."""
+        hits, misses = self._tally.take("hits"), self._tally.take("misses")
+        with self._lock:
+            usage, self._usage = self._usage, []
+            self._last_flush = self._clock()
+        if not (hits or misses or usage):
+            return
+        try:
+            with self._store.connection(write=True) as conn:
+                if hits or misses:
+                    self._store.add_to_stats(conn, hits=hits, misses=misses, now=utc_now_iso())
+                if usage:
+                    self._store.record_usage(conn, usage)
+        except Exception:
+            log.exception("could not write counters; keeping them for the next flush")
+            self._tally.add("hits", hits)
+            self._tally.add("misses", misses)
+            with self._lock:
+                self._usage[:0] = usage

@@ -219,6 +219,9 @@ class StoreQuota:
         self._store = store
         self._today = today
 
+    def flush(self) -> None:
+        """Nothing waits: every request is counted in the store as it comes."""
+
     def consume(self, key_id: int) -> QuotaDecision:
         store = self._store
         with store.connection(write=True) as conn:
@@ -230,6 +233,26 @@ class StoreQuota:
         if not current["active"]:
             return QuotaDecision(False, QUOTA_KEY_INACTIVE, current["daily_limit"])
         return QuotaDecision(False, QUOTA_EXHAUSTED, current["daily_limit"])
+
+
+class StoreQuotaRecords:
+    """What the Redis quota reads from and writes to the store (backend/runtime/redis_state.py QuotaRecords)."""
+
+    def __init__(self, store: Store):
+        self._store = store
+
+    def key_state(self, key_id: int) -> tuple[bool, int] | None:
+        with self._store.connection() as conn:
+            row = self._store.get_key(conn, key_id)
+        return None if row is None else (bool(row["active"]), row["daily_limit"])
+
+    def count(self, key_id: int, day: str) -> int:
+        with self._store.connection() as conn:
+            return self._store.usage_today(conn, key_id, day)
+
+    def raise_counts(self, rows: list[tuple[int, str, int]]) -> None:
+        with self._store.connection(write=True) as conn:
+            self._store.raise_daily_usage(conn, rows)
 
 
 def lookup_key_in(store: Store) -> Callable[[str], ApiKey | None]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 if TYPE_CHECKING:
     from flask import Flask, Response
 
+from backend.runtime.redis_state import SharedStateUnavailable
 from backend.storage.base import StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,12 @@ def register_error_handlers(app: Flask) -> None:
                         "The database cannot take this request right now (busy, full, read-only or unreachable); "
                         "nothing already stored was lost. Try again shortly.",
                         headers={"Retry-After": str(retry_after)}).to_response()
+
+    @app.errorhandler(SharedStateUnavailable)
+    def shared_state_error(error: SharedStateUnavailable):
+        # Redis (several hosts' limits, quotas, claims) is gone for now; redis-py reconnects on a later request.
+        return ApiError(error.status, error.code, error.message,
+                        headers={"Retry-After": str(error.retry_after)}).to_response()
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception):

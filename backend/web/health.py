@@ -24,13 +24,13 @@ def health():
 @require_api_key()
 def stats():
     services = current_app.extensions["essentia"]
-    services.counters.flush()
     store = get_store()
-    with get_db_connection() as conn:
+    # While settled, no process (on any host sharing the tally) is between taking counts and committing them, so
+    # the stored counts plus those still pending are exact, whichever process or host answers.
+    with services.counters.settled(), get_db_connection() as conn:
         counts = store.read_stats(conn)
         songs = store.count_analyses(conn)
-    # Counts a concurrent flush may still hold in memory are added so the answer is never behind.
-    pending_hits, pending_misses = services.counters.pending()
+        pending_hits, pending_misses = services.counters.pending()
     hits, misses = counts["cache_hits"] + pending_hits, counts["cache_misses"] + pending_misses
     total = hits + misses
     return jsonify(
