@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,24 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from performance_test import process_cmdline
+from benchmarks.perf_common import free_port
+from benchmarks.proctools import children, process_cmdline
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def children(pid: int) -> list[int]:
-    """Direct child processes of `pid` (Linux)."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(part) for part in handle.read().split()]
-    except FileNotFoundError:
-        return []
 
 
 def spawned_children(pid: int) -> list[int]:
