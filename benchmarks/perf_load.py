@@ -43,7 +43,7 @@ def wait_for_health(port: int, process: subprocess.Popen, deadline_s: float, log
             pass
         if process.poll() is not None or time.perf_counter() - started > deadline_s:
             tail = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
-            raise RuntimeError(f"server on port {port} did not come up:\n{tail}")
+            raise RuntimeError(f"server on port {port} did not come up (exit code {process.poll()}):\n{tail}")
         time.sleep(0.1)
 
 
@@ -174,8 +174,11 @@ def start_gunicorn(tmp: Path) -> tuple[subprocess.Popen, int, Path]:
 def start_naive(tmp: Path) -> tuple[subprocess.Popen, int, Path]:
     port = free_port()
     log_path = tmp / "naive.log"
+    # librosa's numba functions are compiled into a cache of this run's own: a cache file that another process
+    # wrote at the same time (a shared virtualenv) crashed librosa.beat with SIGSEGV here.
+    env = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR") or str(tmp / "numba-cache")}
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "benchmarks.naive_server", str(port)],
+        process = subprocess.Popen([sys.executable, "-m", "benchmarks.naive_server", str(port)], env=env,
                                    cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     return process, port, log_path
 
