@@ -19,9 +19,12 @@ Sections (the targets of issue 4):
      vs the same app with single flight switched off.
   6. Load test over HTTP on 127.0.0.1: gunicorn with gunicorn.conf.py vs a naive Flask dev server (one request at
      a time, librosa HPSS + beat_track + chroma_cqt per request, a title+artist dict as its only cache).
+  7. Cache hits (issue 12): where a repeat upload's time goes, step by step, in process; then wrk with 8
+     connections against our server (repeat uploads, URLs, hash-first lookups; development mode, and production
+     mode with a key), the Flask floor under the same gunicorn settings, and a naive upload-cache server.
 
-The sections live in benchmarks/: perf_micro.py (1-5), perf_load.py (6), naive_server.py (the naive server that
-section 6 starts in its own process), proctools.py (process trees, CPU and RSS per role; tests/servers.py uses it
+The sections live in benchmarks/: perf_micro.py (1-5), perf_load.py (6), perf_hits.py (7), naive_server.py (the
+naive servers of sections 6 and 7, each in its own process), floor_app.py (section 7's Flask floor), proctools.py (process trees, CPU and RSS per role; tests/servers.py uses it
 too), perf_profile.py (--profile-hits), report.py (the printed table), perf_common.py (timing helpers, clips).
 
 Everything printed is measured in this run; nothing is typed in. Micro-benchmarks report the median of several
@@ -45,6 +48,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.naive_server import naive_server_main  # noqa: E402
 from benchmarks.perf_common import SONGS, log, make_clip  # noqa: E402
+from benchmarks.perf_hits import bench_hits, breakdown  # noqa: E402
 from benchmarks.perf_load import bench_load, start_naive, wait_for_health  # noqa: E402
 from benchmarks.perf_micro import bench_keys, bench_pool, bench_quota, bench_ratelimit, bench_single_flight  # noqa: E402
 from benchmarks.perf_profile import profile_hits  # noqa: E402
@@ -56,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for CI (under a minute on 2 cores)")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
-    parser.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated sections to run (default: all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated sections to run (default: all)")
     parser.add_argument("--no-wrk", action="store_true",
                         help="measure cache hits with the built-in Python load generator even if wrk is installed")
     parser.add_argument("--profile-hits", type=int, metavar="N",
@@ -88,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             sf_clip = b""
             naive_port, naive_log = 0, tmp / "naive.log"
             pool = prepared = None
-            if "5" in sections or "6" in sections:
+            if sections & {"5", "6", "7"}:
                 # Preparation, nothing timed: the naive server imports librosa and JIT-compiles its pipeline while
                 # the clips are synthesized in another process. A full run waits for both before measuring; a
                 # quick run measures sections 1-4 meanwhile (their ratios compare like with like, but expect
@@ -128,11 +132,13 @@ def main(argv: list[str] | None = None) -> int:
                      ("4", "ratelimit", lambda: bench_ratelimit(tmp, args.quick)),
                      ("5", "single_flight", lambda: bench_single_flight(tmp, sf_clip, args.quick)),
                      ("6", "load", lambda: bench_load(tmp, clips, sf_clip, naive_proc, naive_port, naive_log, args.quick,
-                                                     use_wrk))]
+                                                     use_wrk)),
+                     ("7", "hits", lambda: {"breakdown": breakdown(tmp, clips[0], args.quick),
+                                            "wire": bench_hits(tmp, clips[0], sf_clip, args.quick, use_wrk)})]
             for number, name, step in steps:
                 if number not in sections:
                     continue
-                if number in ("5", "6"):
+                if number in ("5", "6", "7"):
                     finish_preparation(naive_too=number == "6")
                 log(f"section {number}: {name}")
                 started = time.perf_counter()

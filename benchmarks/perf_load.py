@@ -158,16 +158,21 @@ class ClipServer:
         self.server.server_close()
 
 
-def start_gunicorn(tmp: Path) -> tuple[subprocess.Popen, int, Path]:
+def start_gunicorn(tmp: Path, name: str = "gunicorn", *, env: dict[str, str] | None = None,
+                   command: list[str] | None = None) -> tuple[subprocess.Popen, int, Path]:
+    """gunicorn with gunicorn.conf.py (or `command`'s arguments instead, "{port}" in them replaced) on a free port,
+    development mode, its database in `tmp`; `env` adds or overrides variables."""
     port = free_port()
-    env = {**os.environ, "ESSENTIA_PORT": str(port), "ESSENTIA_HOST": "127.0.0.1",
-           "ESSENTIA_DB_PATH": str(tmp / "served.db"), "ESSENTIA_ALLOW_LOOPBACK_URLS": "1",
-           "ESSENTIA_LOG_LEVEL": "WARNING"}
-    env.pop("ESSENTIA_PRODUCTION", None)
-    log_path = tmp / "gunicorn.log"
+    full_env = {**os.environ, "ESSENTIA_PORT": str(port), "ESSENTIA_HOST": "127.0.0.1",
+                "ESSENTIA_DB_PATH": str(tmp / "served.db"), "ESSENTIA_ALLOW_LOOPBACK_URLS": "1",
+                "ESSENTIA_LOG_LEVEL": "WARNING"}
+    full_env.pop("ESSENTIA_PRODUCTION", None)
+    full_env.update(env or {})
+    log_path = tmp / f"{name}.log"
+    arguments = [part.replace("{port}", str(port)) for part in command or ["-c", "gunicorn.conf.py"]]
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], cwd=ROOT,
-                                   env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen([sys.executable, "-m", "gunicorn", *arguments], cwd=ROOT, env=full_env,
+                                   stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     return process, port, log_path
 
 
@@ -196,7 +201,7 @@ _WRK_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 
 
 def run_wrk(port: int, path: str, body: bytes | None, content_type: str | None, connections: int, duration: float,
-            tmp: Path) -> dict[str, Any]:
+            tmp: Path, headers: dict[str, str] | None = None) -> dict[str, Any]:
     """The same measurement with wrk (C, event loop) when it is installed: a load generator that does not share
     Python's GIL, so the server, not the client, is what is measured. Percentiles from wrk --latency."""
     import re
@@ -204,12 +209,15 @@ def run_wrk(port: int, path: str, body: bytes | None, content_type: str | None, 
 
     script = tmp / f"wrk-{port}.lua"
     if body is None:
-        script.write_text('wrk.method = "GET"\n')
+        lua = 'wrk.method = "GET"\n'
     else:
         body_path = tmp / f"wrk-body-{port}-{len(body)}"
         body_path.write_bytes(body)
-        script.write_text(f'wrk.method = "POST"\nlocal f = io.open("{body_path}", "rb")\nwrk.body = f:read("*all")\n'
-                          f'f:close()\nwrk.headers["Content-Type"] = "{content_type}"\n')
+        lua = (f'wrk.method = "POST"\nlocal f = io.open("{body_path}", "rb")\nwrk.body = f:read("*all")\n'
+               f'f:close()\nwrk.headers["Content-Type"] = "{content_type}"\n')
+    for name, value in (headers or {}).items():
+        lua += f'wrk.headers["{name}"] = "{value}"\n'
+    script.write_text(lua)
     command = [shutil.which("wrk") or "wrk", f"-t{min(2, connections)}", f"-c{connections}",
                f"-d{max(1, round(duration))}s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}{path}"]
     started = time.perf_counter()
@@ -247,18 +255,19 @@ def measure_hits(name: str, port: int, request: tuple[str, str, bytes, dict], cf
     """8 clients repeating one request for cfg["hit_s"] seconds (after an untimed warm-up), with CPU per role."""
     method, path, body, headers = request
     use_wrk = cfg["wrk"]
+    extra = {name: value for name, value in headers.items() if name != "Content-Type"}
     if use_wrk:
-        run_wrk(port, path, body, headers.get("Content-Type"), 8, cfg["hit_warm_s"], tmp)
+        run_wrk(port, path, body, headers.get("Content-Type"), 8, cfg["hit_warm_s"], tmp, extra)
     else:
         run_load(port, lambda i: request, 8, duration=cfg["hit_warm_s"])
     before = meter.snapshot()
     if use_wrk:
-        result = run_wrk(port, path, body, headers.get("Content-Type"), 8, cfg["hit_s"], tmp)
+        result = run_wrk(port, path, body, headers.get("Content-Type"), 8, cfg["hit_s"], tmp, extra)
     else:
         result = run_load(port, lambda i: request, 8, duration=cfg["hit_s"])
         result["generator"] = "python http.client threads (keep-alive)"
     result["cpu_s"] = CpuMeter.delta(before, meter.snapshot())
-    server_role = "naive server" if name == "naive" else "gunicorn HTTP worker"
+    server_role = "naive server" if name.startswith("naive") else "gunicorn HTTP worker"
     if result.get("ok"):
         result["server_cpu_ms_per_request"] = 1000 * result["cpu_s"].get(server_role, 0.0) / result["ok"]
     return result

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.perf_common import free_port
+from benchmarks.perf_hits import create_key_cli
 from benchmarks.proctools import children, process_cmdline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,14 +30,6 @@ def service_of(supervisor_pid: int) -> int:
     services = spawned_children(supervisor_pid)
     assert services, "no analysis service"
     return services[0]
-
-
-def create_key_cli(env: dict[str, str], name: str, *flags: str) -> str:
-    """Create an API key with the real `flask --app backend keys create` and return the printed secret."""
-    created = subprocess.run([sys.executable, "-m", "flask", "--app", "backend", "keys", "create", name, *flags],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert created.returncode == 0, created.stderr
-    return re.search(r"^(ess_\S+)$", created.stdout, re.MULTILINE).group(1)
 
 
 class GunicornServer:
