@@ -74,6 +74,18 @@ def fill_unknown_metadata(conn: sqlite3.Connection, analysis_id: int, title: str
         conn.execute("UPDATE analyses SET artist = ? WHERE id = ? AND artist = ?", (artist, analysis_id, unknown))
 
 
+def store_response_json(conn: sqlite3.Connection, row: Row, response_json: str) -> bool:
+    """Keep `response_json` (built from `row`) as the row's serialized answer, unless the row has changed since
+    it was read (then the answer would be stale: nothing is written) or already has one. True if written."""
+    return conn.execute(
+        "UPDATE analyses SET response_json = ? WHERE id = ? AND response_json IS NULL AND analyzed_at IS ? "
+        "AND title IS ? AND artist IS ? AND preview_url IS ? AND user_verified IS ? AND manual_bpm IS ? "
+        "AND manual_key IS ? AND bpm_notes IS ?",
+        (response_json, row["id"], row["analyzed_at"], row["title"], row["artist"], row["preview_url"],
+         row["user_verified"], row["manual_bpm"], row["manual_key"], row["bpm_notes"]),
+    ).rowcount > 0
+
+
 def list_analyses(conn: sqlite3.Connection, *, limit: int, offset: int, sort: str = "newest") -> list[Row]:
     order = SORT_ORDERS[sort]
     return conn.execute(f"SELECT * FROM analyses ORDER BY {order} LIMIT ? OFFSET ?", (limit, offset)).fetchall()
