@@ -22,6 +22,7 @@ from backend.runtime.executor import ExecutorError
 from backend.timeutil import utc_now_iso
 from backend.web.errors import ApiError
 from backend.web.metrics import Metrics
+from backend.web.prebuilt import serialize_answer
 from backend.web.responses import UNKNOWN
 
 UPLOAD_URL_PREFIX = "upload:sha256:"
@@ -46,13 +47,24 @@ class AnalysisService:
         self.flights = SingleFlight()  # single flight among this process's threads
         self.claims = claims  # and across processes
 
-    def analyze_upload(self, data: bytes, *, title: str | None, artist: str | None) -> tuple[sqlite3.Row, bool]:
-        """The analysis of uploaded audio bytes, cached by their SHA-256; returns (row, served_from_cache)."""
-        digest = hashlib.sha256(data).hexdigest()
+    def analyze_upload(self, data: bytes | bytearray, *, title: str | None, artist: str | None,
+                       sha256: str | None = None) -> tuple[sqlite3.Row, bool]:
+        """The analysis of uploaded audio bytes, cached by their SHA-256 (`sha256` when the caller hashed them as
+        they arrived); returns (row, served_from_cache). The bytes are copied for the decoder only on a miss."""
+        digest = sha256 or hashlib.sha256(data).hexdigest()
         return self._cached_or_analyzed(
             upload_cache_key(digest), title, artist,
-            lambda: (data, digest, "upload", UPLOAD_URL_PREFIX + digest),
+            lambda: (bytes(data), digest, "upload", UPLOAD_URL_PREFIX + digest),
         )
+
+    def cached_upload(self, sha256: str, *, title: str | None, artist: str | None) -> sqlite3.Row | None:
+        """The stored analysis of audio whose SHA-256 is `sha256` (lowercase hex), counted as a cache hit, or None
+        (nothing is counted: no analysis was asked for)."""
+        row = self._lookup(upload_cache_key(sha256), title, artist)
+        if row is not None:
+            self._count(hit=True)
+            self._keep_answer(row)
+        return row
 
     def analyze_url(self, url: str, *, title: str | None, artist: str | None) -> tuple[sqlite3.Row, bool]:
         """The analysis of the audio at `url`, cached by the normalized URL; returns (row, served_from_cache)."""
@@ -78,6 +90,7 @@ class AnalysisService:
         row = self._lookup(cache_key, title, artist)
         if row is not None:
             self._count(hit=True)
+            self._keep_answer(row)
             return row, True
 
         def analyze_and_store() -> tuple[sqlite3.Row, bool]:
@@ -135,6 +148,13 @@ class AnalysisService:
                 row = store.find_analysis_by_id(conn, row["id"])
         return row
 
+    def _keep_answer(self, row: sqlite3.Row) -> None:
+        """Serialize a hit's answer once for the hits after it, if the row has none (stored before schema 3, or
+        changed since)."""
+        if row["response_json"] is None:
+            with self.db.connection(write=True) as conn:
+                store.store_response_json(conn, row, serialize_answer(row))
+
     def _run(self, data: bytes) -> dict[str, Any]:
         try:
             job = self.executor.run(data, self.settings.analysis_seconds)
@@ -150,7 +170,10 @@ class AnalysisService:
         values = analysis_row_values(job, cache_key=cache_key, kind=kind, preview_url=preview_url, digest=digest,
                                      title=title, artist=artist)
         with self.db.connection(write=True) as conn:
-            return store.insert_analysis(conn, values)
+            row = store.insert_analysis(conn, values)
+            if row["response_json"] is None:
+                store.store_response_json(conn, row, serialize_answer(row))
+            return row
 
 
 def analysis_row_values(job: dict[str, Any], *, cache_key: str, kind: str, preview_url: str, digest: str,
