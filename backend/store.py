@@ -214,6 +214,16 @@ def consume_daily_quota(conn: sqlite3.Connection, key_id: int, day: str) -> int 
     return None if row is None else row[0]
 
 
+def add_daily_usage(conn: sqlite3.Connection, key_id: int, day: str, count: int) -> None:
+    """Add `count` requests, already checked against the limit elsewhere (runtime/quota.py), to the key's count
+    for `day`. Nothing is added for a deleted key."""
+    conn.execute(
+        "INSERT INTO daily_usage (key_id, day, count) SELECT id, ?, ? FROM api_keys WHERE id = ? "
+        "ON CONFLICT (key_id, day) DO UPDATE SET count = count + excluded.count",
+        (day, count, key_id),
+    )
+
+
 def record_usage(conn: sqlite3.Connection, rows: Iterable[Sequence[Any]]) -> None:
     """Append usage records: (key_id, endpoint, status, created_at) each. Rows of deleted keys are skipped."""
     conn.executemany(
