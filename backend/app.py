@@ -20,6 +20,7 @@ from backend.roles import Claims, Executor, Limiter, Quota, Tally
 from backend.runtime.claims import ContentClaims, SingleProcessClaims
 from backend.runtime.executor import AnalysisExecutor
 from backend.runtime.poolservice import PoolClient
+from backend.runtime.quota import TableQuota
 from backend.runtime.ratelimit import RateLimiter, SharedRateLimiter
 from backend.runtime.sharedtable import SharedTable
 from backend.runtime.tally import LocalTally, SharedTally
@@ -35,6 +36,7 @@ from backend.web.metrics import Metrics
 SHARED_LIMITER_SLOTS = 1 << 17
 SHARED_CLAIM_SLOTS = 1 << 12
 SHARED_TALLY_SLOTS = 16  # "hits" and "misses"
+SHARED_QUOTA_SLOTS = 1 << 14  # keys counted per day at once (24 bytes each: 384 KiB)
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     )
     # Flush what is still buffered at exit, without keeping every app a process ever built (tests build many).
     atexit.register(_flush_at_exit, weakref.ref(counters))
+    atexit.register(_flush_at_exit, weakref.ref(roles.quota))
 
     register_error_handlers(app)
     register_request_hooks(app)
@@ -114,7 +117,7 @@ def build_roles(settings: Settings, db: Database) -> Roles:
     """The one place an implementation is chosen for each role. Today the choice is between one process (tests,
     the CLI: everything in memory) and several HTTP processes on one host (gunicorn sets shared_state_dir: a
     memory-mapped table and the host's pool service)."""
-    return Roles(executor=_executor(settings), rate_limiter=_rate_limiter(settings), quota=StoreQuota(db),
+    return Roles(executor=_executor(settings), rate_limiter=_rate_limiter(settings), quota=_quota(settings, db),
                  tally=_tally(settings), claims=_claims(settings))
 
 
@@ -138,6 +141,16 @@ def _rate_limiter(settings: Settings) -> Limiter | None:
     return RateLimiter(settings.rate_limit)
 
 
+def _quota(settings: Settings, db: Database) -> Quota:
+    """One process: the store's conditional upsert per request. Several HTTP processes on one host: counted in the
+    shared table, written in batches (backend/runtime/quota.py: as exact, without a write transaction per request).
+    Several hosts must not use the table (it is one host's): they keep the store's quota (or a Redis one)."""
+    if not settings.shared_state_dir:
+        return StoreQuota(db)
+    return TableQuota(db, _shared_table(settings, "quota", SHARED_QUOTA_SLOTS),
+                      flush_seconds=settings.stats_flush_seconds)
+
+
 def _tally(settings: Settings) -> Tally:
     if not settings.shared_state_dir:
         return LocalTally()  # one process: its own counts are all there is
@@ -154,10 +167,11 @@ def _shared_table(settings: Settings, name: str, slots: int) -> SharedTable:
     return SharedTable(Path(settings.shared_state_dir) / name, slots=slots)
 
 
-def _flush_at_exit(counters_ref: "weakref.ref[BufferedCounters]") -> None:
-    counters = counters_ref()
-    if counters is not None:
-        counters.flush()
+def _flush_at_exit(buffer_ref: "weakref.ref[Any]") -> None:
+    """Write what a buffer (BufferedCounters, TableQuota) still holds, if it is still alive and has a flush."""
+    buffered = buffer_ref()
+    if buffered is not None and hasattr(buffered, "flush"):
+        buffered.flush()
 
 
 def _finish_response(response):

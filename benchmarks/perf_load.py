@@ -260,16 +260,21 @@ def measure_hits(name: str, port: int, request: tuple[str, str, bytes, dict], cf
         run_wrk(port, path, body, headers.get("Content-Type"), 8, cfg["hit_warm_s"], tmp, extra)
     else:
         run_load(port, lambda i: request, 8, duration=cfg["hit_warm_s"])
-    before = meter.snapshot()
+    before, waits_before = meter.snapshot(), meter.run_queue_waits()
     if use_wrk:
         result = run_wrk(port, path, body, headers.get("Content-Type"), 8, cfg["hit_s"], tmp, extra)
     else:
         result = run_load(port, lambda i: request, 8, duration=cfg["hit_s"])
         result["generator"] = "python http.client threads (keep-alive)"
     result["cpu_s"] = CpuMeter.delta(before, meter.snapshot())
+    result["run_queue_wait_s"] = CpuMeter.wait_delta(waits_before, meter.run_queue_waits())
     server_role = "naive server" if name.startswith("naive") else "gunicorn HTTP worker"
     if result.get("ok"):
         result["server_cpu_ms_per_request"] = 1000 * result["cpu_s"].get(server_role, 0.0) / result["ok"]
+        # Time the server's threads were ready to run but had no CPU (the machine's other load, or too many
+        # threads for the cores), per request: against the latency, it says how much of the tail is waiting.
+        result["server_run_queue_wait_ms_per_request"] = \
+            1000 * result["run_queue_wait_s"].get(server_role, 0.0) / result["ok"]
     return result
 
 

@@ -118,6 +118,35 @@ class CpuMeter:
         roles["load generator (this process)"] = after[1] - before[1]
         return {role: round(value, 3) for role, value in roles.items()}
 
+    def run_queue_waits(self) -> dict[int, tuple[str, float]]:
+        """Seconds each process of the tree has spent runnable but not running (all its threads), by pid."""
+        waits = {}
+        for pid, depth in process_tree(self.root_pid):
+            wait = run_queue_wait_seconds(pid)
+            if wait is not None:
+                waits[pid] = (_role(pid, depth, self.single), wait)
+        return waits
+
+    @staticmethod
+    def wait_delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+        roles: dict[str, float] = {}
+        for pid, (role, wait) in after.items():
+            roles[role] = roles.get(role, 0.0) + wait - before.get(pid, (role, 0.0))[1]
+        return {role: round(value, 3) for role, value in roles.items()}
+
+
+def run_queue_wait_seconds(pid: int) -> float | None:
+    """Time all threads of a process spent waiting on a CPU run queue (descheduled while runnable), from
+    /proc/<pid>/task/*/schedstat (second field, ns); None if the process is gone or the kernel has no schedstat."""
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return total / 1e9
+
 
 class RssSampler(threading.Thread):
     """Samples VmRSS (from /proc/<pid>/status) of a server's process tree every 0.2 s; keeps each process's max."""

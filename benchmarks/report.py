@@ -136,6 +136,44 @@ def summary_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]
                          "yes" if sf["analyses_run"] == 1 and sf["answered_200"] == sf["clients"] else "no"))
         rows.append(("6b' repeat upload p50 / p99", f"{fmt_time(u['p50_s'])} / {fmt_time(u['p99_s'])}",
                      f"{fmt_time(nu['p50_s'])} / {fmt_time(nu['p99_s'])}", "", "", ""))
+    rows.extend(hits_rows(r.get("hits", {})))
+    return rows
+
+
+def hits_rows(hits: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    """Section 7: the per-step CPU of a repeat upload, then each wrk phase and the ratios with their targets."""
+    rows: list[tuple[str, str, str, str, str, str]] = []
+    steps = hits.get("breakdown", {})
+    for name in ("receive_and_hash", "lookup", "serialize", "bookkeeping_development",
+                 "bookkeeping_production_extra", "whole_request_development", "whole_request_production"):
+        if f"{name}_s" in steps:
+            rows.append((f"7a repeat upload CPU: {name.replace('_', ' ')}", fmt_time(steps[f"{name}_s"]), "", "",
+                         "", ""))
+    wire = hits.get("wire", {})
+    phases, ratios = wire.get("phases", {}), wire.get("ratios", {})
+    labels = {"upload_development": "repeat upload", "url_development": "URL hit",
+              "sha_development": "hash-first lookup", "upload_production": "repeat upload, production + key",
+              "url_floor": "Flask floor (JSON in, 1 KB out)", "upload_naive": "naive server repeat upload"}
+    for name, label in labels.items():
+        phase = phases.get(name)
+        if phase is None:
+            continue
+        ours = not name.endswith(("floor", "naive"))
+        p99_ok = phase.get("p99_s", 1.0) <= 0.020
+        rows.append((f"7b {label}, wrk 8 conn.: req/s, p50 / p99",
+                     f"{phase['throughput_per_s']:.0f}/s, {fmt_time(phase.get('p50_s', 0))} / "
+                     f"{fmt_time(phase.get('p99_s', 0))}", f"CPU {phase.get('server_cpu_ms_per_request', 0):.2f} ms",
+                     "", "p99 <= 20 ms" if ours else "", ("yes" if p99_ok else "no") if ours else ""))
+    for name, label in (("upload_vs_naive", "repeat uploads vs naive server"),
+                        ("production_vs_development", "production + key vs development"),
+                        ("url_vs_floor", "URL hits vs Flask floor"), ("sha_vs_url", "hash-first vs URL hits")):
+        ratio_ = ratios.get(name)
+        if ratio_ is not None:
+            rows.append((f"7b {label} (median of rounds)", "", "", f"{ratio_['median']:.2f}x",
+                         f">= {ratio_['target']}x", "yes" if ratio_["median"] >= ratio_["target"] else "no"))
+    if wire.get("loadavg_at_start"):
+        rows.append(("7b load average at start / end", " ".join(f"{x:.1f}" for x in wire["loadavg_at_start"]),
+                     " ".join(f"{x:.1f}" for x in wire.get("loadavg_at_end", ())), "", "", ""))
     return rows
 
 

@@ -15,6 +15,7 @@ from backend.roles import (QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOW
 from backend.runtime.claims import ContentClaims, SingleProcessClaims
 from backend.runtime.executor import AnalysisExecutor
 from backend.runtime.poolservice import PoolClient
+from backend.runtime.quota import TableQuota
 from backend.runtime.ratelimit import RateLimiter, SharedRateLimiter
 from backend.runtime.sharedtable import SharedTable
 from backend.runtime.tally import LocalTally, SharedTally
@@ -43,10 +44,13 @@ def claims(request, tmp_path) -> Claims:
     return ContentClaims(SharedTable(tmp_path / "claims", slots=64))
 
 
-@pytest.fixture(params=["store"])
-def quota_and_app(request, make_app):
+@pytest.fixture(params=["store", "shared table"])
+def quota_and_app(request, make_app, tmp_path):
     app = make_app(production=True)
-    return StoreQuota(app.extensions["essentia"].db), app
+    db = app.extensions["essentia"].db
+    if request.param == "store":
+        return StoreQuota(db), app
+    return TableQuota(db, SharedTable(tmp_path / "quota", slots=64), flush_seconds=0.0), app
 
 
 # -- each implementation is its role -----------------------------------------------------------------------------
@@ -62,7 +66,7 @@ def test_both_executors_satisfy_the_executor_protocol(tmp_path):
     assert isinstance(PoolClient(str(tmp_path), timeout=1.0), Executor)
 
 
-def test_the_store_quota_satisfies_the_quota_protocol(quota_and_app):
+def test_every_quota_satisfies_the_quota_protocol(quota_and_app):
     assert isinstance(quota_and_app[0], Quota)
 
 
@@ -156,6 +160,7 @@ def test_several_http_processes_get_the_shared_table_implementations(tmp_path):
     assert isinstance(roles.rate_limiter, SharedRateLimiter)
     assert isinstance(roles.tally, SharedTally)
     assert isinstance(roles.claims, ContentClaims)
+    assert isinstance(roles.quota, TableQuota)
 
 
 def test_no_rate_limit_means_no_limiter(tmp_path):
