@@ -18,6 +18,7 @@ from typing import Callable
 from backend import store
 from backend.db import Database
 from backend.roles import Tally
+from backend.runtime.periodic import every
 from backend.runtime.tally import LocalTally
 from backend.timeutil import utc_now_iso
 
@@ -65,14 +66,8 @@ class BufferedCounters:
         """Flush every `flush_seconds` from a daemon thread of this process (started after gunicorn's fork)."""
         if self.flush_seconds <= 0:
             return
-
-        def flush_forever() -> None:
-            while True:
-                time.sleep(self.flush_seconds)
-                self.flush_if_due()
-
         self._background = True
-        threading.Thread(target=flush_forever, name="counters-flush", daemon=True).start()
+        every(self.flush_seconds, self.flush_if_due, name="counters-flush")
 
     def flush_if_due(self) -> None:
         if self._clock() - self._last_flush >= self.flush_seconds:

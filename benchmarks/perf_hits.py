@@ -137,17 +137,6 @@ def _create_key(app) -> str:
     return raw
 
 
-def cpu_per_call(fn, calls: int, repeats: int) -> float:
-    """Median over `repeats` of this thread's CPU seconds per call of fn(i)."""
-    samples = []
-    for _ in range(repeats):
-        started = time.thread_time()
-        for i in range(calls):
-            fn(i)
-        samples.append((time.thread_time() - started) / calls)
-    return statistics.median(samples)
-
-
 def full_collection_cost() -> dict[str, Any]:
     """What a full garbage collection costs a process holding the app (all its requests wait for it), before and
     after gc.freeze(), which gunicorn.conf.py calls in each worker once the app is built."""
@@ -250,7 +239,7 @@ def breakdown(tmp: Path, clip: bytes, quick: bool) -> dict[str, Any]:
     try:
         whole(0), whole_production(0)  # warm both paths once
         for name, step in steps.items():
-            out[f"{name}_s"] = cpu_per_call(step, calls, repeats)
+            out[f"{name}_s"] = per_call(step, calls, repeats, clock=time.thread_time)["median_s"]
             out[f"{name}_wall_s"] = per_call(step, calls, 1)["median_s"]
     finally:
         wire.close()

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Callable
 
 from backend import store
 from backend.db import Database
 from backend.roles import QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, QuotaDecision
+from backend.runtime.periodic import every
 from backend.runtime.sharedtable import SharedTable
 from backend.timeutil import utc_today
 
@@ -137,15 +137,8 @@ class TableQuota:
 
     def start_background_flush(self) -> None:
         """Flush every `flush_seconds` from a daemon thread of this process (started after gunicorn's fork)."""
-        if self.flush_seconds <= 0:
-            return
-
-        def flush_forever() -> None:
-            while True:
-                time.sleep(self.flush_seconds)
-                self.flush()
-
-        threading.Thread(target=flush_forever, name="quota-flush", daemon=True).start()
+        if self.flush_seconds > 0:
+            every(self.flush_seconds, self.flush, name="quota-flush")
 
     def _take(self, key_id: int, day: str) -> int:
         taken: list[int] = []
