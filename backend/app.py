@@ -18,6 +18,7 @@ from backend.roles import Claims, Executor, Limiter, Quota, Store, Tally
 from backend.runtime.claims import ContentClaims, SingleProcessClaims
 from backend.runtime.executor import AnalysisExecutor
 from backend.runtime.poolservice import PoolClient
+from backend.runtime.quota import TableQuota
 from backend.runtime.ratelimit import RateLimiter, SharedRateLimiter
 from backend.runtime.redis_state import (RedisClaims, RedisEvents, RedisKeyInvalidation, RedisQuota,
                                          RedisRateLimiter, RedisTally, connect)
@@ -37,6 +38,7 @@ from backend.web.metrics import Metrics
 SHARED_LIMITER_SLOTS = 1 << 17
 SHARED_CLAIM_SLOTS = 1 << 12
 SHARED_TALLY_SLOTS = 16  # "hits" and "misses"
+SHARED_QUOTA_SLOTS = 1 << 14  # keys counted per day at once (24 bytes each: 384 KiB)
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ def build_roles(settings: Settings, store: Store) -> Roles:
     memory-mapped table and the host's pool service) and several hosts (ESSENTIA_REDIS_URL: Redis)."""
     if settings.redis_url:
         return _redis_roles(settings, store)
-    return Roles(executor=_executor(settings), rate_limiter=_rate_limiter(settings), quota=StoreQuota(store),
+    return Roles(executor=_executor(settings), rate_limiter=_rate_limiter(settings), quota=_quota(settings, store),
                  tally=_tally(settings), claims=_claims(settings))
 
 
@@ -159,6 +161,17 @@ def _rate_limiter(settings: Settings) -> Limiter | None:
         return SharedRateLimiter(settings.rate_limit, table=_shared_table(settings, "rate-limits",
                                                                           SHARED_LIMITER_SLOTS))
     return RateLimiter(settings.rate_limit)
+
+
+def _quota(settings: Settings, store: Store) -> Quota:
+    """One process: the store's conditional upsert per request. Several HTTP processes on one host: counted in the
+    shared table, written in batches (backend/runtime/quota.py: as exact, without a write transaction per request).
+    A shared database (ESSENTIA_DATABASE_URL) may serve several hosts, and the table is one host's: without Redis
+    they keep the store's quota."""
+    if not settings.shared_state_dir or settings.database_url:
+        return StoreQuota(store)
+    return TableQuota(store, _shared_table(settings, "quota", SHARED_QUOTA_SLOTS),
+                      flush_seconds=settings.stats_flush_seconds)
 
 
 def _tally(settings: Settings) -> Tally:

@@ -19,6 +19,7 @@ from backend.storage import Row
 from backend.storage.counters import BufferedCounters
 from backend.timeutil import utc_now_iso
 from backend.web.metrics import Metrics
+from backend.web.prebuilt import serialize_answer
 from backend.web.responses import UNKNOWN
 
 UPLOAD_URL_PREFIX = "upload:sha256:"
@@ -43,13 +44,24 @@ class AnalysisService:
         self.flights = SingleFlight()  # single flight among this process's threads
         self.claims = claims  # and across processes
 
-    def analyze_upload(self, data: bytes, *, title: str | None, artist: str | None) -> tuple[Row, bool]:
-        """The analysis of uploaded audio bytes, cached by their SHA-256; returns (row, served_from_cache)."""
-        digest = hashlib.sha256(data).hexdigest()
+    def analyze_upload(self, data: bytes | bytearray, *, title: str | None, artist: str | None,
+                       sha256: str | None = None) -> tuple[Row, bool]:
+        """The analysis of uploaded audio bytes, cached by their SHA-256 (`sha256` when the caller hashed them as
+        they arrived); returns (row, served_from_cache). The bytes are copied for the decoder only on a miss."""
+        digest = sha256 or hashlib.sha256(data).hexdigest()
         return self._cached_or_analyzed(
             upload_cache_key(digest), title, artist,
-            lambda: (data, digest, "upload", UPLOAD_URL_PREFIX + digest),
+            lambda: (bytes(data), digest, "upload", UPLOAD_URL_PREFIX + digest),
         )
+
+    def cached_upload(self, sha256: str, *, title: str | None, artist: str | None) -> Row | None:
+        """The stored analysis of audio whose SHA-256 is `sha256` (lowercase hex), counted as a cache hit, or None
+        (nothing is counted: no analysis was asked for)."""
+        row = self._lookup(upload_cache_key(sha256), title, artist)
+        if row is not None:
+            self._count(hit=True)
+            self._keep_answer(row)
+        return row
 
     def analyze_url(self, url: str, *, title: str | None, artist: str | None) -> tuple[Row, bool]:
         """The analysis of the audio at `url`, cached by the normalized URL; returns (row, served_from_cache)."""
@@ -69,6 +81,7 @@ class AnalysisService:
         row = self._lookup(cache_key, title, artist)
         if row is not None:
             self._count(hit=True)
+            self._keep_answer(row)
             return row, True
 
         def analyze_and_store() -> tuple[Row, bool]:
@@ -126,6 +139,13 @@ class AnalysisService:
                 row = self.store.find_analysis_by_id(conn, row["id"])
         return row
 
+    def _keep_answer(self, row: Row) -> None:
+        """Serialize a hit's answer once for the hits after it, if the row has none (stored before the
+        response_json migration, or changed since)."""
+        if row["response_json"] is None:
+            with self.store.connection(write=True) as conn:
+                self.store.store_response_json(conn, row, serialize_answer(row))
+
     def _run(self, data: bytes) -> JobResult:
         """The analysis of `data`; raises ExecutorError (the pool could not run it) or the JobFailure's error."""
         job = self.executor.run(data, self.settings.analysis_seconds)
@@ -138,7 +158,10 @@ class AnalysisService:
         values = analysis_row_values(job, cache_key=cache_key, kind=kind, preview_url=preview_url, digest=digest,
                                      title=title, artist=artist)
         with self.store.connection(write=True) as conn:
-            return self.store.insert_analysis(conn, values)
+            row = self.store.insert_analysis(conn, values)
+            if row["response_json"] is None:
+                self.store.store_response_json(conn, row, serialize_answer(row))
+            return row
 
 
 def analysis_row_values(job: JobResult, *, cache_key: str, kind: str, preview_url: str, digest: str,

@@ -5,9 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,24 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from performance_test import process_cmdline
+from benchmarks.perf_common import free_port
+from benchmarks.perf_hits import create_key_cli
+from benchmarks.proctools import children, process_cmdline
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def children(pid: int) -> list[int]:
-    """Direct child processes of `pid` (Linux)."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(part) for part in handle.read().split()]
-    except FileNotFoundError:
-        return []
 
 
 def spawned_children(pid: int) -> list[int]:
@@ -45,14 +30,6 @@ def service_of(supervisor_pid: int) -> int:
     services = spawned_children(supervisor_pid)
     assert services, "no analysis service"
     return services[0]
-
-
-def create_key_cli(env: dict[str, str], name: str, *flags: str) -> str:
-    """Create an API key with the real `flask --app backend keys create` and return the printed secret."""
-    created = subprocess.run([sys.executable, "-m", "flask", "--app", "backend", "keys", "create", name, *flags],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert created.returncode == 0, created.stderr
-    return re.search(r"^(ess_\S+)$", created.stdout, re.MULTILINE).group(1)
 
 
 class GunicornServer:

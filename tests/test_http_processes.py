@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests import synth
-from performance_test import process_cmdline
+from benchmarks.proctools import process_cmdline
 from tests.servers import GunicornServer, children
 
 

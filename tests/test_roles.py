@@ -15,6 +15,7 @@ from backend.roles import (QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOW
 from backend.runtime.claims import ContentClaims, SingleProcessClaims
 from backend.runtime.executor import AnalysisExecutor
 from backend.runtime.poolservice import PoolClient
+from backend.runtime.quota import TableQuota
 from backend.runtime.ratelimit import RateLimiter, SharedRateLimiter
 from backend.runtime.redis_state import (RedisClaims, RedisEvents, RedisQuota, RedisRateLimiter, RedisTally,
                                          connect)
@@ -57,14 +58,17 @@ def claims(request, tmp_path) -> Claims:
     return ContentClaims(SharedTable(tmp_path / "claims", slots=64))
 
 
-@pytest.fixture(params=["store", "redis"])
-def quota_and_app(request, make_app):
+@pytest.fixture(params=["store", "shared table", "redis"])
+def quota_and_app(request, make_app, tmp_path):
     if request.param == "redis":
         app = make_app(production=True, redis_url=request.getfixturevalue("redis_url"),
                        redis_prefix=request.getfixturevalue("redis_prefix"))
         return app.extensions["essentia"].quota, app
     app = make_app(production=True)
-    return StoreQuota(app.extensions["essentia"].store), app
+    store = app.extensions["essentia"].store
+    if request.param == "store":
+        return StoreQuota(store), app
+    return TableQuota(store, SharedTable(tmp_path / "quota", slots=64), flush_seconds=0.0), app
 
 
 # -- each implementation is its role -----------------------------------------------------------------------------
@@ -80,7 +84,7 @@ def test_both_executors_satisfy_the_executor_protocol(tmp_path):
     assert isinstance(PoolClient(str(tmp_path), timeout=1.0), Executor)
 
 
-def test_the_store_quota_satisfies_the_quota_protocol(quota_and_app):
+def test_every_quota_satisfies_the_quota_protocol(quota_and_app):
     assert isinstance(quota_and_app[0], Quota)
 
 
@@ -174,6 +178,7 @@ def test_several_http_processes_get_the_shared_table_implementations(tmp_path):
     assert isinstance(roles.rate_limiter, SharedRateLimiter)
     assert isinstance(roles.tally, SharedTally)
     assert isinstance(roles.claims, ContentClaims)
+    assert isinstance(roles.quota, TableQuota)
 
 
 def test_several_hosts_get_the_redis_implementations(tmp_path, redis_url, redis_prefix):

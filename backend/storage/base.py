@@ -128,6 +128,20 @@ class SqlStore:
             self._execute(conn, "UPDATE analyses SET artist = ? WHERE id = ? AND artist = ?",
                           (artist, analysis_id, unknown))
 
+    def store_response_json(self, conn, row: Row, response_json: str) -> bool:
+        """Keep `response_json` (built from `row`) as the row's serialized answer, unless the row has changed since
+        it was read (then the answer would be stale: nothing is written) or already has one. True if written."""
+        return self._rowcount(
+            conn,
+            "UPDATE analyses SET response_json = ? WHERE id = ? AND response_json IS NULL "
+            "AND analyzed_at IS NOT DISTINCT FROM ? AND title IS NOT DISTINCT FROM ? "
+            "AND artist IS NOT DISTINCT FROM ? AND preview_url IS NOT DISTINCT FROM ? "
+            "AND user_verified IS NOT DISTINCT FROM ? AND manual_bpm IS NOT DISTINCT FROM ? "
+            "AND manual_key IS NOT DISTINCT FROM ? AND bpm_notes IS NOT DISTINCT FROM ?",
+            (response_json, row["id"], row["analyzed_at"], row["title"], row["artist"], row["preview_url"],
+             row["user_verified"], row["manual_bpm"], row["manual_key"], row["bpm_notes"]),
+        ) > 0
+
     def list_analyses(self, conn, *, limit: int, offset: int, sort: str = "newest") -> list[Row]:
         """One page of the cache in a whitelisted order. The page's ids are found on the order's index alone
         (skipping `offset` index entries, not `offset` whole rows), then only those rows are read."""
@@ -256,6 +270,16 @@ class SqlStore:
             self._sql("INSERT INTO api_usage (key_id, endpoint, status, created_at) "
                       "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = ?)"),
             [(*row, row[0]) for row in rows],
+        )
+
+    def add_daily_usage(self, conn, key_id: int, day: str, count: int) -> None:
+        """Add `count` requests, already checked against the limit elsewhere (runtime/quota.py), to the key's count
+        for `day`. Nothing is added for a deleted key."""
+        self._execute(
+            conn,
+            "INSERT INTO daily_usage (key_id, day, count) SELECT id, ?, ? FROM api_keys WHERE id = ? "
+            "ON CONFLICT (key_id, day) DO UPDATE SET count = daily_usage.count + excluded.count",
+            (day, count, key_id),
         )
 
     def raise_daily_usage(self, conn, rows: Iterable[Sequence[Any]]) -> None:

@@ -1,8 +1,9 @@
 """Cache hit/miss counters and API usage records, buffered in memory and written in batches.
 
 A cache hit should cost a hash, one indexed SELECT and JSON, not a write transaction. So counters and usage rows
-collect here and reach the database together, at most every `flush_seconds` (on the next request after that, on
-/stats, at exit, and under gunicorn from a background thread, so an idle HTTP process does not sit on its counts).
+collect here and reach the database together, at most every `flush_seconds`: on /stats, at exit, and either on the
+next request after that (one process) or, under gunicorn, from a background thread only (so an idle HTTP process
+does not sit on its counts, and no request waits for a write).
 With several HTTP processes the hit and miss counts wait in shared memory (SharedTally), so /stats is exact
 whichever process answers; usage records wait in their own process. What a hard kill can lose is at most the
 last `flush_seconds` of counts, never a stored analysis.
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from backend.roles import Store, Tally
+from backend.runtime.periodic import every
 from backend.runtime.tally import LocalTally
 from backend.timeutil import utc_now_iso
 
@@ -33,19 +35,27 @@ class BufferedCounters:
         self._tally = tally or LocalTally()
         self._usage: list[tuple] = []
         self._last_flush = clock()
+        self._background = False  # True once start_background_flush runs: requests then never flush
 
     def count_hit(self) -> None:
         self._tally.add("hits")
-        self.flush_if_due()
+        self._flush_inline_if_due()
 
     def count_miss(self) -> None:
         self._tally.add("misses")
-        self.flush_if_due()
+        self._flush_inline_if_due()
 
     def record_usage(self, key_id: int, endpoint: str, status: int) -> None:
         with self._lock:
             self._usage.append((key_id, endpoint, status, utc_now_iso()))
-        self.flush_if_due()
+        self._flush_inline_if_due()
+
+    def _flush_inline_if_due(self) -> None:
+        """Without a background flusher, the request that finds a flush due makes it. With one (gunicorn), no
+        request ever waits for the write transaction (nor for another process's, on SQLite's lock): that wait
+        was part of the hits' latency tail."""
+        if not self._background:
+            self.flush_if_due()
 
     def pending(self) -> tuple[int, int]:
         """Hits and misses not yet written to the database."""
@@ -55,13 +65,8 @@ class BufferedCounters:
         """Flush every `flush_seconds` from a daemon thread of this process (started after gunicorn's fork)."""
         if self.flush_seconds <= 0:
             return
-
-        def flush_forever() -> None:
-            while True:
-                time.sleep(self.flush_seconds)
-                self.flush_if_due()
-
-        threading.Thread(target=flush_forever, name="counters-flush", daemon=True).start()
+        self._background = True
+        every(self.flush_seconds, self.flush_if_due, name="counters-flush")
 
     def flush_if_due(self) -> None:
         if self._clock() - self._last_flush >= self.flush_seconds:

@@ -28,6 +28,8 @@ TRY_IT = {
     "analyzeData": ("curl -s {key}--data-binary @song.m4a -H 'Content-Type: audio/mp4' \\\n"
                     "     -H 'X-Song-Title: Halo' -H 'X-Song-Artist: Beyoncé' '{base}/analyze_data?detail=1'\n"
                     "curl -s {key}-F file=@song.mp3 -F title=Halo -F artist=Beyoncé {base}/analyze_data"),
+    "analyzeDataByHash": ("curl -s {key}{base}/analyze_data/sha256/$(sha256sum song.m4a | cut -d' ' -f1)\n"
+                          "# 404 not_cached: upload it once with POST /analyze_data"),
     "listCache": "curl -s {key}'{base}/cache?limit=20&offset=0&sort=newest'",
     "searchCache": "curl -s {key}'{base}/cache/search?q=beyonce'",
     "exportCache": "curl -s {key}{base}/cache/export > cache.json",

@@ -407,6 +407,10 @@ _QUERY = {"name": "q", "in": "query", "required": True,
           "example": "beyoncé"}
 _SONG_ID = {"name": "id", "in": "path", "required": True, "description": "The cached song's id.",
             "schema": {"type": "integer", "minimum": 1, "maximum": 2 ** 63 - 1}, "example": 1}
+_SHA256 = {"name": "digest", "in": "path", "required": True,
+           "description": "The SHA-256 of the audio file's bytes, 64 hex digits (the first word of `sha256sum FILE`).",
+           "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+           "example": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}
 _TITLE_HEADER = {"name": "X-Song-Title", "in": "header", "required": False,
                  "description": "Title, UTF-8 bytes allowed (raw body uploads only).",
                  "schema": {"type": "string", "maxLength": MAX_TEXT_LENGTH}}
@@ -467,6 +471,11 @@ def openapi_spec(version: str) -> dict[str, Any]:
     data_extra[400] = ("No audio, a multipart form without a file, or bad metadata.",
                        analyze_extra[400][1] + ["missing_file"])
 
+    by_hash_extra = {
+        400: ("The path does not end with 64 hex digits, or bad metadata.", ["invalid_sha256", "invalid_parameter"]),
+        404: ("No analysis of audio with this SHA-256 is cached yet: upload the file to POST /analyze_data.",
+              ["not_cached"]),
+    }
     cache_extra = {400: ("Invalid limit, offset or sort.", ["invalid_parameter"])}
     search_extra = {400: ("No query, or invalid limit, offset or q.", ["missing_query", "invalid_parameter"])}
     verify_extra = {
@@ -535,6 +544,14 @@ def openapi_spec(version: str) -> dict[str, Any]:
             "analyzeData", "Analyze uploaded audio: the raw body or a multipart form",
             _responses(analysis_ok, state_changing=True, extra=data_extra, extra_503=_EXECUTOR_503),
             tags=["analysis"], parameters=[_DETAIL, _TITLE_HEADER, _ARTIST_HEADER], body=upload_body)},
+        "/analyze_data/sha256/{digest}": {"get": _op(
+            "analyzeDataByHash", "The cached analysis of audio by its SHA-256, without uploading it",
+            _responses(analysis_ok, extra=by_hash_extra),
+            description="Ask before uploading: a client that has the file sends its SHA-256 and gets exactly what a "
+                        "repeat upload of the same bytes would answer (a cache hit, counted in /stats), or 404 "
+                        "`not_cached`, and then uploads it to POST /analyze_data. X-Song-Title and X-Song-Artist "
+                        "fill in a cached song's unknown title or artist, as on an upload.",
+            tags=["analysis"], parameters=[_SHA256, _DETAIL, _TITLE_HEADER, _ARTIST_HEADER])},
         "/cache": {"get": _op(
             "listCache", "The cached analyses, a page at a time",
             _responses(_ok("A page of rows.", _ref("CacheRows")), extra=cache_extra),

@@ -109,4 +109,17 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER analyses_count_delete AFTER DELETE ON analyses REFERENCING OLD TABLE AS changed_rows
         FOR EACH STATEMENT EXECUTE FUNCTION analyses_count_changed();
     """,
+    # 2: a cache hit's answer, serialized once (SQLite's migration 4): any update that does not set it clears it
+    """
+    ALTER TABLE analyses ADD COLUMN response_json TEXT;
+    CREATE FUNCTION analyses_response_stale() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NEW.response_json IS NOT NULL AND NEW.response_json IS NOT DISTINCT FROM OLD.response_json THEN
+            NEW.response_json := NULL;
+        END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER analyses_response_stale BEFORE UPDATE ON analyses
+        FOR EACH ROW EXECUTE FUNCTION analyses_response_stale();
+    """,
 ]

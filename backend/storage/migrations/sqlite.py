@@ -110,4 +110,14 @@ MIGRATIONS: list[str] = [
         UPDATE stats SET value = value - 1 WHERE name = 'cached_songs';
     END;
     """,
+    # 4: a cache hit's answer, serialized once (backend/web/prebuilt.py). Any other change to the row (metadata
+    # filled in, a verification, a re-analysis) clears it, so it is never older than the row; NULL means "build
+    # it from the row" (rows stored before this migration, or changed since).
+    """
+    ALTER TABLE analyses ADD COLUMN response_json TEXT;
+    CREATE TRIGGER analyses_response_stale AFTER UPDATE ON analyses
+    WHEN new.response_json IS NOT NULL AND new.response_json IS old.response_json BEGIN
+        UPDATE analyses SET response_json = NULL WHERE id = new.id;
+    END;
+    """,
 ]
