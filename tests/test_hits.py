@@ -11,7 +11,7 @@ import sqlite3
 import pytest
 from flask import jsonify
 
-from backend import store
+from backend.storage.base import ANALYSIS_COLUMNS
 from backend.web.responses import analysis_response
 from tests import synth
 from tests.conftest import create_key
@@ -35,7 +35,7 @@ def supported_format_samples() -> dict[str, bytes]:
 
 def copy_row_under_key(db_path: str, source_id: int, cache_key: str) -> int:
     """A cached row as the code before this change stored it for other bytes: same analysis, another key."""
-    columns = [c for c in store.ANALYSIS_COLUMNS if c != "cache_key"]
+    columns = [c for c in ANALYSIS_COLUMNS if c != "cache_key"]
     conn = sqlite3.connect(db_path)
     with conn:
         cursor = conn.execute(f"INSERT INTO analyses (cache_key, {', '.join(columns)}) "
@@ -45,7 +45,8 @@ def copy_row_under_key(db_path: str, source_id: int, cache_key: str) -> int:
 
 
 def stored_row(app, analysis_id: int):
-    with app.extensions["essentia"].db.connection() as conn:
+    store = app.extensions["essentia"].store
+    with store.connection() as conn:
         return store.find_analysis_by_id(conn, analysis_id)
 
 

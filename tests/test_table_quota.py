@@ -5,61 +5,60 @@ from __future__ import annotations
 
 import threading
 
-from backend import store
 from backend.runtime.quota import TableQuota
 from backend.runtime.sharedtable import SharedTable
 from backend.timeutil import utc_today
 from tests.conftest import create_key
 
 
-def _usage_today(db, key_id: int, day: str) -> int:
-    with db.connection() as conn:
+def _usage_today(store, key_id: int, day: str) -> int:
+    with store.connection() as conn:
         return store.usage_today(conn, key_id, day)
 
 
 def test_counts_reach_the_store_on_flush_and_only_once(make_app, tmp_path):
     app = make_app(production=True)
-    db = app.extensions["essentia"].db
+    store = app.extensions["essentia"].store
     create_key(app, "alice", "--daily-limit", "0")
-    quota = TableQuota(db, SharedTable(tmp_path / "quota", slots=64))
+    quota = TableQuota(store, SharedTable(tmp_path / "quota", slots=64))
     assert all(quota.consume(1).allowed for _ in range(7))
-    assert _usage_today(db, 1, utc_today()) == 0  # not written per request
+    assert _usage_today(store, 1, utc_today()) == 0  # not written per request
     quota.flush()
-    assert _usage_today(db, 1, utc_today()) == 7
+    assert _usage_today(store, 1, utc_today()) == 7
     quota.flush()
-    assert _usage_today(db, 1, utc_today()) == 7 and quota.pending(1, utc_today()) == 0
+    assert _usage_today(store, 1, utc_today()) == 7 and quota.pending(1, utc_today()) == 0
 
 
 def test_a_new_table_starts_from_the_count_in_the_store(make_app, tmp_path):
     app = make_app(production=True)
-    db = app.extensions["essentia"].db
+    store = app.extensions["essentia"].store
     create_key(app, "alice", "--daily-limit", "5")
-    first = TableQuota(db, SharedTable(tmp_path / "first", slots=64))
+    first = TableQuota(store, SharedTable(tmp_path / "first", slots=64))
     assert all(first.consume(1).allowed for _ in range(3))
     first.flush()
-    restarted = TableQuota(db, SharedTable(tmp_path / "second", slots=64))
+    restarted = TableQuota(store, SharedTable(tmp_path / "second", slots=64))
     assert [restarted.consume(1).allowed for _ in range(3)] == [True, True, False]
 
 
 def test_a_new_day_counts_from_zero(make_app, tmp_path):
     app = make_app(production=True)
-    db = app.extensions["essentia"].db
+    store = app.extensions["essentia"].store
     create_key(app, "alice", "--daily-limit", "2")
     day = ["2026-11-30"]
-    quota = TableQuota(db, SharedTable(tmp_path / "quota", slots=64), today=lambda: day[0])
+    quota = TableQuota(store, SharedTable(tmp_path / "quota", slots=64), today=lambda: day[0])
     assert [quota.consume(1).allowed for _ in range(3)] == [True, True, False]
     day[0] = "2026-12-01"
     assert [quota.consume(1).allowed for _ in range(3)] == [True, True, False]
     quota.flush()
-    assert _usage_today(db, 1, "2026-11-30") == 2 and _usage_today(db, 1, "2026-12-01") == 2
+    assert _usage_today(store, 1, "2026-11-30") == 2 and _usage_today(store, 1, "2026-12-01") == 2
 
 
 def test_concurrent_requests_of_several_processes_never_pass_the_limit(make_app, tmp_path):
     """Four quotas on one table file stand for four HTTP processes (each maps the file and flocks it itself)."""
     app = make_app(production=True)
-    db = app.extensions["essentia"].db
+    store = app.extensions["essentia"].store
     create_key(app, "alice", "--daily-limit", "50")
-    quotas = [TableQuota(db, SharedTable(tmp_path / "quota", slots=64)) for _ in range(4)]
+    quotas = [TableQuota(store, SharedTable(tmp_path / "quota", slots=64)) for _ in range(4)]
     allowed = []
     lock = threading.Lock()
 
@@ -76,22 +75,22 @@ def test_concurrent_requests_of_several_processes_never_pass_the_limit(make_app,
     assert allowed.count(True) == 50 and len(allowed) == 240
     for quota in quotas:
         quota.flush()
-    assert _usage_today(db, 1, utc_today()) == 50
+    assert _usage_today(store, 1, utc_today()) == 50
 
 
 def test_a_failed_write_keeps_the_counts_for_the_next_flush(make_app, tmp_path, monkeypatch):
     app = make_app(production=True)
-    db = app.extensions["essentia"].db
+    store = app.extensions["essentia"].store
     create_key(app, "alice", "--daily-limit", "0")
-    quota = TableQuota(db, SharedTable(tmp_path / "quota", slots=64))
+    quota = TableQuota(store, SharedTable(tmp_path / "quota", slots=64))
     assert all(quota.consume(1).allowed for _ in range(4))
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store, "add_daily_usage", broken)
+    monkeypatch.setattr(store, "add_daily_usage", broken)  # on this store object only
     quota.flush()
     assert quota.pending(1, utc_today()) == 4
     monkeypatch.undo()
     quota.flush()
-    assert _usage_today(db, 1, utc_today()) == 4
+    assert _usage_today(store, 1, utc_today()) == 4
