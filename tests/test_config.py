@@ -149,13 +149,10 @@ def test_development_mode_keeps_limiter_off_and_binds_loopback():
 
 
 def test_create_app_mapping_gets_the_same_production_defaults_as_the_environment(tmp_path):
-    app = create_app({"production": True, "db_path": str(tmp_path / "x.db"), "workers": 0})
-    try:
-        settings = app.extensions["essentia"].settings
-        assert settings.host == "0.0.0.0" and settings.rate_limit == 60
-        assert app.extensions["essentia"].rate_limiter.limit == 60
-    finally:
-        app.extensions["essentia"].db.close()
+    app = create_app({"production": True, "db_path": str(tmp_path / "x.db"), "workers": 0})  # opens nothing yet
+    settings = app.extensions["essentia"].settings
+    assert settings.host == "0.0.0.0" and settings.rate_limit == 60
+    assert app.extensions["essentia"].rate_limiter.limit == 60
 
 
 def test_production_defaults_yield_to_explicit_overrides_and_to_the_environment():

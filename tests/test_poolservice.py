@@ -17,9 +17,8 @@ from backend.runtime.executor import JobResult, ServerBusy
 from backend.runtime.poolservice import (OWNER_NAME, STATE_DIR_PREFIX, PoolClient, make_state_dir, socket_path,
                                         start_supervisor, state_dir_owner, stop_supervisor,
                                         sweep_abandoned_state_dirs)
-from benchmarks.proctools import process_cmdline
 from tests import synth
-from tests.servers import GunicornServer, children, service_of
+from tests.servers import GunicornServer, children, process_cmdline, service_of
 
 
 @pytest.fixture

@@ -186,7 +186,7 @@ def test_a_table_whose_folder_is_gone_is_not_brought_back(tmp_path):
     # An HTTP worker exiting after its server's shared-state folder was removed must not recreate the folder.
     folder = tmp_path / "essentia-shared-gone"
     tally = SharedTally(SharedTable(folder / "counters", slots=16))
-    assert tally.take("hits") == 0 and tally.read("misses") == 0  # nothing to take, and no error at exit
+    assert tally.take("hits") == 0  # nothing to take, and no error in an exiting worker's last flush
     with pytest.raises(FileNotFoundError):
         SharedRateLimiter(1, 60.0, table=SharedTable(folder / "limits", slots=16)).hit("addr:1")
     assert not folder.exists()

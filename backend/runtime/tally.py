@@ -36,6 +36,15 @@ class LocalTally:
         return contextlib.nullcontext(True)
 
 
+def _zero_if_gone(take: Callable[[], int]) -> int:
+    """A table file that no longer exists (the server is being torn down and this process never mapped it) holds
+    nothing this process could take: 0, so that an exiting worker's last flush still writes its usage records."""
+    try:
+        return take()
+    except FileNotFoundError:
+        return 0
+
+
 class SharedTally:
     """The same counts in a SharedTable, so that /stats, whichever HTTP process answers it, includes what every
     process has counted and not yet written."""
@@ -58,18 +67,10 @@ class SharedTally:
         self._update(name, lambda count: count + amount)
 
     def take(self, name: str) -> int:
-        return self._gone_is_zero(lambda: self._update(name, lambda count: 0))
+        return _zero_if_gone(lambda: self._update(name, lambda count: 0))
 
     def read(self, name: str) -> int:
-        return self._gone_is_zero(lambda: self._update(name, lambda count: None))
-
-    def _gone_is_zero(self, look: Callable[[], int]) -> int:
-        """A table file that no longer exists (the server is being torn down and this process never mapped it)
-        holds nothing this process could take: 0, so that its last flush still writes its usage records."""
-        try:
-            return look()
-        except FileNotFoundError:
-            return 0
+        return self._update(name, lambda count: None)
 
     @contextlib.contextmanager
     def batch(self, *, wait: bool = True) -> Iterator[bool]:
