@@ -20,9 +20,11 @@ Sections (the targets of issue 4):
      vs the same app with single flight switched off.
   6. Load test over HTTP on 127.0.0.1: gunicorn with gunicorn.conf.py vs a naive Flask dev server (one request at
      a time, librosa HPSS + beat_track + chroma_cqt per request, a title+artist dict as its only cache).
-  7. Several hosts (benchmarks/perf_hosts.py; needs PostgreSQL and Redis, so only with --only 7): the rate
-     limiter's Lua script vs the `limits` library, Redis cost per role operation, and one embedded host vs two
-     hosts on PostgreSQL + Redis (hits by URL and upload, misses, latency of one hit).
+  catalog (only with --only catalog): search, every sort order and /stats at 10k/100k/1M cached songs on SQLite
+     and PostgreSQL (benchmarks/perf_catalog.py).
+  hosts (several hosts; only with --only hosts, needs PostgreSQL and Redis): the rate limiter's Lua script vs the
+     `limits` library, Redis cost per role operation, and one embedded host vs two hosts on PostgreSQL + Redis
+     (hits by URL and upload, misses, latency of one hit) (benchmarks/perf_hosts.py).
 
 Everything printed is measured in this run; nothing is typed in. Micro-benchmarks report the median of several
 repeats. The script never asserts a speed: it prints whether each target is met and exits 0 either way.
@@ -1275,9 +1277,16 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
 
 
-def several_hosts(tmp: Path, quick: bool) -> dict[str, Any]:
-    from benchmarks.perf_hosts import several_hosts as measure
-    return measure(tmp, quick)
+def catalog_section(quick: bool) -> dict[str, Any]:
+    """Costs that grow with the catalog (benchmarks/perf_catalog.py): 10k/100k/1M songs on both stores."""
+    from benchmarks.perf_catalog import SIZES, run
+    return run(SIZES[:2] if quick else SIZES, log=log)
+
+
+def hosts_section(tmp: Path, quick: bool) -> dict[str, Any]:
+    """Several hosts (benchmarks/perf_hosts.py): one embedded host vs two on PostgreSQL + Redis."""
+    from benchmarks.perf_hosts import several_hosts
+    return several_hosts(tmp, quick)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1285,8 +1294,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for CI (under a minute on 2 cores)")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--only", default="1,2,3,4,5,6",
-                        help="comma-separated sections to run (default: 1-6; 7, several hosts, needs PostgreSQL "
-                             "and Redis)")
+                        help="comma-separated sections to run (default: 1-6; also catalog and hosts, which need "
+                             "PostgreSQL, and Redis for hosts)")
     parser.add_argument("--no-wrk", action="store_true",
                         help="measure cache hits with the built-in Python load generator even if wrk is installed")
     parser.add_argument("--profile-hits", type=int, metavar="N",
@@ -1359,8 +1368,10 @@ def main(argv: list[str] | None = None) -> int:
                      ("5", "single_flight", lambda: bench_single_flight(tmp, sf_clip, args.quick)),
                      ("6", "load", lambda: bench_load(tmp, clips, sf_clip, naive_proc, naive_port, naive_log, args.quick,
                                                      use_wrk)),
-                     # Needs PostgreSQL and Redis (ESSENTIA_TEST_POSTGRES_URL, ESSENTIA_TEST_REDIS_URL): --only 7
-                     ("7", "several_hosts", lambda: several_hosts(tmp, args.quick))]
+                     # Slow (grows a catalog to 1,000,000 songs on each store): only when asked, --only catalog.
+                     ("catalog", "catalog", lambda: catalog_section(args.quick)),
+                     # Needs PostgreSQL and Redis (ESSENTIA_TEST_POSTGRES_URL, ESSENTIA_TEST_REDIS_URL): --only hosts
+                     ("hosts", "several_hosts", lambda: hosts_section(tmp, args.quick))]
             for number, name, step in steps:
                 if number not in sections:
                     continue
@@ -1396,6 +1407,9 @@ def main(argv: list[str] | None = None) -> int:
         if rss:
             print("max RSS while loaded with misses (MB): " +
                   "; ".join(f"{role}: {', '.join(map(str, v))}" for role, v in rss["max_rss_mb_by_role"].items()))
+    if "catalog" in results:
+        from benchmarks.perf_catalog import report
+        print(report(results["catalog"]))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
         print(f"figures written to {args.json}")

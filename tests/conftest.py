@@ -114,11 +114,14 @@ def postgres_server() -> str:
         import psycopg
     except ImportError:
         missing_service("psycopg is not installed")
+    problem = None
     try:
         with psycopg.connect(POSTGRES_URL, connect_timeout=3):
             pass
     except psycopg.OperationalError as error:
-        missing_service(f"PostgreSQL is not reachable at {POSTGRES_URL}: {str(error).strip()}")
+        problem = str(error).strip()
+    if problem is not None:
+        missing_service(f"PostgreSQL is not reachable at {POSTGRES_URL}: {problem}")
     return POSTGRES_URL
 
 

@@ -103,6 +103,11 @@ def test_search_matches_title_or_artist_case_insensitively(client, three_songs):
     assert titles("no such song") == []
     assert titles('"; DROP TABLE analyses; --') == []
     assert titles("%") == []                 # LIKE wildcards are literal
+    newest = client.get("/cache/search?q=blue&limit=1").get_json()
+    assert [row["title"] for row in newest] == ["Blue Train"]
+    below = client.get("/cache/search", query_string={"q": "blue", "limit": 1, "before": newest[0]["id"]})
+    assert [row["title"] for row in below.get_json()] == ["Blue Monday"]  # keyset paging
+    assert client.get("/cache/search?q=blue&before=0").status_code == 400
     assert len(client.get("/cache").get_json()) == 3
 
 

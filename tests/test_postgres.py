@@ -16,6 +16,7 @@ import pytest
 
 from backend.config import ConfigError, Settings
 from backend.storage import StorageUnavailable
+from backend.storage.base import ALL_ANALYSIS_COLUMNS
 from backend.storage.migrations.postgres import MIGRATIONS
 from backend.storage.postgres import PostgresStore
 from tests.conftest import create_key
@@ -264,7 +265,8 @@ def table(url_or_store, sql: str) -> list:
         return [tuple(row) for row in conn.execute(sql).fetchall()]
 
 
-COMPARED = ["SELECT * FROM analyses ORDER BY id", "SELECT * FROM api_keys ORDER BY id",
+COMPARED = [f"SELECT {', '.join(ALL_ANALYSIS_COLUMNS)} FROM analyses ORDER BY id",
+            "SELECT * FROM api_keys ORDER BY id",
             "SELECT * FROM api_usage ORDER BY id", "SELECT * FROM daily_usage ORDER BY key_id, day",
             "SELECT name, value FROM stats ORDER BY name", "SELECT last_updated FROM stats_meta"]
 
@@ -306,3 +308,32 @@ def test_copy_to_refuses_a_database_that_holds_data(make_app, postgres_url):
 def test_copy_to_rejects_what_is_not_a_postgresql_url(app):
     result = app.test_cli_runner().invoke(args=["db", "copy-to", "mysql://x/y"])
     assert result.exit_code == 2 and "PostgreSQL URL" in result.output
+
+
+@pytest.mark.parametrize("required, exit_code, outcome", [("1", 1, "1 error"), ("0", 0, "1 skipped")])
+def test_a_missing_postgresql_skips_its_tests_unless_services_are_required(required, exit_code, outcome):
+    env = {**os.environ, "ESSENTIA_TEST_POSTGRES_URL": f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres",
+           "ESSENTIA_REQUIRE_SERVICES": required}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "tests/test_store_contract.py::test_each_store_is_the_store_role[postgresql]"],
+                            env=env, capture_output=True, text=True, timeout=120, cwd=str(ROOT))
+    assert result.returncode == exit_code and outcome in result.stdout, result.stdout[-2000:]
+
+
+def test_search_is_planned_with_its_word_never_as_a_prepared_statement(postgres_url):
+    """psycopg prepares a statement after five runs; a prepared search's generic plan cannot see the pattern and
+    walks the whole table for a rare word. The search must stay unprepared however often it runs."""
+    store = PostgresStore(postgres_url, pool_size=1)
+    store.migrate()
+    insert(store, song(1, title="Halo"))
+    try:
+        with store.single_read() as conn:
+            for _ in range(8):
+                assert len(store.search_analyses(conn, "halo", limit=50, offset=0)) == 1
+                store.find_analysis_by_cache_key(conn, song(1)["cache_key"])
+            prepared = [row["statement"] for row in
+                        conn.execute("SELECT statement FROM pg_prepared_statements").fetchall()]
+        assert any("cache_key" in text for text in prepared)  # the test can see prepared statements
+        assert not any("search_text" in text for text in prepared)
+    finally:
+        store.close()

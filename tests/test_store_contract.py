@@ -185,6 +185,22 @@ def test_search_pages_newest_first(any_store):
         ["Common word 1"]]
 
 
+@pytest.mark.parametrize("query", ["common", "co"])  # the trigram index, and the scan of short queries
+def test_search_pages_by_keyset_below_the_last_id_seen(any_store, query):
+    rows = insert(any_store, *(song(n, title=f"Common word {n}") for n in range(1, 8)), song(99, title="Other"))
+    pages, before = [], None
+    with any_store.single_read() as conn:
+        while True:
+            page = any_store.search_analyses(conn, query, limit=3, offset=0, before=before)
+            if not page:
+                break
+            pages.append([row["title"] for row in page])
+            before = page[-1]["id"]
+    assert pages == [["Common word 7", "Common word 6", "Common word 5"],
+                     ["Common word 4", "Common word 3", "Common word 2"], ["Common word 1"]]
+    assert rows[-1]["title"] == "Other"
+
+
 def test_iterating_every_song_reads_in_batches_in_id_order(any_store):
     rows = insert(any_store, *(song(n) for n in range(1, 8)))
     assert [row["id"] for row in any_store.iter_analyses(batch=3)] == [row["id"] for row in rows]

@@ -25,7 +25,7 @@ ALL_ANALYSIS_COLUMNS = ("id", *ANALYSIS_COLUMNS, "user_verified", "manual_bpm", 
 SORT_NAMES = ("newest", "oldest", "title", "artist", "bpm", "key")
 
 # Ids are signed 64-bit on both stores: an id outside that range names no row (and would overflow the driver).
-_MAX_ROWID = 2**63 - 1
+MAX_ID = 2**63 - 1
 
 EXPORT_BATCH = 1000  # rows /cache/export reads per statement while it streams
 
@@ -49,7 +49,7 @@ def in_placeholder_style(statement: str, placeholder: str) -> str:
 
 
 def _valid_rowid(value: int) -> bool:
-    return 0 < value <= _MAX_ROWID
+    return 0 < value <= MAX_ID
 
 
 def escape_like(text: str) -> str:
@@ -145,7 +145,8 @@ class SqlStore:
         row = self._one(conn, "SELECT value FROM stats WHERE name = 'cached_songs'")
         return 0 if row is None else row["value"]
 
-    def search_analyses(self, conn, query: str, *, limit: int, offset: int) -> list[Row]:  # pragma: no cover
+    def search_analyses(self, conn, query: str, *, limit: int, offset: int,
+                        before: int | None = None) -> list[Row]:  # pragma: no cover
         raise NotImplementedError
 
     def delete_analysis(self, conn, analysis_id: int) -> bool:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from backend.storage.base import Row, SqlStore, escape_like
+from backend.storage.base import MAX_ID, Row, SqlStore, escape_like
 from backend.storage.migrations.sqlite import MIGRATIONS
 
 BUSY_TIMEOUT_MS = 10_000
@@ -201,21 +201,23 @@ class SQLiteStore(SqlStore):
     def describe(self) -> str:
         return self.path
 
-    def search_analyses(self, conn: sqlite3.Connection, query: str, *, limit: int, offset: int) -> list[Row]:
+    def search_analyses(self, conn: sqlite3.Connection, query: str, *, limit: int, offset: int,
+                        before: int | None = None) -> list[Row]:
         """Songs whose title or artist contains `query`, case-insensitively (Unicode case folding for three or
-        more characters, ASCII for shorter), newest first."""
+        more characters, ASCII for shorter), newest first, with ids below `before` if given."""
+        below = MAX_ID if before is None else before
         if len(query) >= 3:
             # The trigram index answers substring queries of three or more characters; a quoted phrase is literal.
             # It yields matches in rowid order, so the newest page is read without collecting every match.
             phrase = '"' + query.replace('"', '""') + '"'
             return conn.execute(
                 "SELECT * FROM analyses WHERE id IN (SELECT rowid FROM analyses_search WHERE analyses_search "
-                "MATCH ? ORDER BY rowid DESC LIMIT ? OFFSET ?) ORDER BY id DESC",
-                (phrase, limit, offset),
+                "MATCH ? AND rowid < ? ORDER BY rowid DESC LIMIT ? OFFSET ?) ORDER BY id DESC",
+                (phrase, below, limit, offset),
             ).fetchall()
         pattern = escape_like(query)
         return conn.execute(
-            "SELECT * FROM analyses WHERE title LIKE ? ESCAPE '\\' OR artist LIKE ? ESCAPE '\\' "
+            "SELECT * FROM analyses WHERE (title LIKE ? ESCAPE '\\' OR artist LIKE ? ESCAPE '\\') AND id < ? "
             "ORDER BY id DESC LIMIT ? OFFSET ?",
-            (pattern, pattern, limit, offset),
+            (pattern, pattern, below, limit, offset),
         ).fetchall()

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from backend.service import url_cache_key
 from backend.storage import SORT_NAMES, get_store
+from backend.storage.base import MAX_ID
 from backend.timeutil import utc_now_iso
 from backend.web.auth import require_api_key
 from backend.web.errors import ApiError
@@ -47,9 +48,12 @@ def search_cache():
     if not query:
         raise ApiError(400, "missing_query", "Give the text to look for in titles and artists as ?q=...")
     limit, offset = _page()
+    # Keyset paging: the next page is the rows below the last id of this one, as cheap as the first page at any
+    # depth (an offset must skip every earlier match).
+    before = int_arg("before", 0, minimum=1, maximum=MAX_ID) or None
     store = get_store()
     with store.single_read() as conn:
-        rows = store.search_analyses(conn, query, limit=limit, offset=offset)
+        rows = store.search_analyses(conn, query, limit=limit, offset=offset, before=before)
     return jsonify([cache_row(row) for row in rows])
 
 

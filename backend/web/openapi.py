@@ -396,6 +396,10 @@ _OFFSET = {"name": "offset", "in": "query", "required": False, "description": "R
 _SORT = {"name": "sort", "in": "query", "required": False,
          "schema": {"type": "string", "enum": ["newest", "oldest", "title", "artist", "bpm", "key"],
                     "default": "newest"}}
+_BEFORE = {"name": "before", "in": "query", "required": False,
+           "description": "Keyset paging: only rows whose id is below this one (pass the last id of the previous "
+                          "page). Page 100 costs what page 1 does; a large offset must skip every earlier match.",
+           "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
 _QUERY = {"name": "q", "in": "query", "required": True,
           "description": "Text to find in titles or artists, case-insensitively (400 when missing or blank).",
           "schema": {"type": "string", "minLength": 1, "maxLength": MAX_QUERY, "pattern": r"\S"},
@@ -535,7 +539,7 @@ def openapi_spec(version: str) -> dict[str, Any]:
         "/cache/search": {"get": _op(
             "searchCache", "Cached analyses whose title or artist contains q (case-insensitive)",
             _responses(_ok("A page of matching rows, newest first.", _ref("CacheRows")), extra=search_extra),
-            tags=["cache"], parameters=[_QUERY, _LIMIT, _OFFSET])},
+            tags=["cache"], parameters=[_QUERY, _LIMIT, _OFFSET, _BEFORE])},
         "/cache/export": {"get": _op(
             "exportCache", "Every cached song with the user's corrections applied, for backup or a spreadsheet",
             _responses(_ok("The export.", _ref("Export"))), tags=["cache"])},

@@ -1,0 +1,80 @@
+"""Costs that must not grow with the catalog: /cache/export streams in batches, every sort order and the search
+read an index instead of sorting or scanning the table, /stats reads a maintained count. (The timings at 10k,
+100k and 1M songs are in benchmarks/perf_catalog.py.)"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from backend.storage.sqlite import SQLiteStore
+from tests.test_store_contract import insert, song
+
+
+def test_export_streams_batch_by_batch(make_app):
+    app = make_app()
+    store = app.extensions["essentia"].store
+    insert(store, *(song(n) for n in range(1, 2501)))
+    reads = []
+    original = store.analyses_after
+
+    def counted(conn, after_id, limit):
+        reads.append(after_id)
+        return original(conn, after_id, limit)
+
+    store.analyses_after = counted
+    response = app.test_client().get("/cache/export", buffered=False)
+    assert response.status_code == 200 and response.is_streamed
+    chunks = iter(response.response)
+    first = next(chunks)
+    assert first.startswith(b'{"exported_at": ') and len(reads) == 0  # the head goes out before any row is read
+    second = next(chunks)
+    assert len(reads) == 1  # one batch read, not the whole catalog
+    body = first + second + b"".join(chunks)
+    assert len(reads) == 3  # 1000 + 1000 + 500 rows
+    document = json.loads(body)
+    assert document["total_songs"] == len(document["songs"]) == 2500
+    assert document["songs"][0]["title"] == "Song 1" and document["songs"][-1]["title"] == "Song 2500"
+
+
+def test_an_empty_export_is_a_valid_document(client):
+    document = client.get("/cache/export").get_json()
+    assert document["songs"] == [] and document["total_songs"] == 0 and "exported_at" in document
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
+    store = SQLiteStore(str(tmp_path / "plans.db"))
+    store.migrate()
+    yield store
+    store.close()
+
+
+def _plan(conn, sql: str, params=()) -> str:
+    return " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+
+
+@pytest.mark.parametrize("sort", list(SQLiteStore.SORT_SQL))
+def test_every_sort_order_walks_an_index_without_sorting(sqlite_store, sort):
+    order = SQLiteStore.SORT_SQL[sort]
+    with sqlite_store.connection() as conn:
+        plan = _plan(conn, f"SELECT id FROM analyses ORDER BY {order} LIMIT 50 OFFSET 5000")
+    assert "TEMP B-TREE" not in plan and "SCAN analyses" in plan, plan
+    if sort in ("title", "artist"):
+        assert "COVERING INDEX" in plan, plan  # skipping rows costs index entries, not table rows
+
+
+def test_search_reads_the_trigram_index_newest_first(sqlite_store):
+    with sqlite_store.connection() as conn:
+        plan = _plan(conn, "SELECT rowid FROM analyses_search WHERE analyses_search MATCH ? ORDER BY rowid DESC "
+                           "LIMIT 50", ('"love"',))
+    assert "VIRTUAL TABLE INDEX" in plan and "TEMP B-TREE" not in plan, plan
+
+
+def test_the_song_count_is_read_not_counted(sqlite_store):
+    insert(sqlite_store, song(1), song(2))
+    with sqlite_store.connection() as conn:
+        conn.execute("DELETE FROM analyses WHERE id = 1")
+        assert sqlite_store.count_analyses(conn) == 1
+        plan = _plan(conn, "SELECT value FROM stats WHERE name = 'cached_songs'")
+    assert plan.startswith("SEARCH stats"), plan
