@@ -22,14 +22,13 @@ Sections (the targets of issue 4):
   7. Cache hits (issue 12): where a repeat upload's time goes, step by step, in process; then wrk with 8
      connections against our server (repeat uploads, URLs, hash-first lookups; development mode, and production
      mode with a key), the Flask floor under the same gunicorn settings, and a naive upload-cache server.
-
-  8. Several hosts (needs PostgreSQL and Redis, so only with --only 8): the rate limiter's Lua script vs the
+  hosts (several hosts; only with --only hosts, needs PostgreSQL and Redis): the rate limiter's Lua script vs the
      `limits` library, Redis cost per role operation, and one embedded host vs two hosts on PostgreSQL + Redis
      (hits by URL and upload, misses, latency of one hit).
   catalog (only with --only catalog): search, every sort order and /stats at 10k/100k/1M cached songs on SQLite
      and PostgreSQL.
 
-The sections live in benchmarks/: perf_micro.py (1-5), perf_load.py (6), perf_hits.py (7), perf_hosts.py (8),
+The sections live in benchmarks/: perf_micro.py (1-5), perf_load.py (6), perf_hits.py (7), perf_hosts.py (hosts),
 perf_catalog.py (catalog), naive_server.py (the
 naive servers of sections 6 and 7, each in its own process), floor_app.py (section 7's Flask floor), proctools.py (process trees, CPU and RSS per role; tests/servers.py uses it
 too), perf_profile.py (--profile-hits), report.py (the printed table), perf_common.py (timing helpers, clips).
@@ -68,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for CI (under a minute on 2 cores)")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated sections to run (default: all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7",
+                        help="comma-separated sections to run (default: 1-7; also catalog and hosts, "
+                             "which need PostgreSQL, and Redis for hosts)")
     parser.add_argument("--no-wrk", action="store_true",
                         help="measure cache hits with the built-in Python load generator even if wrk is installed")
     parser.add_argument("--profile-hits", type=int, metavar="N",
@@ -143,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                                                      use_wrk)),
                      ("7", "hits", lambda: {"breakdown": breakdown(tmp, clips[0], args.quick),
                                             "wire": bench_hits(tmp, clips[0], sf_clip, args.quick, use_wrk)}),
-                     # Needs PostgreSQL and Redis (ESSENTIA_TEST_POSTGRES_URL, ESSENTIA_TEST_REDIS_URL): --only 8
-                     ("8", "several_hosts", lambda: perf_hosts.several_hosts(tmp, args.quick)),
+                     # Needs PostgreSQL and Redis (ESSENTIA_TEST_POSTGRES_URL, ESSENTIA_TEST_REDIS_URL): --only hosts
+                     ("hosts", "several_hosts", lambda: perf_hosts.several_hosts(tmp, args.quick)),
                      # Slow (grows a catalog to 1,000,000 songs on each store): only when asked, --only catalog.
                      ("catalog", "catalog", lambda: perf_catalog.run(
                          perf_catalog.SIZES[:2] if args.quick else perf_catalog.SIZES, log=log))]
