@@ -6,7 +6,8 @@ Settings, and the rest of the code sees only these protocols:
   Executor  runs decode + analysis        AnalysisExecutor (a pool in this process), PoolClient (the host's
                                           one pool, behind the pool service)
   Limiter   requests per client a minute  RateLimiter (in memory), SharedRateLimiter (memory-mapped table)
-  Quota     a key's daily allowance       StoreQuota (the store's daily_usage table)
+  Quota     a key's daily allowance       StoreQuota (the store's daily_usage table), TableQuota (memory-mapped
+                                          table, written to the store in batches)
   Tally     hit/miss counts not yet       LocalTally (in memory), SharedTally (memory-mapped table)
             written to the store
   Claims    which process analyzes a      SingleProcessClaims (one process), ContentClaims (memory-mapped table)
