@@ -7,7 +7,8 @@ Settings, and the rest of the code sees only these protocols:
                                           one pool, behind the pool service)
   Limiter   requests per client a minute  RateLimiter (in memory), SharedRateLimiter (memory-mapped table),
                                           RedisRateLimiter (several hosts)
-  Quota     a key's daily allowance       StoreQuota (the store's daily_usage table), RedisQuota
+  Quota     a key's daily allowance       StoreQuota (the store's daily_usage table), TableQuota (memory-mapped
+                                          table, written to the store in batches), RedisQuota
   Tally     hit/miss counts not yet       LocalTally (in memory), SharedTally (memory-mapped table), RedisTally
             written to the store
   Claims    which process analyzes a      SingleProcessClaims (one process), ContentClaims (memory-mapped table),

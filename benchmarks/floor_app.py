@@ -1,5 +1,5 @@
 """The floor of the stack for URL hits: a minimal Flask app that parses the JSON body of POST /analyze and answers
-a fixed ~1 KB JSON object, served by gunicorn with the same worker settings as ours (section 7). Whatever ours
+a fixed 1 KB JSON object, served by gunicorn with the same worker settings as ours (section 7). Whatever ours
 costs beyond this is the application's own work."""
 from __future__ import annotations
 

@@ -311,8 +311,8 @@ def bench_hits(tmp: Path, clip: bytes, preview: bytes, quick: bool, use_wrk: boo
         no_config = tmp / "floor.gunicorn.conf.py"  # not ./gunicorn.conf.py, which gunicorn reads by default
         no_config.write_text("")
         floor, floor_port, floor_log = start_gunicorn(tmp, "hits-floor", command=[
-            "-c", str(no_config), "-k", "gthread", "-w", str(served.http_processes), "--threads", str(served.http_threads),
-            "--keep-alive", "5", "--bind", "127.0.0.1:{port}", "benchmarks.floor_app:app"])
+            "-c", str(no_config), "--no-control-socket", "-k", "gthread", "-w", str(served.http_processes),
+            "--threads", str(served.http_threads), "--keep-alive", "5", "--bind", "127.0.0.1:{port}", "benchmarks.floor_app:app"])
         processes.append(floor)
         naive, naive_port, naive_log, naive_db = _start_naive_upload_cache(tmp)
         processes.append(naive)

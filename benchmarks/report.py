@@ -173,8 +173,9 @@ def hits_rows(hits: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]
             rows.append((f"7b {label} (median of rounds)", "", "", f"{ratio_['median']:.2f}x",
                          f">= {ratio_['target']}x", "yes" if ratio_["median"] >= ratio_["target"] else "no"))
             if "by_cpu_median" in ratio_:
-                rows.append(("7b ... by server CPU per request", "", "", f"{ratio_['by_cpu_median']:.2f}x",
-                             f">= {ratio_['target']}x", "yes" if ratio_["by_cpu_median"] >= ratio_["target"] else "no"))
+                # Informational: the targets are on throughput (the naive server cannot use a second core).
+                rows.append(("7b ... by server CPU per request (less load-dependent)", "", "",
+                             f"{ratio_['by_cpu_median']:.2f}x", "", ""))
     if wire.get("loadavg_at_start"):
         rows.append(("7b load average at start / end", " ".join(f"{x:.1f}" for x in wire["loadavg_at_start"]),
                      " ".join(f"{x:.1f}" for x in wire.get("loadavg_at_end", ())), "", "", ""))

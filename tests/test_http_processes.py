@@ -58,6 +58,10 @@ def test_a_killed_analysis_service_is_started_again(server):
         status, headers, body = _upload(server, clip)
         if status == 200:
             break
+        if status == 429:  # a slow restart on a busy machine outlasts the rate limit of 40 a minute: wait as told
+            assert time.monotonic() < deadline, "the analysis service did not come back"
+            time.sleep(min(float(headers["Retry-After"]), 5.0))
+            continue
         assert status == 503 and body["error"] == "analysis_unavailable" and headers["Retry-After"]
         assert time.monotonic() < deadline, "the analysis service did not come back"
         # As a client should: wait what Retry-After says. (Polling every 0.2 s ran into the fixture's 40/min rate

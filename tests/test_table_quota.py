@@ -11,15 +11,20 @@ from backend.timeutil import utc_today
 from tests.conftest import create_key
 
 
+def store_with_key(make_app, daily_limit: int):
+    """The store of a production app holding one key (id 1) with this daily limit."""
+    app = make_app(production=True)
+    create_key(app, "alice", "--daily-limit", str(daily_limit))
+    return app.extensions["essentia"].store
+
+
 def _usage_today(store, key_id: int, day: str) -> int:
     with store.connection() as conn:
         return store.usage_today(conn, key_id, day)
 
 
 def test_counts_reach_the_store_on_flush_and_only_once(make_app, tmp_path):
-    app = make_app(production=True)
-    store = app.extensions["essentia"].store
-    create_key(app, "alice", "--daily-limit", "0")
+    store = store_with_key(make_app, 0)
     quota = TableQuota(store, SharedTable(tmp_path / "quota", slots=64))
     assert all(quota.consume(1).allowed for _ in range(7))
     assert _usage_today(store, 1, utc_today()) == 0  # not written per request
@@ -30,9 +35,7 @@ def test_counts_reach_the_store_on_flush_and_only_once(make_app, tmp_path):
 
 
 def test_a_new_table_starts_from_the_count_in_the_store(make_app, tmp_path):
-    app = make_app(production=True)
-    store = app.extensions["essentia"].store
-    create_key(app, "alice", "--daily-limit", "5")
+    store = store_with_key(make_app, 5)
     first = TableQuota(store, SharedTable(tmp_path / "first", slots=64))
     assert all(first.consume(1).allowed for _ in range(3))
     first.flush()
@@ -41,9 +44,7 @@ def test_a_new_table_starts_from_the_count_in_the_store(make_app, tmp_path):
 
 
 def test_a_new_day_counts_from_zero(make_app, tmp_path):
-    app = make_app(production=True)
-    store = app.extensions["essentia"].store
-    create_key(app, "alice", "--daily-limit", "2")
+    store = store_with_key(make_app, 2)
     day = ["2026-11-30"]
     quota = TableQuota(store, SharedTable(tmp_path / "quota", slots=64), today=lambda: day[0])
     assert [quota.consume(1).allowed for _ in range(3)] == [True, True, False]
@@ -55,9 +56,7 @@ def test_a_new_day_counts_from_zero(make_app, tmp_path):
 
 def test_concurrent_requests_of_several_processes_never_pass_the_limit(make_app, tmp_path):
     """Four quotas on one table file stand for four HTTP processes (each maps the file and flocks it itself)."""
-    app = make_app(production=True)
-    store = app.extensions["essentia"].store
-    create_key(app, "alice", "--daily-limit", "50")
+    store = store_with_key(make_app, 50)
     quotas = [TableQuota(store, SharedTable(tmp_path / "quota", slots=64)) for _ in range(4)]
     allowed = []
     lock = threading.Lock()
@@ -79,9 +78,7 @@ def test_concurrent_requests_of_several_processes_never_pass_the_limit(make_app,
 
 
 def test_a_failed_write_keeps_the_counts_for_the_next_flush(make_app, tmp_path, monkeypatch):
-    app = make_app(production=True)
-    store = app.extensions["essentia"].store
-    create_key(app, "alice", "--daily-limit", "0")
+    store = store_with_key(make_app, 0)
     quota = TableQuota(store, SharedTable(tmp_path / "quota", slots=64))
     assert all(quota.consume(1).allowed for _ in range(4))
 
