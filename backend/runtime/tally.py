@@ -76,7 +76,13 @@ class SharedTally:
     def batch(self, *, wait: bool = True) -> Iterator[bool]:
         """An exclusive lock on a file beside the table, held by one process of the host at a time (the kernel
         drops it if the holder dies). Opened per call: a descriptor inherited across fork shares its lock."""
-        fd = os.open(self.table.path + ".batch", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.table.path + ".batch", os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:
+            # the server is being torn down and its folder is gone: there is no table left to take counts from,
+            # so no other process to keep apart from (the flush still writes this process's usage rows)
+            yield True
+            return
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)

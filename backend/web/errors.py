@@ -17,9 +17,6 @@ from typing import TYPE_CHECKING, Any, Mapping
 if TYPE_CHECKING:
     from flask import Flask, Response
 
-from backend.runtime.redis_state import SharedStateUnavailable
-from backend.storage.base import StorageUnavailable
-
 log = logging.getLogger(__name__)
 
 # Codes for the HTTP errors Flask/Werkzeug raise themselves (unknown route, wrong method, body too large...).
@@ -77,6 +74,11 @@ class ApiError(ServiceError):
 
 def register_error_handlers(app: Flask) -> None:
     from werkzeug.exceptions import HTTPException
+
+    # Here, not at module level: the analysis processes import this module for ServiceError, and the storage
+    # package and the Redis client would bring Flask and redis-py into them.
+    from backend.runtime.redis_state import SharedStateUnavailable
+    from backend.storage.base import StorageUnavailable
 
     app.register_error_handler(ServiceError, lambda error: error.to_response())
 
