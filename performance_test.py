@@ -259,7 +259,8 @@ def bench_quota(tmp: Path, quick: bool) -> dict[str, Any]:
     out["ours_growth"] = large["ours_per_check_s"] / small["ours_per_check_s"]
     out["naive_growth"] = large["naive_per_check_s"] / small["naive_per_check_s"]
     out["ratio"] = large["ratio"]
-    out["ours_is"] = "SQLiteStore.consume_daily_quota in a write transaction (BEGIN IMMEDIATE ... COMMIT): check AND count"
+    out["ours_is"] = ("SQLiteStore.consume_daily_quota in a write transaction (BEGIN IMMEDIATE ... COMMIT): "
+                      "check AND count")
     return out
 
 

@@ -78,3 +78,26 @@ def test_the_song_count_is_read_not_counted(sqlite_store):
         assert sqlite_store.count_analyses(conn) == 1
         plan = _plan(conn, "SELECT value FROM stats WHERE name = 'cached_songs'")
     assert plan.startswith("SEARCH stats"), plan
+
+
+def test_every_sort_order_on_postgresql_is_an_index_only_scan(postgres_url):
+    from benchmarks.perf_catalog import song_rows
+    from backend.storage.base import ANALYSIS_COLUMNS
+    from backend.storage.postgres import PostgresStore
+
+    store = PostgresStore(postgres_url, pool_size=1)
+    store.migrate()
+    try:
+        with store.connection(write=True) as conn:
+            with conn.cursor().copy(f"COPY analyses ({', '.join(ANALYSIS_COLUMNS)}) FROM STDIN") as copy:
+                for row in song_rows(0, 20_000):
+                    copy.write_row(row)
+        with store.single_read() as conn:
+            conn.execute("VACUUM ANALYZE analyses")  # what autovacuum does after a load: the visibility map
+        with store.single_read() as conn:
+            for sort, order in PostgresStore.SORT_SQL.items():
+                plan = " | ".join(row["QUERY PLAN"] for row in conn.execute(
+                    f"EXPLAIN SELECT id FROM analyses ORDER BY {order} LIMIT 50 OFFSET 5000").fetchall())
+                assert "Index Only Scan" in plan and "Sort" not in plan, (sort, plan)
+    finally:
+        store.close()
