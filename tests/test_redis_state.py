@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from backend.config import ConfigError, Settings
+from backend.storage.counters import BufferedCounters
+from backend.storage.sqlite import SQLiteStore
 from backend.runtime.redis_state import (RedisClaims, RedisEvents, RedisKeyInvalidation, RedisQuota,
                                          RedisRateLimiter, RedisTally, SharedStateUnavailable, connect, ping)
 from tests.servers import ROOT, free_port
@@ -140,3 +142,24 @@ def test_gunicorn_will_not_start_when_redis_does_not_answer(tmp_path):
                              capture_output=True, text=True, timeout=120)
     assert started.returncode != 0
     assert f"ESSENTIA_REDIS_URL: Redis at 127.0.0.1:{port} does not answer" in started.stderr
+
+
+def test_a_flush_while_redis_is_gone_neither_raises_nor_loses_counts(redis_proxy, redis_prefix, tmp_path):
+    """Counters are flushed after responses and from a background thread: a lost Redis must not turn a response
+    into a 500 or end the thread, and the counts it holds are written once it is back."""
+    redis_proxy.start()
+    store = SQLiteStore(str(tmp_path / "stats.db"), 2)
+    tally = RedisTally(client=connect(f"redis://127.0.0.1:{redis_proxy.port}/0", socket_timeout=0.5),
+                       prefix=redis_prefix)
+    counters = BufferedCounters(store, flush_seconds=3600, tally=tally)
+    counters.count_hit()
+    counters.count_hit()
+    counters.count_miss()
+    redis_proxy.cut()
+    counters.flush()  # nothing raised
+    redis_proxy.start()
+    counters.flush()
+    with store.connection() as conn:
+        stats = store.read_stats(conn)
+    assert (stats["cache_hits"], stats["cache_misses"]) == (2, 1)
+    store.close()

@@ -140,7 +140,7 @@ class RedisRateLimiter:
     restarted and forgot it). Memory: one short key per client seen in the last window, expired by Redis.
     Chosen over the `limits` library (what Flask-Limiter builds on) by cost per request: `limits` needs three
     round trips for what the 429 headers show (hit, then the count and the time left), 683 µs against this
-    script's 284 µs on the test machine (PERFORMANCE_OPTIMIZATIONS.md, section 8).
+    script's 284 µs on the test machine (PERFORMANCE_OPTIMIZATIONS.md, section 9).
     """
 
     def __init__(self, limit: int, window_seconds: float = 60.0, *, client: redis.Redis, prefix: str):

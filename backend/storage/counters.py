@@ -81,19 +81,28 @@ class BufferedCounters:
             yield
 
     def flush(self) -> None:
-        """Write what has been counted. Concurrent callers do not flush twice; on failure nothing is lost."""
+        """Write what has been counted. Concurrent callers do not flush twice. Never raises (it runs after
+        responses and in a background thread): what cannot be written now, e.g. with the tally's Redis gone,
+        waits for the next flush."""
         if not self._flush_lock.acquire(blocking=False):
             return
         try:
             with self._tally.batch(wait=False) as held:
                 if held:  # else another process is flushing: these counts go with the next batch
                     self._flush_held()
+        except Exception:
+            log.exception("could not flush counters; they wait for the next flush")
         finally:
             self._flush_lock.release()
 
     def _flush_held(self) -> None:
         """The flush itself, with both locks held."""
-        hits, misses = self._tally.take("hits"), self._tally.take("misses")
+        hits = self._tally.take("hits")
+        try:
+            misses = self._tally.take("misses")
+        except Exception:
+            self._tally.add("hits", hits)  # the tally failed between the two: put the first back
+            raise
         with self._lock:
             usage, self._usage = self._usage, []
             self._last_flush = self._clock()
@@ -107,7 +116,7 @@ class BufferedCounters:
                     self._store.record_usage(conn, usage)
         except Exception:
             log.exception("could not write counters; keeping them for the next flush")
-            self._tally.add("hits", hits)
-            self._tally.add("misses", misses)
             with self._lock:
                 self._usage[:0] = usage
+            self._tally.add("hits", hits)
+            self._tally.add("misses", misses)
