@@ -219,7 +219,7 @@ def add_daily_usage(conn: sqlite3.Connection, key_id: int, day: str, count: int)
     for `day`. Nothing is added for a deleted key."""
     conn.execute(
         "INSERT INTO daily_usage (key_id, day, count) SELECT id, ?, ? FROM api_keys WHERE id = ? "
-        "ON CONFLICT (key_id, day) DO UPDATE SET count = count + excluded.count",
+        "ON CONFLICT (key_id, day) DO UPDATE SET count = daily_usage.count + excluded.count",
         (day, count, key_id),
     )
 
