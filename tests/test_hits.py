@@ -185,3 +185,37 @@ def test_uploads_are_hashed_while_received_without_a_second_pass(app, client, so
     row = stored_row(app, response.get_json()["id"])
     assert row["cache_key"] == "sha256:" + hashlib.sha256(song_m4a).hexdigest()
     assert json.loads(row["response_json"] + "")["id"] == row["id"]
+
+
+def test_under_gunicorn_the_body_is_read_off_the_socket(app, song_m4a, monkeypatch):
+    """The fast path is taken with the pinned gunicorn (a gunicorn whose internals differ would fall back to reading
+    the stream: still correct, tests/test_hits_gunicorn.py, but slower: this test says so)."""
+    import socket
+    import threading
+
+    from gunicorn.config import Config
+    from gunicorn.http import wsgi
+    from gunicorn.http.parser import RequestParser
+
+    from backend.web import upload
+
+    taken = []
+    original = upload._gunicorn_body_source
+    monkeypatch.setattr(upload, "_gunicorn_body_source", lambda *args: taken.append(original(*args)) or taken[-1])
+    server, client = socket.socketpair()
+    head = f"POST /analyze_data HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(song_m4a)}\r\n\r\n".encode()
+    sender = threading.Thread(target=client.sendall, args=(head + song_m4a,))
+    sender.start()
+    try:
+        cfg = Config()
+        request = next(RequestParser(cfg, server, ("127.0.0.1", 1)))
+        _, environ = wsgi.create(request, server, ("127.0.0.1", 1), ("127.0.0.1", 8000), cfg)
+        with app.request_context(environ):
+            received = upload.receive_body(10**8)
+        assert taken and taken[0] is not None  # read off the socket, past gunicorn's buffering
+        assert received.sha256 == hashlib.sha256(song_m4a).hexdigest() and bytes(received.data) == song_m4a
+        assert original(environ, len(song_m4a)) is None  # the body is consumed: gunicorn has nothing left to read
+    finally:
+        sender.join()
+        server.close()
+        client.close()
