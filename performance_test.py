@@ -10,9 +10,10 @@ Cache-hit phases use wrk when it is installed (--no-wrk: the built-in Python gen
 
 Sections (the targets of issue 4):
   1. API-key validation: backend.web.auth.KeyValidator (TTL cache) vs one database query per lookup.
-  2. Daily quota: backend.store.consume_daily_quota (per-day counter row) vs COUNT(*) over DATE(created_at),
+  2. Daily quota: SQLiteStore.consume_daily_quota (per-day counter row) vs COUNT(*) over DATE(created_at),
      at two history sizes.
-  3. Connection pool: backend.db.Database.connection vs a new sqlite3 connection (same PRAGMAs) per operation.
+  3. Connection pool: backend.storage.sqlite.SQLiteStore.connection vs a new sqlite3 connection (same PRAGMAs)
+     per operation.
   4. Rate limiter: backend.runtime.ratelimit.RateLimiter vs an unbounded dict of per-client timestamp lists, with many
      distinct clients: time per call and tracemalloc peak.
   5. Single flight: 32 concurrent requests for the same new audio through the real app (create_app, process pool)

@@ -109,7 +109,7 @@ def _seed_app(tmp: Path, clip: bytes):
     services = app.extensions["essentia"]
     services.counters.flush()
     services.executor.shutdown()
-    services.db.close()
+    services.store.close()
     return db_path
 
 
@@ -126,12 +126,12 @@ def _served_app(tmp: Path, db_path: Path, *, production: bool):
 
 
 def _create_key(app) -> str:
-    from backend import store
     from backend.timeutil import utc_now_iso
     from backend.web.auth import display_prefix, generate_key, hash_key
 
     raw = generate_key()
-    with app.extensions["essentia"].db.connection(write=True) as conn:
+    store = app.extensions["essentia"].store
+    with store.connection(write=True) as conn:
         store.insert_key(conn, name="benchmark", email=None, key_hash=hash_key(raw), key_prefix=display_prefix(raw),
                          is_admin=False, daily_limit=10**9, created_at=utc_now_iso())
     return raw
@@ -165,7 +165,6 @@ def breakdown(tmp: Path, clip: bytes, quick: bool) -> dict[str, Any]:
     from flask import jsonify
 
     from backend.service import upload_cache_key
-    from backend import store
     from backend.web.hooks import new_request_id
     from backend.web.prebuilt import answer_response
     from backend.web.responses import analysis_response
@@ -179,7 +178,8 @@ def breakdown(tmp: Path, clip: bytes, quick: bool) -> dict[str, Any]:
     keyed_wire = WireRequests(raw_request("POST", "/analyze_data", clip, {**headers, "X-API-Key": raw_key}), tmp)
     services, prod_services = dev.extensions["essentia"], prod.extensions["essentia"]
     digest = hashlib.sha256(clip).hexdigest()
-    with services.db.single_read() as conn:
+    store = services.store
+    with store.single_read() as conn:
         row = store.find_analysis_by_cache_key(conn, upload_cache_key(digest))
     key = prod_services.key_validator.validate(raw_key)
 
@@ -195,7 +195,7 @@ def breakdown(tmp: Path, clip: bytes, quick: bool) -> dict[str, Any]:
         hashlib.sha256(clip).hexdigest()
 
     def lookup(_i: int) -> None:
-        with services.db.single_read() as conn:
+        with store.single_read() as conn:
             store.find_analysis_by_cache_key(conn, upload_cache_key(digest))
 
     def serialize(_i: int) -> None:
@@ -249,7 +249,7 @@ def breakdown(tmp: Path, clip: bytes, quick: bool) -> dict[str, Any]:
             app_services.counters.flush()
             if hasattr(app_services.quota, "flush"):
                 app_services.quota.flush()
-            app_services.db.close()
+            app_services.store.close()
     out.update(full_collection_cost())
     parts = ("receive_and_hash", "lookup", "serialize", "bookkeeping_development")
     out["sum_of_steps_development_s"] = sum(out[f"{name}_s"] for name in parts)

@@ -17,25 +17,23 @@ from benchmarks.perf_common import per_call, percentile, ratio, tagged
 
 
 def make_keys_db(path: Path, count: int):
-    from backend import store
+    from backend.storage.sqlite import SQLiteStore
     from backend.web.auth import display_prefix, generate_key, hash_key
-    from backend.db import Database
     from backend.timeutil import utc_now_iso
 
-    db = Database(str(path))
+    db = SQLiteStore(str(path))
     raws = [generate_key() for _ in range(count)]
     with db.connection(write=True) as conn:
         for i, raw in enumerate(raws):
-            store.insert_key(conn, name=f"client {i}", email=None, key_hash=hash_key(raw),
+            db.insert_key(conn, name=f"client {i}", email=None, key_hash=hash_key(raw),
                              key_prefix=display_prefix(raw), is_admin=False, daily_limit=0,
                              created_at=utc_now_iso())
     return db, raws
 
 
 def bench_keys(tmp: Path, quick: bool) -> dict[str, Any]:
-    from backend import store
+    from backend.storage.sqlite import _open as open_connection
     from backend.web.auth import KeyValidator, hash_key, key_from_row, lookup_key_in
-    from backend.db import _open as open_connection
 
     db, raws = make_keys_db(tmp / "keys.db", 100)
     lookup = lookup_key_in(db)
@@ -53,7 +51,7 @@ def bench_keys(tmp: Path, quick: bool) -> dict[str, Any]:
         conn = open_connection(db.path)  # the pool's own opener: same PRAGMAs, just not reused
         try:
             key_hash = hash_key(raws[i % n])
-            key_from_row(store.find_key_by_hash(conn, key_hash), key_hash)
+            key_from_row(db.find_key_by_hash(conn, key_hash), key_hash)
         finally:
             conn.close()
 
@@ -91,15 +89,16 @@ def _fill_usage(db, key_id: int, rows: int, offset: int) -> None:
 
 
 def bench_quota(tmp: Path, quick: bool) -> dict[str, Any]:
-    from backend import store
+    from backend.storage.sqlite import SQLiteStore
     from backend.timeutil import utc_today
 
     # The key is unlimited (daily_limit 0), so every call counts. Older store versions took the limit as an argument.
-    if "daily_limit" in inspect.signature(store.consume_daily_quota).parameters:
-        def consume(conn, key_id, day):
-            return store.consume_daily_quota(conn, key_id, day, 0)
+    if "daily_limit" in inspect.signature(SQLiteStore.consume_daily_quota).parameters:
+        def consume(db, conn, key_id, day):
+            return db.consume_daily_quota(conn, key_id, day, 0)
     else:
-        consume = store.consume_daily_quota
+        def consume(db, conn, key_id, day):
+            return db.consume_daily_quota(conn, key_id, day)
     big = 100_000 if quick else 1_000_000
     sizes = [big // 10, big]
     repeats = 3 if quick else 5
@@ -126,7 +125,7 @@ def bench_quota(tmp: Path, quick: bool) -> dict[str, Any]:
     def ours_call(db) -> Callable[[int], None]:
         def call(_i: int) -> None:
             with db.connection(write=True) as conn:
-                consume(conn, key_id, day)
+                consume(db, conn, key_id, day)
         return call
 
     def naive_call(db) -> Callable[[int], None]:
@@ -152,7 +151,7 @@ def bench_quota(tmp: Path, quick: bool) -> dict[str, Any]:
     out["ours_growth"] = large["ours_per_check_s"] / small["ours_per_check_s"]
     out["naive_growth"] = large["naive_per_check_s"] / small["naive_per_check_s"]
     out["ratio"] = large["ratio"]
-    out["ours_is"] = "store.consume_daily_quota in a write transaction (BEGIN IMMEDIATE ... COMMIT): check AND count"
+    out["ours_is"] = "SQLiteStore.consume_daily_quota in a write transaction (BEGIN IMMEDIATE ... COMMIT): check AND count"
     return out
 
 
@@ -160,9 +159,8 @@ def bench_quota(tmp: Path, quick: bool) -> dict[str, Any]:
 
 
 def bench_pool(tmp: Path, quick: bool) -> dict[str, Any]:
-    from backend import store
+    from backend.storage.sqlite import _open as open_connection
     from backend.web.auth import hash_key
-    from backend.db import _open as open_connection
 
     db, raws = make_keys_db(tmp / "pool.db", 1000)
     hashes = [hash_key(raw) for raw in raws]
@@ -170,12 +168,12 @@ def bench_pool(tmp: Path, quick: bool) -> dict[str, Any]:
 
     def ours_call(i: int) -> None:
         with db.connection() as conn:
-            store.find_key_by_hash(conn, hashes[i % n])
+            db.find_key_by_hash(conn, hashes[i % n])
 
     def naive_call(i: int) -> None:
         conn = open_connection(db.path)  # the pool's own opener: same PRAGMAs, just not reused
         try:
-            store.find_key_by_hash(conn, hashes[i % n])
+            db.find_key_by_hash(conn, hashes[i % n])
         finally:
             conn.close()
 
@@ -185,7 +183,7 @@ def bench_pool(tmp: Path, quick: bool) -> dict[str, Any]:
     naive = per_call(naive_call, 300 if quick else 3_000, repeats)
     db.close()
     return {"operation": "one indexed SELECT by key hash (api_keys, 1000 rows)",
-            "ours_is": "Database.connection() (pooled; BEGIN ... COMMIT around the SELECT)",
+            "ours_is": "SQLiteStore.connection() (pooled; BEGIN ... COMMIT around the SELECT)",
             "naive_is": "sqlite3.connect + the same PRAGMAs (busy_timeout, foreign_keys, synchronous) + close",
             "ours_per_op_s": ours["median_s"], "naive_per_op_s": naive["median_s"],
             "ratio": ratio(naive["median_s"], ours["median_s"]), "ours": ours, "naive": naive, "target_ratio": 10}
@@ -376,7 +374,7 @@ def bench_single_flight(tmp: Path, clip: bytes, quick: bool) -> dict[str, Any]:
         naive = _burst(app, tagged(clip, "single-flight-naive"), clients)
     finally:
         services.executor.shutdown()
-        services.db.close()
+        services.store.close()
     return {"concurrent_requests": clients, "pool_workers": settings.workers,
             "pool_kind": "threads in this process" if settings.workers == 0 else "process pool (spawn)",
             "pool_start_s": warm_s,

@@ -38,7 +38,7 @@ def profile_hits(count: int) -> None:
         profiler.disable()
         app.extensions["essentia"].counters.flush()  # while the database still exists (atexit would be too late)
         app.extensions["essentia"].executor.shutdown()
-        app.extensions["essentia"].db.close()
+        app.extensions["essentia"].store.close()
     server.close()
     stats = pstats.Stats(profiler).stats
     print(f"{count} URL hits through the Flask test client: {plain_ms:.3f} ms per request without the profiler.")
