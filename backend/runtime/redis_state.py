@@ -31,6 +31,7 @@ from redis.retry import Retry
 
 from backend.roles import QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, QuotaDecision, RateDecision
 from backend.timeutil import utc_today
+from backend.web.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,9 @@ class _DaemonThread:
         threading.Thread(target=self._target, name=self._name, daemon=True).start()
 
 
-class SharedStateUnavailable(Exception):
-    """Redis, which holds the shared state, cannot be reached right now; the request may be retried shortly."""
+class SharedStateUnavailable(ServiceError):
+    """Redis, which holds the shared state, cannot be reached right now; the request may be retried shortly
+    (503 with Retry-After; redis-py reconnects on a later request)."""
 
     status = 503
     code = "shared_state_unavailable"
@@ -71,6 +73,10 @@ class SharedStateUnavailable(Exception):
         self.message = ("The shared state service (Redis) cannot be reached right now; nothing stored was lost. "
                         "Try again shortly.")
         super().__init__(f"{self.message} ({detail})" if detail else self.message)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 def _unavailable(error: BaseException) -> SharedStateUnavailable:

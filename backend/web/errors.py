@@ -2,9 +2,9 @@
 
 Every error a client may see derives from ServiceError, which carries the HTTP status, the code and the
 message (and, when needed, response headers and extra JSON fields): ApiError (raised by the web layer and the
-service), FetchError (backend/audio/fetch.py), AudioDecodeError (backend/audio/decode.py) and ExecutorError
-(backend/runtime/executor.py). One handler renders them all. This module imports Flask only inside the
-functions that need it, so that the audio and runtime modules, which run in the analysis processes too, can
+service), FetchError (backend/audio/fetch.py), AudioDecodeError (backend/audio/decode.py), ExecutorError
+(backend/runtime/executor.py) and SharedStateUnavailable (backend/runtime/redis_state.py). One handler renders
+them all. This module imports Flask only inside the functions that need it, so that the audio and runtime modules, which run in the analysis processes too, can
 derive from ServiceError without loading Flask there.
 """
 from __future__ import annotations
@@ -76,8 +76,7 @@ def register_error_handlers(app: Flask) -> None:
     from werkzeug.exceptions import HTTPException
 
     # Here, not at module level: the analysis processes import this module for ServiceError, and the storage
-    # package and the Redis client would bring Flask and redis-py into them.
-    from backend.runtime.redis_state import SharedStateUnavailable
+    # package would bring Flask into them.
     from backend.storage.base import StorageUnavailable
 
     app.register_error_handler(ServiceError, lambda error: error.to_response())
@@ -108,12 +107,6 @@ def register_error_handlers(app: Flask) -> None:
                         "The database cannot take this request right now (busy, full, read-only or unreachable); "
                         "nothing already stored was lost. Try again shortly.",
                         headers={"Retry-After": str(retry_after)}).to_response()
-
-    @app.errorhandler(SharedStateUnavailable)
-    def shared_state_error(error: SharedStateUnavailable):
-        # Redis (several hosts' limits, quotas, claims) is gone for now; redis-py reconnects on a later request.
-        return ApiError(error.status, error.code, error.message,
-                        headers={"Retry-After": str(error.retry_after)}).to_response()
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception):
