@@ -4,8 +4,8 @@ Every error a client may see derives from ServiceError, which carries the HTTP s
 message (and, when needed, response headers and extra JSON fields): ApiError (raised by the web layer and the
 service), FetchError (backend/audio/fetch.py), AudioDecodeError (backend/audio/decode.py), ExecutorError
 (backend/runtime/executor.py) and SharedStateUnavailable (backend/runtime/redis_state.py). One handler renders
-them all. This module imports Flask only inside the functions that need it, so that the audio and runtime modules, which run in the analysis processes too, can
-derive from ServiceError without loading Flask there.
+them all. This module imports Flask only inside the functions that need it, so that the audio and runtime
+modules, which run in the analysis processes too, can derive from ServiceError without loading Flask there.
 """
 from __future__ import annotations
 
