@@ -181,6 +181,15 @@ def test_several_http_processes_get_the_shared_table_implementations(tmp_path):
     assert isinstance(roles.quota, TableQuota)
 
 
+def test_several_http_processes_on_a_shared_database_keep_the_stores_quota(tmp_path):
+    # The shared table is one host's: hosts sharing PostgreSQL without Redis must count the quota in the database.
+    settings = settings_for(tmp_path, rate_limit=5, shared_state_dir=str(tmp_path / "shared"),
+                            database_url="postgresql://postgres@127.0.0.1:5432/postgres")
+    roles = build_roles(settings, SQLiteStore(settings.db_path, 1))
+    assert isinstance(roles.quota, StoreQuota)
+    assert isinstance(roles.rate_limiter, SharedRateLimiter)
+
+
 def test_several_hosts_get_the_redis_implementations(tmp_path, redis_url, redis_prefix):
     settings = settings_for(tmp_path, rate_limit=5, redis_url=redis_url, redis_prefix=redis_prefix)
     roles = build_roles(settings, SQLiteStore(settings.db_path, 1))
