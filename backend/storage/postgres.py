@@ -19,7 +19,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from backend.storage.base import MAX_ID as _MAX_ID, Row, SqlStore, StorageUnavailable, escape_like
+from backend.storage.base import MAX_ID as _MAX_ID, SHORT_QUERY, Row, SqlStore, StorageUnavailable, escape_like
 from backend.storage.migrations.postgres import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -153,19 +153,21 @@ class PostgresStore(SqlStore):
     def search_analyses(self, conn, query: str, *, limit: int, offset: int, before: int | None = None
                         ) -> list[Row]:
         """Songs whose title or artist contains `query`, case-insensitively (Unicode, by the database's
-        locale), newest first, with ids below `before` if given. The trigram GIN index answers rare words; for
-        common ones the planner walks the primary key backwards and stops at the page."""
+        locale), newest first, with ids below `before` if given. The trigram GIN index answers rare words of three
+        or more characters, the short-gram GIN index (migration 3) rare ones of one or two; for common ones the
+        planner walks the primary key backwards and stops at the page."""
         below = _MAX_ID if before is None else before
-        if len(query) < 3:
-            # No trigram in the query: the index cannot help (asked anyway, it reads all of itself, 7 s at 1M
-            # songs), so walk the newest rows and stop at the page; a rare pair of letters reads the table.
-            return conn.execute(
-                "SELECT * FROM analyses WHERE strpos(search_text, lower(%s)) > 0 AND id < %s "
-                "ORDER BY id DESC LIMIT %s OFFSET %s", (query, below, limit, offset),
-            ).fetchall()
         # Never a prepared statement: its generic plan cannot see the pattern, and would walk the whole table
         # for a rare word (psycopg prepares a statement after a few runs). Planned with the pattern, each search
         # takes the path that suits its word.
+        if len(query.lower()) <= SHORT_QUERY:
+            # strpos() is the cheap test a walk of the primary key makes first; the gram set is what the index
+            # holds (and what keeps a match from spanning title and artist).
+            return conn.execute(
+                "SELECT * FROM analyses WHERE strpos(search_text, lower(%s)) > 0 "
+                "AND essentia_short_grams(title, artist) @> ARRAY[lower(%s)] AND id < %s "
+                "ORDER BY id DESC LIMIT %s OFFSET %s", (query, query, below, limit, offset), prepare=False,
+            ).fetchall()
         return conn.execute(
             "SELECT * FROM analyses WHERE search_text LIKE lower(%s) AND id < %s ORDER BY id DESC LIMIT %s OFFSET %s",
             (escape_like(query), below, limit, offset), prepare=False,  # \ is PostgreSQL's default LIKE escape
