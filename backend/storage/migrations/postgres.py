@@ -126,11 +126,11 @@ MIGRATIONS: list[str] = [
     # a rare pair (or a single CJK character) read the whole table. A GIN index over the set of every distinct
     # 1- and 2-character substring of lower(title) and lower(artist): GIN keeps each gram's row list compressed
     # (a few bytes per song and gram) and the index is kept in the same transaction as every write. It is an
-    # expression index, so the table does not grow; the search tests the cheap strpos() on search_text first and
-    # the function only on rows that pass it.
+    # expression index, so the table does not grow. Its COST is high because it is (set-returning SQL): the
+    # planner then never evaluates it row by row where the index can answer (PostgresStore._search_short).
     """
     CREATE FUNCTION essentia_short_grams(title text, artist text) RETURNS text[]
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE COST 10000 AS $$
         SELECT coalesce(array_agg(DISTINCT substr(field, i, width)), '{}')
         FROM unnest(ARRAY[lower(title), lower(artist)]) AS field,
              generate_series(1, length(field)) AS i,
