@@ -45,7 +45,11 @@ ENDPOINTS: list[tuple[str, str]] = [
     ("search rare", f"/cache/search?q={RARE_WORD}&limit=50"),
     ("search absent", f"/cache/search?q={ABSENT_WORD}&limit=50"),
     ("search non-ASCII", "/cache/search?q=beyonc%C3%A9&limit=50"),
-    ("search 2 letters", "/cache/search?q=zq&limit=50"),
+    ("search 2 letters", "/cache/search?q=zq&limit=50"),                  # in no song
+    ("search 2 letters, rare", "/cache/search?q=QU&limit=50"),            # only in "quixotic": 1 in 50,000
+    ("search 2 letters, offset 1000", "/cache/search?q=ka&limit=50&offset=1000"),
+    ("search 1 letter", "/cache/search?q=k&limit=50"),
+    ("search 1 CJK character", "/cache/search?q=%E5%9D%82&limit=50"),    # 坂: one artist in 5,000
     *[(f"sort={sort}, offset 5000", f"/cache?sort={sort}&limit=50&offset=5000")
       for sort in ("newest", "oldest", "title", "artist", "bpm", "key")],
     ("sort=title, page 1", "/cache?sort=title&limit=50"),

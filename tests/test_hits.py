@@ -12,6 +12,7 @@ import pytest
 from flask import jsonify
 
 from backend.storage.base import ANALYSIS_COLUMNS
+from backend.storage.sqlite import register_functions
 from backend.web.responses import analysis_response
 from tests import synth
 from tests.conftest import create_key
@@ -37,6 +38,7 @@ def copy_row_under_key(db_path: str, source_id: int, cache_key: str) -> int:
     """A cached row as the code before this change stored it for other bytes: same analysis, another key."""
     columns = [c for c in ANALYSIS_COLUMNS if c != "cache_key"]
     conn = sqlite3.connect(db_path)
+    register_functions(conn)  # the schema's triggers call them
     with conn:
         cursor = conn.execute(f"INSERT INTO analyses (cache_key, {', '.join(columns)}) "
                               f"SELECT ?, {', '.join(columns)} FROM analyses WHERE id = ?", (cache_key, source_id))

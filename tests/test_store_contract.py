@@ -168,12 +168,41 @@ SEARCH_SONGS = [
     ("%", ["100% Pure_Love"]),
     ('"Hello"', ['Say "Hello"']),                     # quotes are literal
     ("nothing like it", []),
+    # one or two characters: no trigram, an index of every 1- and 2-character substring instead
+    ("坂", ["戦場のメリークリスマス"]),                    # one CJK character: a common short query
+    ("場の", ["戦場のメリークリスマス"]),
+    ("é", ["Crazy in Love", "Halo"]),                   # non-ASCII case folding both ways, one character
+    ("É", ["Crazy in Love", "Halo"]),
+    ("cÉ", ["Crazy in Love", "Halo"]),
+    ("T", ["Love Story", "100% Pure_Love"]),            # artists too (Crystal Waters)
+    ("z", ["Crazy in Love"]),
+    ("N ", ["Crazy in Love"]),                          # a space is a character like any other
+    ("_", ["100% Pure_Love"]),                          # LIKE wildcards are literal
+    ('"', ['Say "Hello"']),
+    ("hl", []),                                          # both letters in "Halo", never next to each other
+    ("oB", []),                                          # "Halo" ends with o, "Beyoncé" starts with b: no spanning
+    ("q", []),
 ])
 def test_search_finds_substrings_of_titles_and_artists(any_store, query, titles):
     insert(any_store, *SEARCH_SONGS)
     with any_store.single_read() as conn:
         found = any_store.search_analyses(conn, query, limit=50, offset=0)
     assert [row["title"] for row in found] == titles
+
+
+def test_short_search_follows_renames_and_deletes(any_store):
+    renamed, deleted, _ = insert(any_store, song(1, title="Unknown", artist="Someone"), song(2, title="Zq"),
+                                 song(3, title="Kept"))
+    with any_store.connection(write=True) as conn:
+        any_store.fill_unknown_metadata(conn, renamed["id"], "Ørsted", None, "Unknown")
+        any_store.delete_analysis(conn, deleted["id"])
+    with any_store.single_read() as conn:
+        def titles(query):
+            return [row["title"] for row in any_store.search_analyses(conn, query, limit=50, offset=0)]
+
+        assert titles("ø") == titles("Ør") == ["Ørsted"]
+        assert titles("nk") == [] and titles("zq") == [] and titles("Q") == []
+        assert titles("ke") == ["Kept"]
 
 
 def test_search_pages_newest_first(any_store):
@@ -185,7 +214,7 @@ def test_search_pages_newest_first(any_store):
         ["Common word 1"]]
 
 
-@pytest.mark.parametrize("query", ["common", "co"])  # the trigram index, and the scan of short queries
+@pytest.mark.parametrize("query", ["common", "co", "w"])  # the trigram index, and the index of short grams
 def test_search_pages_by_keyset_below_the_last_id_seen(any_store, query):
     rows = insert(any_store, *(song(n, title=f"Common word {n}") for n in range(1, 8)), song(99, title="Other"))
     pages, before = [], None

@@ -27,6 +27,10 @@ SORT_NAMES = ("newest", "oldest", "title", "artist", "bpm", "key")
 # Ids are signed 64-bit on both stores: an id outside that range names no row (and would overflow the driver).
 MAX_ID = 2**63 - 1
 
+# Search queries of up to this many characters (case-folded) have no trigram: each store answers them from an
+# index of every 1- and 2-character substring of title and artist instead.
+SHORT_QUERY = 2
+
 EXPORT_BATCH = 1000  # rows /cache/export reads per statement while it streams
 
 

@@ -19,7 +19,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from backend.storage.base import MAX_ID as _MAX_ID, Row, SqlStore, StorageUnavailable, escape_like
+from backend.storage.base import MAX_ID as _MAX_ID, SHORT_QUERY, Row, SqlStore, StorageUnavailable, escape_like
 from backend.storage.migrations.postgres import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 # Any constant shared by every host: pg_advisory_xact_lock(MIGRATION_LOCK) makes hosts migrate one at a time.
 MIGRATION_LOCK = 0x455353454E544941  # "ESSENTIA"
 SETTING = "ESSENTIA_DATABASE_URL"
+# Newest songs a search of one or two characters tests before it asks the short-gram index (see _search_short).
+SHORT_WINDOW = 5000
 
 
 def describe_url(url: str) -> str:
@@ -153,20 +155,36 @@ class PostgresStore(SqlStore):
     def search_analyses(self, conn, query: str, *, limit: int, offset: int, before: int | None = None
                         ) -> list[Row]:
         """Songs whose title or artist contains `query`, case-insensitively (Unicode, by the database's
-        locale), newest first, with ids below `before` if given. The trigram GIN index answers rare words; for
-        common ones the planner walks the primary key backwards and stops at the page."""
+        locale), newest first, with ids below `before` if given. The trigram GIN index answers rare words of three
+        or more characters; for common ones the planner walks the primary key backwards and stops at the page.
+        Shorter queries: see `_search_short`."""
         below = _MAX_ID if before is None else before
-        if len(query) < 3:
-            # No trigram in the query: the index cannot help (asked anyway, it reads all of itself, 7 s at 1M
-            # songs), so walk the newest rows and stop at the page; a rare pair of letters reads the table.
-            return conn.execute(
-                "SELECT * FROM analyses WHERE strpos(search_text, lower(%s)) > 0 AND id < %s "
-                "ORDER BY id DESC LIMIT %s OFFSET %s", (query, below, limit, offset),
-            ).fetchall()
+        if len(query.lower()) <= SHORT_QUERY:
+            return self._search_short(conn, query, limit=limit, offset=offset, below=below)
         # Never a prepared statement: its generic plan cannot see the pattern, and would walk the whole table
         # for a rare word (psycopg prepares a statement after a few runs). Planned with the pattern, each search
         # takes the path that suits its word.
         return conn.execute(
             "SELECT * FROM analyses WHERE search_text LIKE lower(%s) AND id < %s ORDER BY id DESC LIMIT %s OFFSET %s",
             (escape_like(query), below, limit, offset), prepare=False,  # \ is PostgreSQL's default LIKE escape
+        ).fetchall()
+
+    def _search_short(self, conn, query: str, *, limit: int, offset: int, below: int) -> list[Row]:
+        """A search of one or two characters, in two steps the code chooses, because the planner cannot: it has
+        no estimate of how often a pair occurs and walked the whole table for a rare one. First the newest
+        SHORT_WINDOW songs (or more for a deep offset) are tested with strpos(): a common pair fills its page
+        there. Otherwise the pair is rare among recent songs and the short-gram GIN index (migration 3) finds
+        every match, which are few; the gram function's high COST keeps the planner on that index."""
+        window = max(SHORT_WINDOW, 10 * (offset + limit))
+        if chr(31) not in query:  # the separator in search_text: a match there would span title and artist
+            rows = conn.execute(
+                "SELECT * FROM (SELECT * FROM analyses WHERE id < %s ORDER BY id DESC LIMIT %s) AS newest "
+                "WHERE strpos(search_text, lower(%s)) > 0 ORDER BY id DESC LIMIT %s OFFSET %s",
+                (below, window, query, limit, offset), prepare=False,
+            ).fetchall()
+            if len(rows) == limit:
+                return rows  # the first offset + limit matches below `below` all lie in the window
+        return conn.execute(
+            "SELECT * FROM analyses WHERE essentia_short_grams(title, artist) @> ARRAY[lower(%s)] AND id < %s "
+            "ORDER BY id DESC LIMIT %s OFFSET %s", (query, below, limit, offset), prepare=False,
         ).fetchall()

@@ -16,14 +16,39 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from backend.storage.base import MAX_ID, Row, SqlStore, escape_like
+from backend.storage.base import MAX_ID, SHORT_QUERY, Row, SqlStore
 from backend.storage.migrations.sqlite import MIGRATIONS
 
 BUSY_TIMEOUT_MS = 10_000
 
+
+def short_gram_token(gram: str) -> str:
+    """The analyses_short token of a case-folded gram: the hex of its UTF-8 bytes, which the FTS5 'ascii'
+    tokenizer keeps whole whatever the gram holds (spaces, punctuation, CJK)."""
+    return gram.encode().hex()
+
+
+def short_grams_document(title: str | None, artist: str | None) -> str:
+    """The analyses_short document of a song: one token per distinct 1- and 2-character substring of its
+    case-folded title and of its artist (never spanning the two)."""
+    grams = set()
+    for field in (title, artist):
+        folded = (field or "").lower()
+        grams.update(folded)
+        grams.update(folded[i:i + 2] for i in range(len(folded) - 1))
+    return " ".join(short_gram_token(gram) for gram in grams)
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    """Give `conn` the functions the schema's triggers call (migration 5): every connection that writes
+    analyses needs them, including one opened outside the store."""
+    conn.create_function("essentia_short_grams", 2, short_grams_document, deterministic=True)
+
+
 def _open(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
+    register_functions(conn)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: a crash loses no committed transaction's integrity
@@ -203,21 +228,19 @@ class SQLiteStore(SqlStore):
 
     def search_analyses(self, conn: sqlite3.Connection, query: str, *, limit: int, offset: int,
                         before: int | None = None) -> list[Row]:
-        """Songs whose title or artist contains `query`, case-insensitively (Unicode case folding for three or
-        more characters, ASCII for shorter), newest first, with ids below `before` if given."""
+        """Songs whose title or artist contains `query`, case-insensitively (Unicode case folding), newest first,
+        with ids below `before` if given. Every query reads an index: the trigram index for three or more
+        characters, analyses_short (every 1- and 2-character substring) for shorter ones."""
         below = MAX_ID if before is None else before
-        if len(query) >= 3:
-            # The trigram index answers substring queries of three or more characters; a quoted phrase is literal.
-            # It yields matches in rowid order, so the newest page is read without collecting every match.
-            phrase = '"' + query.replace('"', '""') + '"'
-            return conn.execute(
-                "SELECT * FROM analyses WHERE id IN (SELECT rowid FROM analyses_search WHERE analyses_search "
-                "MATCH ? AND rowid < ? ORDER BY rowid DESC LIMIT ? OFFSET ?) ORDER BY id DESC",
-                (phrase, below, limit, offset),
-            ).fetchall()
-        pattern = escape_like(query)
+        folded = query.lower()
+        if len(folded) <= SHORT_QUERY:
+            index, term = "analyses_short", '"' + short_gram_token(folded) + '"'
+        else:
+            # A quoted phrase is literal.
+            index, term = "analyses_search", '"' + query.replace('"', '""') + '"'
+        # FTS5 yields matches in rowid order, so the newest page is read without collecting every match.
         return conn.execute(
-            "SELECT * FROM analyses WHERE (title LIKE ? ESCAPE '\\' OR artist LIKE ? ESCAPE '\\') AND id < ? "
-            "ORDER BY id DESC LIMIT ? OFFSET ?",
-            (pattern, pattern, below, limit, offset),
+            f"SELECT * FROM analyses WHERE id IN (SELECT rowid FROM {index} WHERE {index} MATCH ? AND rowid < ? "
+            f"ORDER BY rowid DESC LIMIT ? OFFSET ?) ORDER BY id DESC",
+            (term, below, limit, offset),
         ).fetchall()

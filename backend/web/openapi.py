@@ -402,7 +402,9 @@ _BEFORE = {"name": "before", "in": "query", "required": False,
                           "page). Page 100 costs what page 1 does; a large offset must skip every earlier match.",
            "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
 _QUERY = {"name": "q", "in": "query", "required": True,
-          "description": "Text to find in titles or artists, case-insensitively (400 when missing or blank).",
+          "description": "Text to find anywhere in titles or artists, case-insensitively (Unicode: "
+                         "\"É\" finds \"Beyoncé\"), from one character (e.g. one CJK character) up; "
+                         "400 when missing or blank.",
           "schema": {"type": "string", "minLength": 1, "maxLength": MAX_QUERY_LENGTH, "pattern": r"\S"},
           "example": "beyoncé"}
 _SONG_ID = {"name": "id", "in": "path", "required": True, "description": "The cached song's id.",

@@ -122,4 +122,21 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER analyses_response_stale BEFORE UPDATE ON analyses
         FOR EACH ROW EXECUTE FUNCTION analyses_response_stale();
     """,
+    # 3: searches of one or two characters off an index (SQLite's migration 5). pg_trgm cannot answer them, and
+    # a rare pair (or a single CJK character) read the whole table. A GIN index over the set of every distinct
+    # 1- and 2-character substring of lower(title) and lower(artist): GIN keeps each gram's row list compressed
+    # (a few bytes per song and gram) and the index is kept in the same transaction as every write. It is an
+    # expression index, so the table does not grow. Its COST is high because it is (set-returning SQL): the
+    # planner then never evaluates it row by row where the index can answer (PostgresStore._search_short).
+    """
+    CREATE FUNCTION essentia_short_grams(title text, artist text) RETURNS text[]
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE COST 10000 AS $$
+        SELECT coalesce(array_agg(DISTINCT substr(field, i, width)), '{}')
+        FROM unnest(ARRAY[lower(title), lower(artist)]) AS field,
+             generate_series(1, length(field)) AS i,
+             (VALUES (1), (2)) AS widths (width)
+        WHERE i + width - 1 <= length(field)
+    $$;
+    CREATE INDEX analyses_short_grams ON analyses USING gin (essentia_short_grams(title, artist));
+    """,
 ]

@@ -120,4 +120,27 @@ MIGRATIONS: list[str] = [
         UPDATE analyses SET response_json = NULL WHERE id = new.id;
     END;
     """,
+    # 5: searches of one or two characters off an index. The trigram index cannot answer them, and a rare pair
+    # (or a single CJK character) made the search read the whole table. Every distinct 1- and 2-character
+    # substring of the case-folded title and artist (essentia_short_grams, registered on every connection by
+    # backend/storage/sqlite.py) is a token of a contentless FTS5 document per song, written as the hex of its
+    # UTF-8 bytes so no tokenizer splits or folds it again. FTS5 keeps each token's rowids delta-compressed
+    # (detail='none': no positions), a few bytes per song and gram, and yields them in rowid order, so a page
+    # newest first stops after the page like the trigram search does. Triggers keep it in the same transaction.
+    """
+    CREATE VIRTUAL TABLE analyses_short USING fts5 (grams, content='', tokenize='ascii', detail='none');
+    INSERT INTO analyses_short (rowid, grams) SELECT id, essentia_short_grams(title, artist) FROM analyses;
+    CREATE TRIGGER analyses_short_insert AFTER INSERT ON analyses BEGIN
+        INSERT INTO analyses_short (rowid, grams) VALUES (new.id, essentia_short_grams(new.title, new.artist));
+    END;
+    CREATE TRIGGER analyses_short_delete AFTER DELETE ON analyses BEGIN
+        INSERT INTO analyses_short (analyses_short, rowid, grams)
+        VALUES ('delete', old.id, essentia_short_grams(old.title, old.artist));
+    END;
+    CREATE TRIGGER analyses_short_update AFTER UPDATE OF title, artist ON analyses BEGIN
+        INSERT INTO analyses_short (analyses_short, rowid, grams)
+        VALUES ('delete', old.id, essentia_short_grams(old.title, old.artist));
+        INSERT INTO analyses_short (rowid, grams) VALUES (new.id, essentia_short_grams(new.title, new.artist));
+    END;
+    """,
 ]
