@@ -51,9 +51,11 @@ class AnalysisResult:
     mode: str | None               # "major" / "minor"
     key_index: int | None          # tonic pitch class, 0 = C .. 11 = B
     camelot: str | None            # Camelot wheel code: "8B" = C major, "8A" = A minor
-    energy: float                  # 0..1, louder and busier -> higher (descriptors.energy)
-    danceability: float            # 0..1, steadier and stronger beat at a danceable tempo -> higher
-    acousticness: float            # 0..1, fewer cues of produced/electronic sound -> higher
+    energy: float                  # 0..1, intensity and activity: louder, denser, more compressed, distorted or
+    #                                noisy -> higher (death metal ~0.95, a quiet solo piano ~0.05); descriptors.py
+    danceability: float            # 0..1, a steady, strong, regular beat (pulse clarity) at a danceable tempo
+    acousticness: float            # 0..1, confidence the track is acoustic: distortion, synthetic or noisy timbre,
+    #                                heavy compression, sub-bass and cymbal-heavy highs lower it
     spectral_centroid: float       # Hz, 0..ANALYSIS_SAMPLE_RATE/2
     loudness_lufs: float | None    # integrated loudness (ITU-R BS.1770-4, LUFS) of the channels as given, at
     #                                their own rate (a mono downmix passed in would read up to ~3 LU low);
@@ -189,7 +191,7 @@ def _analyse(y, sr: int, detail: bool) -> AnalysisResult:
         tempo = tempo_mod.estimate_tempo(fe.onset_bands, fe.onset, fe.frame_rate)
     k = key_mod.estimate_key(fe.S, freqs)
 
-    density = descriptors.onset_density(fe.onset)
+    cues = descriptors.measure_cues(fe, x, lufs, tempo.pulse_clarity, tempo.bpm)
     result = AnalysisResult(
         bpm=None if tempo.bpm is None else round(float(tempo.bpm), 2),
         bpm_confidence=round(_fin(tempo.confidence), 3),
@@ -200,9 +202,9 @@ def _analyse(y, sr: int, detail: bool) -> AnalysisResult:
         mode=k.mode,
         key_index=k.key_index,
         camelot=k.camelot,
-        energy=round(descriptors.energy(lufs, density), 3),
-        danceability=round(descriptors.danceability(tempo.pulse_clarity, tempo.bpm), 3),
-        acousticness=round(descriptors.acousticness(fe.bin_power, freqs, density), 3),
+        energy=round(descriptors.energy(cues), 3),
+        danceability=round(descriptors.danceability(cues), 3),
+        acousticness=round(descriptors.acousticness(cues), 3),
         spectral_centroid=round(_fin(descriptors.spectral_centroid(fe.S, freqs, fe.frame_rms)), 1),
         loudness_lufs=round(max(lufs, -99.0), 2),
         duration=round(duration, 3),
