@@ -574,11 +574,14 @@ _INT_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 922337203
 
 
 class _ChannelWindow:
-    """A preallocated channel-first buffer that decoded frames are copied into, a batch of frames at a time.
+    """A preallocated channel-first buffer that decoded frames are copied into.
 
-    Frames are held briefly and copied in batches: measured, this is about twice as fast as converting each
-    frame as it is decoded (and than ``to_ndarray``), while memory stays bounded by the batch size. With
-    ``fold`` the channels are summed into a single row instead (sources too wide to keep, see _MAX_CHANNEL_RATE).
+    Planar float32 frames (what FFmpeg's AAC and MP3 decoders give) are copied byte for byte into their rows as
+    they arrive, while they are still in the CPU cache: one memoryview assignment per plane, 3.7 ms for 30 s of
+    stereo against 5.9 ms for the batched path below. Other sample formats need a conversion: those frames are
+    held briefly and converted in batches, measured about twice as fast as converting each frame as it is
+    decoded (and than ``to_ndarray``), while memory stays bounded by the batch size. With ``fold`` the channels
+    are summed into a single row instead (sources too wide to keep, see _MAX_CHANNEL_RATE).
     """
 
     # frames held before copying (~1.5 s of 44.1 kHz AAC): small enough that the held frames are still in the
@@ -587,10 +590,12 @@ class _ChannelWindow:
 
     def __init__(self, layout: _Layout, capacity: int, *, fold: bool) -> None:
         self.layout = layout
-        self.buffer = np.zeros((1 if fold else layout.channels, capacity), np.float32)
+        self.buffer = np.empty((1 if fold else layout.channels, capacity), np.float32)  # only [:, :_copied] is read
         self.held = 0  # samples per channel accepted (copied or pending)
         self._copied = 0
         self._pending: list[tuple[object, int, int]] = []  # (frame, first sample, count)
+        direct = not fold and layout.planar and layout.sample_format == "fltp"
+        self._rows = [memoryview(row).cast("B") for row in self.buffer] if direct else None
 
     @property
     def full(self) -> bool:
@@ -599,7 +604,13 @@ class _ChannelWindow:
     def add(self, frame, skip: int = 0) -> None:
         """Accept the samples of ``frame`` from ``skip`` on, up to the buffer's capacity."""
         take = min(frame.samples - skip, self.buffer.shape[1] - self.held)
-        if take > 0:
+        if take > 0 and self._rows is not None:
+            start, stop, at = 4 * skip, 4 * (skip + take), 4 * self.held  # float32: 4 bytes a sample
+            for row, plane in zip(self._rows, frame.planes):
+                row[at:at + stop - start] = memoryview(plane)[start:stop]
+            self.held += take
+            self._copied = self.held
+        elif take > 0:
             self._pending.append((frame, skip, take))
             self.held += take
             if len(self._pending) >= self._BATCH:
