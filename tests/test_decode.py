@@ -181,8 +181,8 @@ def test_stereo_channels_are_kept_apart_and_mono_is_their_average(fmt):
     left, right = sine(440.0, 2.0, 44100), np.zeros(2 * 44100, np.float32)
     if fmt == "WAV":
         data = encode(np.stack([left, right], axis=1), 44100, "WAV", "FLOAT")
-    else:  # the pyav helper copies one signal to every channel: build the stereo frames here
-        data = _stereo_m4a(left, right, 44100)
+    else:
+        data = encode_with_pyav(np.stack([left, right]), 44100, "mp4", "aac")
     out = decode_audio(data, target_sr=44100)
     assert out.channels == 2 and out.sample_rate == 44100
     if fmt == "WAV":  # lossless and at the same rate: exact
@@ -192,24 +192,6 @@ def test_stereo_channels_are_kept_apart_and_mono_is_their_average(fmt):
     else:
         rms = np.sqrt(np.mean(out.samples.astype(np.float64) ** 2, axis=1))
         assert rms[0] == pytest.approx(0.5 / np.sqrt(2), rel=0.02) and rms[1] < 0.01
-
-
-def _stereo_m4a(left: np.ndarray, right: np.ndarray, sr: int) -> bytes:
-    import av
-
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=sr, layout="stereo")
-        planes = np.stack([left, right]).astype(np.float32)
-        for start in range(0, planes.shape[1], 1024):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planes[:, start:start + 1024]), format="fltp",
-                                               layout="stereo")
-            frame.sample_rate = sr
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buf.getvalue()
 
 
 def test_samples_come_at_the_source_rate_and_mono_at_the_requested_one():
