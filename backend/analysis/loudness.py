@@ -122,7 +122,17 @@ def channel_weights(n_channels: int) -> np.ndarray:
     return np.ones(n_channels)
 
 
-@numba.njit(cache=True, nogil=True)
+def _compiled(function):
+    """`function` compiled by numba, cached on disk when there is a writable place for the cache (else numba
+    refuses caching at decoration time, e.g. a read-only install and home: then each process compiles, ~0.5 s,
+    during the pool's warm-up)."""
+    try:
+        return numba.njit(cache=True, nogil=True)(function)
+    except RuntimeError:
+        return numba.njit(nogil=True)(function)
+
+
+@_compiled
 def _k_weighted_hop_energy(a: np.ndarray, dc_a: float, b: np.ndarray, dc_b: float, sos: np.ndarray, step: int,
                            hops: int, out_a: np.ndarray, out_b: np.ndarray) -> None:  # pragma: no cover - compiled
     """Sum of squares of the K-weighted channels `a - dc_a` and `b - dc_b` per hop of `step` samples
