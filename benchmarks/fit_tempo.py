@@ -47,6 +47,7 @@ from backend.analysis import ANALYSIS_SAMPLE_RATE, frontend, tempo  # noqa: E402
 from benchmarks import crossval  # noqa: E402
 
 CACHE_DIR = Path("/tmp/tempo-features")
+_FRONTEND_STAMP = hashlib.sha1(Path(frontend.__file__).read_bytes()).digest()
 #: Excerpts added per clip (seconds); each is taken from the middle of the clip.
 EXCERPTS = (6.0, 12.0)
 #: L2 penalty on the standardised weights (chosen by song-fold CV among 0.01, 0.1, 1; see the report).
@@ -76,16 +77,17 @@ def _bands_of_audio(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
 
 
 def cached_bands(path: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """Onset bands of an audio file, decoded once (cache keyed by path, size and mtime)."""
+    """Onset bands of an audio file, decoded once (cache keyed by the file's content and the front end's source,
+    so a moved file is not decoded again and a changed front end is)."""
     from backend.audio.decode import decode_audio
 
-    st = os.stat(path)
-    key = hashlib.sha1(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
+    data = Path(path).read_bytes()
+    key = hashlib.sha1(data + _FRONTEND_STAMP).hexdigest()[:24]
     f = CACHE_DIR / f"{key}.npz"
     if f.exists():
         d = np.load(f)
         return d["bands"], d["onset"], float(d["fr"])
-    decoded = decode_audio(Path(path).read_bytes(), target_sr=ANALYSIS_SAMPLE_RATE)
+    decoded = decode_audio(data, target_sr=ANALYSIS_SAMPLE_RATE)
     from backend.analysis import _as_channels
 
     ch = _as_channels(decoded.samples)

@@ -25,7 +25,7 @@ Pipeline (all on the shared front end's onset bands, 86 frames/s):
 Confidence. Every candidate's `score` is the calibrated probability that it is the annotated tempo (the level a
 listener taps), and `confidence` is the top candidate's score: one number. The calibration is a logistic map of
 the softmax probability and the pulse strength, fitted on cross-validated predictions (models/tempo_level.json,
-"calibration"); the other candidates share the remaining probability in proportion to their softmax weights.
+"calibration"); the other candidates keep their softmax ratio to the winner, capped so the scores sum to <= 1.
 
 Output tempo is in beats per minute, 30..300 BPM.
 """
@@ -119,6 +119,23 @@ class Periodicity:
     onset_rate: float      # onsets per second
     peakiness: float       # mean of the top 5% of the normalised envelopes: ~2 legato .. 5+ struck and sparse
     frame_rate: float
+    envelope: np.ndarray   # mean of the bands' normalised envelopes (for pulse trains)
+
+    def pulse_train(self, bpm: float) -> tuple[float, float]:
+        """(on, off): the mean envelope on a beat grid of `bpm` at its best phase, and on the grid shifted by half
+        a beat (the off-beats). A sparse loop still lines its hits up with the true grid (Percival & Tzanetakis'
+        pulse-train evaluation); a level twice too fast leaves its off-beats empty."""
+        env = self.envelope
+        period = 60.0 * self.frame_rate / bpm
+        count = int((env.size - period) / period)
+        if count < 2:
+            return 0.0, 0.0
+        phases = np.arange(int(np.ceil(period)))
+        idx = np.rint(phases[:, None] + np.arange(count)[None, :] * period).astype(np.int64)
+        scores = env[idx].mean(axis=1)
+        best = int(np.argmax(scores))
+        off = int(round(best + period / 2.0)) % phases.size
+        return float(scores[best]), float(scores[off])
 
     def acf_at(self, bpm: float | np.ndarray, k: float = 1.0, band: int | None = None) -> np.ndarray:
         """ACF at k beat periods of `bpm` (mean of the bands, or one band)."""
@@ -161,7 +178,7 @@ def periodicity(onset_bands: np.ndarray, onset: np.ndarray, frame_rate: float) -
     acf = raw.mean(axis=0)
     per = Periodicity(acfs=acfs, acf=acf, dfts=dfts, dft_bpm=dft_bpm, acf_grid=np.zeros(0), dft_grid=np.zeros(0),
                       salience=np.zeros(0), comb=np.zeros(0), onset_rate=onset_rate(onset, frame_rate),
-                      peakiness=peak, frame_rate=frame_rate)
+                      peakiness=peak, frame_rate=frame_rate, envelope=np.mean(envs, axis=0))
     acf_grid, dft_grid = per.acf_at(_GRID), per.dft_at(_GRID)
     comb = np.maximum(per.acf_comb_at(_GRID), 0.0) * per.dft_comb_at(_GRID)
     return Periodicity(**{**per.__dict__, "acf_grid": acf_grid, "dft_grid": dft_grid,
@@ -222,6 +239,7 @@ FEATURES = (
     "events_per_beat", "events_per_beat_sq",               # onsets per beat (log2) and its square
     "syncopation", "ternary",
     "percussive_x_tempo",                                  # prior shift for struck vs legato material
+    "pulse_on", "pulse_off_ratio",                         # beat grid at its best phase; its off-beats vs it
 )
 
 
@@ -257,6 +275,9 @@ def level_features(per: Periodicity, bpms: list[float] | np.ndarray) -> np.ndarr
         r3 - np.maximum(r2, r4),
         perc * lt,
     ]
+    pulses = np.array([per.pulse_train(b) for b in t]).reshape(-1, 2)
+    on = pulses[:, 0]
+    cols += [on, np.clip(pulses[:, 1] / np.maximum(on, 0.05), -1.0, 2.0)]
     return np.stack(cols, axis=1)
 
 
@@ -334,8 +355,10 @@ def estimate_tempo(onset_bands: np.ndarray, onset: np.ndarray, frame_rate: float
     bpm = 60.0 * frame_rate / period
     clarity = float(np.clip(_at(per.acf, period), 0.0, 1.0))
     confidence = model.confidence(float(prob[order[0]]), clarity)
-    rest = max(1e-9, 1.0 - float(prob[order[0]]))
-    every = [{"bpm": hyps[i], "score": (1.0 - confidence) * float(prob[i]) / rest} for i in order]
+    # the others keep their softmax ratio to the winner, capped so that all scores sum to at most 1
+    top, rest = float(prob[order[0]]), max(1e-9, 1.0 - float(prob[order[0]]))
+    every = [{"bpm": hyps[i], "score": float(prob[i]) * min(confidence / top, (1.0 - confidence) / rest)}
+             for i in order]
     every[0] = {"bpm": bpm, "score": confidence}
     cands = every[:4]
     for factor in (0.5, 2.0):  # always offer half and double, so a client can propose them
@@ -344,7 +367,7 @@ def estimate_tempo(onset_bands: np.ndarray, onset: np.ndarray, frame_rate: float
             continue
         known = [c for c in every if abs(c["bpm"] / alt - 1) < 0.04]
         cands.append(known[0] if known else {"bpm": alt, "score": 0.0})
-    cands.sort(key=lambda c: -c["score"])
+    cands[1:] = sorted(cands[1:], key=lambda c: -c["score"])
     return TempoEstimate(bpm=bpm, confidence=confidence, candidates=cands, pulse_clarity=clarity,
                          beat_period_frames=period, meter=_meter(per.acf, period))
 
