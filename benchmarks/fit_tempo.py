@@ -404,7 +404,8 @@ def print_summary(title: str, s: dict) -> None:
         print(f"    excerpts (6 s, 12 s): n={e['n']}  Acc1 {pct(e['acc1'])}  Acc1-or-alt {pct(e['acc1_or_alt'])}  "
               f"Acc2 {pct(e['acc2'])}")
     for st, v in s.get("by_style", {}).items():
-        print(f"    {st:16s} n={v['n']:4d}  Acc1 {pct(v['acc1'])}  or-alt {pct(v['acc1_or_alt'])}  Acc2 {pct(v['acc2'])}")
+        print(f"    {st:16s} n={v['n']:4d}  Acc1 {pct(v['acc1'])}  or-alt {pct(v['acc1_or_alt'])}  "
+              f"Acc2 {pct(v['acc2'])}")
 
 
 def _default_dev() -> Path:
