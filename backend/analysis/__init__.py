@@ -43,8 +43,10 @@ class AnalysisResult:
     calibration table in benchmarks/ANALYSIS_RESULTS.md)."""
 
     bpm: float | None              # beats per minute (30..300), None when there is no periodic pulse
-    bpm_confidence: float          # 0..1; 0 when bpm is None
-    bpm_candidates: list[dict]     # [{"bpm", "score"}] best first (score = probability of that metrical level),
+    bpm_confidence: float          # 0..1: calibrated probability that bpm is the annotated (tapped) tempo; 0 when
+    #                                bpm is None
+    bpm_candidates: list[dict]     # [{"bpm", "score"}] best first; score = the same calibrated probability for that
+    #                                candidate (the first one's score is bpm_confidence),
     #                                always including half and double of the winner
     key: str | None                # "A# Minor": tonic with sharps + " Major"/" Minor"; None without tonal content
     key_confidence: float          # 0..1 (calibrated probability that the key is exactly right); 0 when key is None
