@@ -44,7 +44,7 @@ from benchmarks.accuracy import mirex_score, parse_key  # noqa: E402
 from benchmarks.crossval import DEFAULT_TRAINSET_DIR, folds, load_manifest  # noqa: E402
 
 #: Bump when pitch_frames changes: cached features of another version are recomputed.
-FEATURE_VERSION = "1"
+FEATURE_VERSION = "2"
 DEFAULT_CACHE = Path("/tmp/key-features")
 
 
