@@ -45,12 +45,16 @@ PROFILES: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 
 MODEL_PATH = Path(__file__).resolve().parent / "models" / "key_model.json"
 
-#: Flatness of the chroma: the median over segments of (median / maximum) of the segment's chroma. Pitched music
-#: measures 0.1-0.45 (the dev corpus: punk with distorted guitars and drums 0.45, the rest below 0.42), white noise
-#: 0.9, synthesized drum kits 0.6-0.7: above FLAT_LIMIT there is no key.
-FLAT_LIMIT = 0.6
-#: Percussion leaves little sustained spectrum (synthesized kits 0.05-0.07 of the band's magnitude in sustained peaks,
-#: music 0.12-0.35): with less than SPARSE_SUSTAIN the flatness limit is SPARSE_FLAT_LIMIT.
+#: Flatness of a chroma: (median / maximum). Per segment (the median over segments) it is 0.1-0.45 for the pitched
+#: music of the dev corpus (punk with distorted guitars and drums the flattest), 0.6-0.7 for synthesized drum kits and
+#: brown noise, 0.9 for white noise. Above SEGMENT_FLAT_LIMIT there is no key; the margin is for distorted band
+#: recordings, whose partials and cymbals fill every pitch class.
+SEGMENT_FLAT_LIMIT = 0.7
+#: Noise is stationary, so its clip-mean chroma is flat too ((min / max) 0.75-0.8), while even flat-sounding music
+#: leans towards its scale (dev corpus 0.43 at most): above CLIP_FLOOR_LIMIT, no key.
+CLIP_FLOOR_LIMIT = 0.6
+#: Percussion leaves little sustained spectrum (synthesized kits: 0.05-0.07 of the band's magnitude is in sustained
+#: peaks; music 0.12-0.35): below SPARSE_SUSTAIN the per-segment limit is SPARSE_FLAT_LIMIT.
 SPARSE_SUSTAIN = 0.1
 SPARSE_FLAT_LIMIT = 0.5
 #: A pitch class counts as present at this share of the strongest; fewer than two present is one note and its
@@ -183,12 +187,15 @@ def chroma_flatness(whole_seg: np.ndarray) -> float:
 
 
 def has_pitch(whole_seg: np.ndarray, sustained_share: float) -> bool:
-    """Whether a clip shows pitched content: chroma not flat (noise, drums) and more than one pitch class."""
+    """Whether a clip shows pitched content: more than one pitch class, a clip chroma that leans (not stationary
+    noise) and segment chroma that are not flat (not percussion)."""
     whole = whole_seg.mean(axis=0)
     top = float(whole.max())
     if top <= 0 or np.count_nonzero(whole >= PRESENT_SHARE * top) < 2:
         return False
-    limit = FLAT_LIMIT if sustained_share >= SPARSE_SUSTAIN else SPARSE_FLAT_LIMIT
+    if float(whole.min()) / top > CLIP_FLOOR_LIMIT:
+        return False
+    limit = SEGMENT_FLAT_LIMIT if sustained_share >= SPARSE_SUSTAIN else SPARSE_FLAT_LIMIT
     return chroma_flatness(whole_seg) <= limit
 
 
