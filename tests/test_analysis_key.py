@@ -3,6 +3,8 @@ folded chroma towards the dominant), borrowed chords and secondary dominants, di
 material without pitch."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pytest
 
@@ -29,6 +31,12 @@ def rich_tone(freq: float, seconds: float, sr: int = SR, *, partials: int = 10, 
     return (tone * np.minimum(1.0, t / 0.02) * np.exp(-t / decay_s)).astype(np.float32)
 
 
+@lru_cache(maxsize=128)
+def _note(midi: int, seconds: float) -> np.ndarray:
+    """A rich tone on a MIDI note (cached: the 24 keys share their notes)."""
+    return rich_tone(synth.midi_to_hz(midi), seconds)
+
+
 def progression(tonic: int, mode: str, *, chord_seconds: float = 1.2, sr: int = SR) -> np.ndarray:
     """The colourful progression of `mode` on pitch class `tonic`, rich-tone chords around middle C with the chord's
     lowest note an octave lower in the bass."""
@@ -37,8 +45,7 @@ def progression(tonic: int, mode: str, *, chord_seconds: float = 1.2, sr: int = 
     n = int(chord_seconds * sr)
     y = np.zeros(n * len(chords), dtype=np.float32)
     for i, chord in enumerate(chords):
-        voice = sum(rich_tone(synth.midi_to_hz(base + s), chord_seconds) for s in chord)
-        voice = voice + 1.2 * rich_tone(synth.midi_to_hz(base + min(chord) - 12), chord_seconds)
+        voice = sum(_note(base + s, chord_seconds) for s in chord) + 1.2 * _note(base + min(chord) - 12, chord_seconds)
         y[i * n:(i + 1) * n] += voice
     return y / np.abs(y).max() * 0.9
 
