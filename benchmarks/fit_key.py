@@ -111,7 +111,7 @@ class Candidate:
     @property
     def name(self) -> str:
         m = self.model
-        chroma = f"c{m.compression:g}-d{m.partial_decay:g}-p{m.n_partials}"
+        chroma = f"c{m.compression:g}-d{m.partial_decay:g}-p{m.n_partials}-b{m.bass_below}"
         return f"{chroma}/{self.rule}" + (f"+bass{self.bass_weight:g}" if self.rule != "fitted" else "")
 
 
@@ -225,17 +225,23 @@ def summary(items: list[dict], scores: np.ndarray) -> dict:
     mirex = [mirex_score(e, it["ref"]) for e, it in zip(est, items)]
     out = {"n": len(items), "exact": float(np.mean([r == "exact" for r in rel])), "mirex": float(np.mean(mirex)),
            "confusions": {c: rel.count(c) for c in ("fifth", "relative", "parallel", "other", "none")}}
-    styles = sorted({str(it.get("style")) for it in items})
-    out["by_style"] = {}
-    for st in styles:
-        idx = [i for i, it in enumerate(items) if str(it.get("style")) == st]
-        out["by_style"][st] = {"n": len(idx), "exact": float(np.mean([rel[i] == "exact" for i in idx])),
-                               "mirex": float(np.mean([mirex[i] for i in idx]))}
+    for field in ("style", "format"):
+        groups = sorted({str(it.get(field)) for it in items})
+        out[f"by_{field}"] = {}
+        for g in groups:
+            idx = [i for i, it in enumerate(items) if str(it.get(field)) == g]
+            out[f"by_{field}"][g] = {"n": len(idx), "exact": float(np.mean([rel[i] == "exact" for i in idx])),
+                                     "mirex": float(np.mean([mirex[i] for i in idx]))}
     return out
 
 
 def fit_calibration(margins: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
-    """Logistic regression of correctness on the margin (a, b), by maximum likelihood with a tiny L2 on a."""
+    """Logistic regression of correctness on the margin (a, b), by maximum likelihood. Two pseudo-observations at
+    margin 0, one right and one wrong, anchor the tie (two keys scoring the same are at best a coin toss) so a
+    training set with few errors cannot push the confidence of every answer to 1."""
+    margins = np.concatenate([margins, [0.0, 0.0]])
+    correct = np.concatenate([correct, [1.0, 0.0]])
+
     def loss(p):
         a, b = p
         z = a * margins + b
@@ -272,14 +278,18 @@ def halves_agreement(segs: list, model: key_mod.KeyModel) -> float:
 
 
 def candidates() -> list[Candidate]:
+    """The grid: compression x note templates (1 partial = no transcription, plain folding) x bass range x rule."""
     out = []
     for compression in (0.5, 1.0):
         for decay, partials in ((0.7, 1), (0.6, 10), (0.8, 10), (0.9, 10)):
-            m = base_model(compression=compression, partial_decay=decay, n_partials=partials)
-            for rule in ("krumhansl", "temperley", "edma", "bgate"):
-                for bw in (0.0, 0.5):
-                    out.append(Candidate(m, rule, bw))
-            out.append(Candidate(m, "fitted"))
+            for bass_below in (52, 60):
+                m = base_model(compression=compression, partial_decay=decay, n_partials=partials,
+                               bass_below=bass_below)
+                for rule in ("krumhansl", "temperley", "edma", "bgate"):
+                    for bw in (0.0, 0.5):
+                        if bw or bass_below == 52:  # without the bass view the bass range does not matter
+                            out.append(Candidate(m, rule, bw))
+                out.append(Candidate(m, "fitted"))
     return out
 
 
@@ -318,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     view_cache: dict = {}
     for cand in candidates():
-        vk = (cand.model.compression, cand.model.partial_decay, cand.model.n_partials)
+        vk = (cand.model.compression, cand.model.partial_decay, cand.model.n_partials, cand.model.bass_below)
         if vk not in view_cache:
             view_cache[vk] = views(train, cand.model)
         zw, zb, _ = view_cache[vk]
@@ -330,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{cand.name:40s} l2={l2:<6g} song-CV {_fmt(s)}")
     results.sort(key=lambda r: (r[0], r[1]), reverse=True)
     _, _, best, l2 = results[0]
-    vk = (best.model.compression, best.model.partial_decay, best.model.n_partials)
+    vk = (best.model.compression, best.model.partial_decay, best.model.n_partials, best.model.bass_below)
     zw, zb, segs = view_cache[vk]
     print(f"\nchosen: {best.name} (l2={l2:g})")
     report: dict = {"candidate": best.name, "l2": l2, "clips": len(train)}
@@ -340,8 +350,9 @@ def main(argv: list[str] | None = None) -> int:
         s = summary(train, sc)
         report[f"cv_{by}"] = s
         print(f"  grouped CV by {by:5s}: {_fmt(s)}")
-        for st, v in s["by_style"].items():
-            print(f"      {st:18s} n={v['n']:4d}  exact {v['exact']:6.1%}  MIREX {v['mirex']:6.1%}")
+        for field in ("style", "format") if by == "song" else ("style",):
+            for g, v in s[f"by_{field}"].items():
+                print(f"      {field} {g:18s} n={v['n']:4d}  exact {v['exact']:6.1%}  MIREX {v['mirex']:6.1%}")
         if by == "song":
             oof = sc
     top2 = np.sort(oof, axis=1)[:, -2:]
