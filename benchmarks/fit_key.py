@@ -82,19 +82,19 @@ def clip_features(audio: Path, cache: Path) -> chroma_mod.PitchFrames | None:
 
 
 def load_set(entries: list[dict], cache: Path, label: str) -> list[dict]:
-    """Entries with their features ('pf'); entries without a parsable key or audio are dropped (and counted)."""
+    """Entries with their features ('pf') and key ('ref', None for material without a key, e.g. drums alone);
+    entries whose audio is missing are dropped (and counted)."""
     out, t0, dropped = [], time.time(), 0
     for i, e in enumerate(entries):
-        ref = parse_key(e.get("key"))
         audio = Path(e["path"])
-        if ref is None or not audio.is_file():
+        if not audio.is_file():
             dropped += 1
             continue
-        out.append({**e, "ref": ref, "pf": clip_features(audio, cache)})
+        out.append({**e, "ref": parse_key(e.get("key")), "pf": clip_features(audio, cache)})
         if (i + 1) % 100 == 0:
             print(f"  {label}: {i + 1}/{len(entries)} clips ({time.time() - t0:.0f} s)", file=sys.stderr)
     if dropped:
-        print(f"  {label}: {dropped} entries without key or audio skipped", file=sys.stderr)
+        print(f"  {label}: {dropped} entries without audio skipped", file=sys.stderr)
     return out
 
 
@@ -277,6 +277,21 @@ def halves_agreement(segs: list, model: key_mod.KeyModel) -> float:
     return agree / n if n else float("nan")
 
 
+def pitch_gate_report(keyed: list[dict], keyless: list[dict]) -> dict:
+    """How the committed "no pitch, no key" rule (key.has_pitch) treats clips with and without a key."""
+    model = key_mod.default_model()
+
+    def none(it) -> bool:
+        if it["pf"] is None:
+            return True
+        w_seg, _ = key_mod.chroma_views(it["pf"], model)
+        return w_seg.shape[0] == 0 or not key_mod.has_pitch(w_seg, it["pf"].sustained_share)
+
+    return {"keyed": len(keyed), "keyed_answered_none": sum(map(none, keyed)),
+            "keyed_none_files": [it["file"] for it in keyed if none(it)],
+            "keyless": len(keyless), "keyless_answered_none": sum(map(none, keyless))}
+
+
 def candidates() -> list[Candidate]:
     """The grid: compression x note templates (1 partial = no transcription, plain folding) x bass range x rule."""
     out = []
@@ -321,6 +336,12 @@ def main(argv: list[str] | None = None) -> int:
         for t in truth:
             t["path"] = str(args.corpus / t["file"])
         dev = load_set(truth, args.cache, "dev corpus")
+    keyless = [it for it in train if it["ref"] is None]
+    train = [it for it in train if it["ref"] is not None]
+    dev = [it for it in dev if it["ref"] is not None]
+    gate = pitch_gate_report(train, keyless)
+    print(f"no-key gate: {gate['keyed_answered_none']} of {gate['keyed']} clips with a key answered none; "
+          f"{gate['keyless_answered_none']} of {gate['keyless']} clips without a key (drums alone) answered none")
     labels = np.asarray([key_label(it["ref"]) for it in train])
     print(f"training set: {len(train)} clips, {len({it['song'] for it in train})} songs, "
           f"{len({it['style'] for it in train})} styles; dev corpus: {len(dev)} clips (validation only)")
@@ -343,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     vk = (best.model.compression, best.model.partial_decay, best.model.n_partials, best.model.bass_below)
     zw, zb, segs = view_cache[vk]
     print(f"\nchosen: {best.name} (l2={l2:g})")
-    report: dict = {"candidate": best.name, "l2": l2, "clips": len(train)}
+    report: dict = {"candidate": best.name, "l2": l2, "clips": len(train), "no_key_gate": gate}
     oof = None
     for by in ("song", "style"):
         sc = cross_validate(train, best, zw, zb, by, l2)
