@@ -14,7 +14,7 @@ gets its best key with an honest, possibly low, confidence.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -59,6 +59,9 @@ MIN_SUSTAINED_SHARE = 0.1
 MAX_FLATNESS = 0.62
 WEAK_SUSTAINED_SHARE = 0.125
 WEAK_MAX_FLATNESS = 0.45
+#: Without either third of the tonic (minor or major) at this share of the strongest pitch class, as with bare power
+#: chords, nothing in the pitch content tells major from minor: the confidence is capped at a coin toss (0.5).
+THIRD_SHARE = 0.15
 #: A pitch class counts as present at this share of the strongest; fewer than two present is one note and its
 #: harmonics (a lone tone: the transcription leaves at most ~0.16 on the notes that share a partial with it), no key.
 #: A bare power chord (root + fifth) has two.
@@ -80,6 +83,10 @@ class KeyModel:
     bass_profiles: np.ndarray   # (2, 12) the same for the bass chroma
     minor_bias: float           # added to every minor key's score
     calibration: tuple[float, float]  # confidence = sigmoid(a * (best - runner-up score) + b)
+    chord_sharpness: float = 20.0    # softmax sharpness of the per-segment triad posterior (see chord_histogram)
+    chord_bass_weight: float = 0.5   # weight of the bass chroma on a triad's root in its segment score
+    chord_profiles: np.ndarray = field(default_factory=lambda: np.zeros((2, 24)))  # (2, 24) major, minor weights
+    #                                of the triad histogram rotated to the tonic (12 major triads, then 12 minor)
 
     @classmethod
     def from_dict(cls, d: dict) -> "KeyModel":
@@ -89,7 +96,11 @@ class KeyModel:
                    treble_profiles=np.asarray(d["treble_profiles"], dtype=np.float64).reshape(2, 12),
                    bass_profiles=np.asarray(d["bass_profiles"], dtype=np.float64).reshape(2, 12),
                    minor_bias=float(d["minor_bias"]),
-                   calibration=(float(d["calibration"][0]), float(d["calibration"][1])))
+                   calibration=(float(d["calibration"][0]), float(d["calibration"][1])),
+                   chord_sharpness=float(d.get("chord_sharpness", 20.0)),
+                   chord_bass_weight=float(d.get("chord_bass_weight", 0.5)),
+                   chord_profiles=np.asarray(d.get("chord_profiles", np.zeros((2, 24))),
+                                             dtype=np.float64).reshape(2, 24))
 
     def to_dict(self) -> dict:
         return {"compression": self.compression, "segment_seconds": self.segment_seconds,
@@ -97,7 +108,9 @@ class KeyModel:
                 "n_notes": self.n_notes, "bass_below": self.bass_below,
                 "treble_profiles": np.round(self.treble_profiles, 6).tolist(),
                 "bass_profiles": np.round(self.bass_profiles, 6).tolist(),
-                "minor_bias": round(self.minor_bias, 6), "calibration": [round(v, 6) for v in self.calibration]}
+                "minor_bias": round(self.minor_bias, 6), "calibration": [round(v, 6) for v in self.calibration],
+                "chord_sharpness": self.chord_sharpness, "chord_bass_weight": self.chord_bass_weight,
+                "chord_profiles": np.round(self.chord_profiles, 6).tolist()}
 
 
 @lru_cache(maxsize=1)
@@ -152,6 +165,32 @@ def _unit_sum(C: np.ndarray) -> np.ndarray:
     return np.divide(C, s, out=np.zeros_like(C), where=s > 0)
 
 
+def _triad_templates() -> np.ndarray:
+    """(24, 12): rows 0..11 the major triads on C..B, rows 12..23 the minor triads (root, third, fifth = 1)."""
+    T = np.zeros((24, 12))
+    for root in range(12):
+        T[root, [root, (root + 4) % 12, (root + 7) % 12]] = 1.0
+        T[12 + root, [root, (root + 3) % 12, (root + 7) % 12]] = 1.0
+    return T
+
+
+TRIADS = _triad_templates()
+
+
+def chord_histogram(whole_seg: np.ndarray, bass_seg: np.ndarray, model: KeyModel) -> np.ndarray:
+    """(24,) how much of the clip each triad (major C..B, minor C..B) accounts for: per segment a softmax over the
+    triads' scores (chroma on the triad's notes, plus the bass on its root), averaged, scaled to sum 12 (the size of
+    a standardized chroma's squares). The chords say what a chroma sum cannot: B major with its own F# major chord
+    is told from E major, whose chroma it nearly shares, by which triads occur together."""
+    if whole_seg.shape[0] == 0:
+        return np.zeros(24)
+    scores = whole_seg @ TRIADS.T + model.chord_bass_weight * np.tile(bass_seg, 2)
+    z = model.chord_sharpness * (scores - scores.max(axis=1, keepdims=True))
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    return 12.0 * p.mean(axis=0)
+
+
 def rotations(profile: np.ndarray) -> np.ndarray:
     """(12, 12): row k is `profile` (index 0 = tonic) rotated to tonic k."""
     return np.asarray([np.roll(profile, k) for k in range(12)])
@@ -163,11 +202,17 @@ def standardized(c: np.ndarray) -> np.ndarray:
     return (c - c.mean()) / sd if sd > 1e-12 else np.zeros_like(c)
 
 
-def key_scores(whole: np.ndarray, bass: np.ndarray, model: KeyModel) -> np.ndarray:
-    """(24,) score per key (0..11 major C..B, 12..23 minor) of a clip's mean whole-range and bass chroma."""
+def _rotated_chords(weights: np.ndarray) -> np.ndarray:
+    """(12, 24): row k applies 24 tonic-relative triad weights to the triad histogram of tonic k."""
+    return np.hstack([rotations(weights[:12]), rotations(weights[12:])])
+
+
+def key_scores(whole: np.ndarray, bass: np.ndarray, chords: np.ndarray, model: KeyModel) -> np.ndarray:
+    """(24,) score per key (0..11 major C..B, 12..23 minor) of a clip's mean whole-range and bass chroma and its
+    triad histogram."""
     zw, zb = standardized(whole), standardized(bass)
     scores = np.concatenate([rotations(model.treble_profiles[m]) @ zw + rotations(model.bass_profiles[m]) @ zb
-                             for m in (0, 1)])
+                             + _rotated_chords(model.chord_profiles[m]) @ chords for m in (0, 1)])
     scores[12:] += model.minor_bias
     return scores
 
@@ -225,7 +270,10 @@ def estimate_key(S: np.ndarray, freqs: np.ndarray, *, model: KeyModel | None = N
     corr = profile_correlations(whole, model.treble_profiles)
     if not has_pitch(whole_seg, pf.sustained_share):
         return KeyEstimate(None, None, 0.0, shown, corr, pf.tuning)
-    scores = key_scores(whole, bass, model)
+    scores = key_scores(whole, bass, chord_histogram(whole_seg, bass_seg, model), model)
     best = int(np.argmax(scores))
-    return KeyEstimate(best % 12, "major" if best < 12 else "minor", confidence(scores, model.calibration), shown,
-                       corr, pf.tuning)
+    tonic = best % 12
+    conf = confidence(scores, model.calibration)
+    if max(whole[(tonic + 3) % 12], whole[(tonic + 4) % 12]) < THIRD_SHARE * float(whole.max()):
+        conf = min(conf, 0.5)  # the mode is a guess: the linear scores extrapolate on such sparse chroma
+    return KeyEstimate(tonic, "major" if best < 12 else "minor", conf, shown, corr, pf.tuning)
