@@ -1,0 +1,157 @@
+"""Write the training set: composed songs rendered to 30-s clips, and manifest.json describing them.
+
+    nice .venv/bin/python -m benchmarks.trainset.generate --out /tmp/essentia-trainset [--songs N] [--seed S]
+        [--renderings R] [--jobs J]
+
+Songs are spread evenly over the styles of compose.STYLES; within a style, keys step through all 24 (a fifth and
+a mode change apart from one song to the next) and tempos through the style's range by the golden ratio. Each
+song is rendered R times (a different soundfont, mix, room, mastering, loudness and encoder each time).
+
+Every run writes its clips into a fresh generation directory under --out and replaces manifest.json atomically
+(temporary file + rename) only when all clips are written; the directories of earlier generations are removed
+after that, so a reader of manifest.json always finds every file it names.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.crossval import DEFAULT_TRAINSET_DIR
+from benchmarks.trainset.compose import STYLES, compose
+from benchmarks.trainset.render import CLIP_SECONDS, SOUNDFONTS, draw_rendering, render_clip
+
+MODES = ("major", "minor")
+FORMAT_WEIGHTS = {"m4a": 0.5, "mp3": 0.35, "wav": 0.15}
+GOLDEN = 0.6180339887498949
+
+
+def plan(n_songs: int, seed: int) -> list[dict]:
+    """What to compose: style, key and tempo of every song, deterministic in (n_songs, seed)."""
+    styles = sorted(STYLES)
+    rng = np.random.default_rng(seed)
+    phase = {s: rng.random() for s in styles}
+    songs = []
+    for i in range(n_songs):
+        s_idx, k = i % len(styles), i // len(styles)
+        style = styles[s_idx]
+        key_index = (7 * k + 11 * s_idx) % 24  # stride 7 over 24 keys: every key once per 24 songs, modes alternating
+        lo, hi = STYLES[style][1]
+        bpm = round(lo + (hi - lo) * ((phase[style] + k * GOLDEN) % 1.0))
+        songs.append({"index": i, "style": style, "song": f"{style}-{k:03d}", "tonic": key_index // 2,
+                      "mode": MODES[key_index % 2], "bpm": float(bpm), "seed": seed * 100_000 + i})
+    return songs
+
+
+def _make_song(item: dict):
+    """Compose the planned song; a seed whose compositions never name their key gives way to the next seeds."""
+    for bump in range(5):
+        try:
+            return compose(item["style"], item["seed"] + bump * 1_000_003, item["tonic"], item["mode"], item["bpm"])
+        except ValueError:
+            continue
+    raise ValueError(f"could not compose {item['song']}")
+
+
+def render_song(task: tuple[dict, int, str]) -> list[dict]:
+    """Compose one song and render its clips into `gen_dir`; manifest entries of the clips written."""
+    item, renderings, gen_dir = task
+    song = _make_song(item)
+    rng = np.random.default_rng([item["seed"], 7])
+    names = sorted(SOUNDFONTS)
+    entries = []
+    for r in range(renderings):
+        soundfont = names[(item["index"] + r) % len(names)]
+        fmt = str(rng.choice(list(FORMAT_WEIGHTS), p=list(FORMAT_WEIGHTS.values())))
+        rendering = draw_rendering(song, rng, soundfont=soundfont, fmt=fmt)
+        name = f"{item['song']}-r{r}.{fmt}"
+        try:
+            data, lufs = render_clip(song, rendering, seed=item["seed"] * 10 + r)
+        except Exception as exc:  # a failed rendering costs one clip, not the set
+            print(f"render failed: {name}: {exc!r}", file=sys.stderr)
+            continue
+        (Path(gen_dir) / name).write_bytes(data)
+        entries.append({
+            "file": f"{Path(gen_dir).name}/{name}", "format": fmt, "primary": True,
+            "bpm": song.bpm, "alt_bpm": song.alt_bpm, "key": song.key, "meter": f"{song.meter}/4",
+            "style": song.style, "has_drums": song.has_drums, "song": item["song"], "variant": rendering.variant,
+            "lufs": round(lufs, 2), "duration_s": CLIP_SECONDS, "render": rendering.describe(),
+            "seed": item["seed"], "instruments": {str(k): v for k, v in sorted(song.programs.items())},
+        })
+    return entries
+
+
+def _worker_init() -> None:
+    os.nice(10)  # the machine is shared: rendering yields to interactive work
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+
+
+def write_manifest(out: Path, entries: list[dict]) -> None:
+    """Replace out/manifest.json atomically: readers see the old list or the new one, never a partial file."""
+    tmp = out / f".manifest.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(entries, indent=1))
+    os.replace(tmp, out / "manifest.json")
+
+
+def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int = 2) -> list[dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    gen_dir = out / f"gen-{seed}-{n_songs}-{int(time.time())}"
+    gen_dir.mkdir()
+    songs = plan(n_songs, seed)
+    tasks = [(item, renderings, str(gen_dir)) for item in songs]
+    entries: list[dict] = []
+    t0 = time.time()
+    with Pool(jobs, initializer=_worker_init) as pool:
+        for done, clip_entries in enumerate(pool.imap_unordered(render_song, tasks), 1):
+            entries += clip_entries
+            if done % 10 == 0 or done == len(tasks):
+                print(f"{done}/{len(tasks)} songs, {len(entries)} clips, {time.time() - t0:.0f} s", file=sys.stderr)
+    entries.sort(key=lambda e: e["file"])
+    write_manifest(out, entries)
+    for old in out.glob("gen-*"):  # earlier generations: no manifest names them any more
+        if old.is_dir() and old != gen_dir:
+            shutil.rmtree(old, ignore_errors=True)
+    return entries
+
+
+def summary(entries: list[dict]) -> str:
+    from collections import Counter
+
+    lines = [f"{len(entries)} clips of {len({e['song'] for e in entries})} songs"]
+    for field in ("style", "format"):
+        counts = Counter(e[field] for e in entries)
+        lines.append(f"  {field}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    keys = Counter(e["key"] for e in entries if e["key"])
+    lines.append(f"  keys: {len(keys)} distinct, {min(keys.values())}-{max(keys.values())} clips each")
+    lufs = [e["lufs"] for e in entries]
+    lines.append(f"  loudness: {min(lufs):.1f} to {max(lufs):.1f} LUFS")
+    lines.append(f"  bpm: {min(e['bpm'] for e in entries):.0f} to {max(e['bpm'] for e in entries):.0f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_TRAINSET_DIR)
+    parser.add_argument("--songs", type=int, default=240)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--renderings", type=int, default=2, help="clips per song (default 2)")
+    parser.add_argument("--jobs", type=int, default=2, help="rendering processes (default 2)")
+    args = parser.parse_args(argv)
+    if not all(Path(p).is_file() for p in SOUNDFONTS.values()) or not shutil.which("fluidsynth"):
+        parser.error("needs the fluidsynth CLI and the soundfonts in render.SOUNDFONTS (Debian: fluidsynth, "
+                     "fluid-soundfont-gm, timgm6mb-soundfont, musescore-general-soundfont-small)")
+    entries = generate(args.out, args.songs, args.seed, args.renderings, args.jobs)
+    print(summary(entries))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
