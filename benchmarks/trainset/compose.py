@@ -21,6 +21,8 @@ from benchmarks.trainset.theory import (KEY_PROFILES, LOOPS, PHRASES, Chord, bes
                                         pitch_class_histogram, realise, voice_lead)
 
 DRUM_CHANNEL = 9
+#: Triads a seventh-chord style (bossa, jazz) plays as sevenths.
+SEVENTHS = {"I": "Imaj7", "ii": "ii7", "IV": "IVmaj7", "vi": "vi7", "i": "i7", "V": "V7"}
 #: Seconds of music composed per song: the rendered clip is a 30 s window starting up to 5 s in.
 COMPOSED_SECONDS = 37.0
 
@@ -78,6 +80,7 @@ class Composer:
         self.n_bars = int(np.ceil(COMPOSED_SECONDS * song.bpm / 60.0 / song.meter))
         self.n_beats = self.n_bars * song.meter
         self.timeline: list[Slot] = []
+        self.sevenths = False  # jazz and bossa harmony: diatonic sevenths instead of triads
 
     # ---- harmony -------------------------------------------------------------------------------------------
     def plan_phrases(self, beats_per_chord: float) -> None:
@@ -104,6 +107,8 @@ class Composer:
         self._fill([loop[i % 4] for i in range(n)], [None] * n, beats_per_chord)
 
     def _fill(self, names: list[str], cadences: list[str | None], beats_per_chord: float) -> None:
+        if self.sevenths:
+            names = [SEVENTHS.get(n, n) for n in names]
         self.timeline = [Slot(i * beats_per_chord, beats_per_chord, realise(name, self.song.tonic), cad)
                          for i, (name, cad) in enumerate(zip(names, cadences)) if i * beats_per_chord < self.n_beats]
 
@@ -567,6 +572,42 @@ def _percussion(c: Composer) -> None:
         c.drums(sub, bars=range(bar, bar + 1), fills=False, crash_every=0)
 
 
+def _baroque(c: Composer) -> None:
+    """Baroque keyboard/strings: a chord per beat or two, 16th-note broken-chord figuration, an 8th-note bass
+    on roots and fifths, a melody in 8ths and quarters."""
+    c.plan_phrases(c.chord_beats(1.4, (1, 2)))
+    program = int(c.rng.choice([6, 6, 48, 19, 0]))
+    c.arpeggio(1, program, pattern=[0, 1, 2, 1], step=0.25, low=55, high=74, vel=62)
+    c.bass(2, int(c.rng.choice([program, 42, 32])), [(0.0, 0.45), (0.5, 0.45), (1.0, 0.45), (1.5, 0.45)],
+           low=36, fifths=True, vel=72)
+    if c.rng.random() < 0.6:
+        c.melody(0, int(c.rng.choice([program, 73, 40, 68])), cells=[[0.5] * 8, [1, 0.5, 0.5, 1, 1],
+                                                                     [0.5, 0.5, 1, 0.5, 0.5, 1]], low=67, high=86)
+
+
+def _bossa(c: Composer) -> None:
+    """Bossa nova: seventh chords on nylon guitar in the syncopated comping rhythm, the bass on the root and
+    fifth of beats one and three, a rim-click pattern and shaker."""
+    c.sevenths = True
+    c.plan_phrases(c.chord_beats(1.8, (2, 4)))
+    c.block_chords(1, 24, rhythm=[(0.0, 0.4), (0.75, 0.4), (1.5, 0.4), (2.5, 0.4), (3.25, 0.4)],
+                   low=52, high=70, voices=4, vel=62, suspensions=False)
+    c.bass(2, int(c.rng.choice([32, 33])), [(0.0, 1.4), (1.5, 0.4), (2.0, 1.4), (3.5, 0.4)], low=33, fifths=True,
+           vel=82)
+    c.melody(0, int(c.rng.choice([73, 65, 53, 11])), cells=[[1.5, 0.5, 2], [1, 1, 1, 1], [0.5, 1, 0.5, 2], [4]],
+             start_bar=2, rest_prob=0.1)
+    c.drums(drumkit.BOSSA, vel_scale=0.75, fills=False, crash_every=0)
+
+
+def _synthpop(c: Composer) -> None:
+    c.plan_loop(c.chord_beats(2.0, (4, 8)))
+    c.bass(2, int(c.rng.choice([38, 39, 81])), [(i * 0.5, 0.4) for i in range(8)], low=33, octaves=True)
+    c.block_chords(1, int(c.rng.choice([90, 88, 50, 94])), low=55, high=76, voices=3, vel=55, suspensions=False)
+    c.arpeggio(3, int(c.rng.choice([80, 81, 98])), pattern=[0, 1, 2, 1], step=0.25, low=62, high=84, vel=50)
+    c.melody(0, int(c.rng.choice([80, 81, 53])), cells=[[1, 0.5, 0.5, 2], [0.5] * 4 + [2], [1, 1, 2]], start_bar=2)
+    c.drums(drumkit.SYNTHPOP)
+
+
 #: style -> (composer, bpm range, meter, alternative metrical level as a factor of bpm or None, has key)
 STYLES: dict[str, tuple] = {
     "ballad": (_ballad, (60, 80), 4, None),
@@ -587,6 +628,9 @@ STYLES: dict[str, tuple] = {
     "hiphop": (_hiphop, (70, 92), 4, 2.0),
     "trap": (_trap, (65, 80), 4, 2.0),
     "percussion": (_percussion, (80, 130), 4, None),
+    "baroque": (_baroque, (70, 110), 4, None),
+    "bossa": (_bossa, (120, 145), 4, None),
+    "synthpop": (_synthpop, (108, 132), 4, None),
 }
 KEYLESS_STYLES = {"percussion"}
 
@@ -615,9 +659,10 @@ def compose(style: str, seed: int, tonic: int | None, mode: str | None, bpm: flo
     raise ValueError(f"no {style} composition from seed {seed} names {key_name(tonic % 12, mode)} unambiguously")
 
 
-def to_midi(song: Song, *, volumes: dict[int, int] | None = None, humanize: np.random.Generator | None = None,
-            ticks_per_beat: int = 960) -> mido.MidiFile:
-    """A type-0 MIDI file of `song` at its tempo; `volumes` sets each channel's CC7 (the mix), `humanize` (a
+def to_midi(song: Song, *, volumes: dict[int, int] | None = None, pans: dict[int, int] | None = None,
+            humanize: np.random.Generator | None = None, ticks_per_beat: int = 960) -> mido.MidiFile:
+    """A type-0 MIDI file of `song` at its tempo; `volumes` and `pans` set each channel's CC7 and CC10 (the mix,
+    0..127, pan 64 = centre), `humanize` (a
     generator) shifts onsets by a few milliseconds and velocities by a few steps, as players do."""
     spb = song.seconds_per_beat
     events = []
@@ -640,6 +685,8 @@ def to_midi(song: Song, *, volumes: dict[int, int] | None = None, humanize: np.r
         track.append(mido.Message("program_change", channel=channel, program=program))
     for channel, volume in sorted((volumes or {}).items()):
         track.append(mido.Message("control_change", channel=channel, control=7, value=int(np.clip(volume, 0, 127))))
+    for channel, pan in sorted((pans or {}).items()):
+        track.append(mido.Message("control_change", channel=channel, control=10, value=int(np.clip(pan, 0, 127))))
     now = 0
     for tick, _, message in events:
         track.append(message.copy(time=tick - now))

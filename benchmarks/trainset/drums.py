@@ -38,6 +38,8 @@ FUNK = {KICK: "x.....x...x..x..", SNARE: "....X..o.o..X..o", CLOSED_HAT: "XoxoXo
 DEMBOW = {KICK: "x...x...x...x...", SNARE: "...x..x....x..x.", CLOSED_HAT: "x.x.x.x.x.x.x.x."}
 BOOM_BAP = {KICK: "x.....x...x.....", SNARE: "....X.......X...", CLOSED_HAT: "x.x.x.x.x.x.x.x."}
 HIPHOP_16 = {KICK: "x......xx.x.....", SNARE: "....X.......X...", CLOSED_HAT: "xoxoxoxoxoxoxoxo"}
+BOSSA = {SIDE_STICK: "x..x..x...x..x..", KICK: "x..xx...x..xx...", SHAKER: "xoxoxoxoxoxoxoxo"}
+SYNTHPOP = {KICK: "x...x...x...x...", CLAP: "....x.......x...", CLOSED_HAT: "xoxoxoxoxoxoxoxo"}
 TRAP = {KICK: "x......x..x.....", CLAP: "....X.......X...", CLOSED_HAT: "xoxoxoxoxoxoxoxo"}
 
 

@@ -35,6 +35,8 @@ class Rendering:
 
     soundfont: str
     volumes: dict[int, int] = field(default_factory=dict)
+    pans: dict[int, int] = field(default_factory=dict)
+    synth_effects: bool = False  # FluidSynth's own reverb and chorus (as a plain GM rendering has them)
     offset_s: float = 0.0  # where the 30-s window starts in the rendered song
     reverb_rt60_s: float = 0.0  # 0 = dry
     reverb_wet: float = 0.0
@@ -46,7 +48,7 @@ class Rendering:
 
     @property
     def variant(self) -> str:
-        parts = [self.soundfont, f"{self.target_lufs:.0f}LUFS"]
+        parts = [self.soundfont + ("/fx" if self.synth_effects else ""), f"{self.target_lufs:.0f}LUFS"]
         if self.reverb_rt60_s:
             parts.append(f"reverb{self.reverb_rt60_s:.1f}s")
         if self.compress:
@@ -57,7 +59,7 @@ class Rendering:
         return "+".join(parts)
 
     def describe(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "volumes"}
+        return {k: v for k, v in asdict(self).items() if k not in ("volumes", "pans")}
 
 
 def draw_rendering(song: Song, rng: np.random.Generator, *, soundfont: str, fmt: str) -> Rendering:
@@ -66,9 +68,11 @@ def draw_rendering(song: Song, rng: np.random.Generator, *, soundfont: str, fmt:
     volumes = {ch: int(rng.integers(80, 121)) for ch in song.programs}
     if song.has_drums:
         volumes[DRUM_CHANNEL] = int(rng.integers(85, 128))
-    reverb = rng.random() < (0.35 if heavy else 0.6)
+    # spread the parts across the stereo field; bass and drums stay near the centre
+    pans = {ch: int(np.clip(64 + rng.normal(0, 8 if ch in (2, DRUM_CHANNEL) else 28), 0, 127)) for ch in volumes}
+    reverb = rng.random() < (0.35 if heavy else 0.5)
     return Rendering(
-        soundfont=soundfont, volumes=volumes, offset_s=float(rng.uniform(0.0, 5.0)),
+        soundfont=soundfont, volumes=volumes, pans=pans, synth_effects=bool(rng.random() < 0.5), offset_s=float(rng.uniform(0.0, 5.0)),
         reverb_rt60_s=float(rng.uniform(0.4, 2.4)) if reverb else 0.0,
         reverb_wet=float(rng.uniform(0.08, 0.3)) if reverb else 0.0,
         compress=bool(rng.random() < (0.9 if heavy else 0.55)),
@@ -79,12 +83,14 @@ def draw_rendering(song: Song, rng: np.random.Generator, *, soundfont: str, fmt:
 
 
 def fluidsynth(song: Song, rendering: Rendering, rng: np.random.Generator) -> np.ndarray:
-    """(frames, 2) float32 of the song's MIDI rendered offline by the fluidsynth CLI, its own reverb off."""
+    """(frames, 2) float32 of the song's MIDI rendered offline by the fluidsynth CLI (its own reverb and chorus
+    as the rendering says)."""
     with tempfile.TemporaryDirectory(prefix="trainset-") as tmp:
         mid, wav = Path(tmp) / "song.mid", Path(tmp) / "song.wav"
-        to_midi(song, volumes=rendering.volumes, humanize=rng).save(mid)
+        to_midi(song, volumes=rendering.volumes, pans=rendering.pans, humanize=rng).save(mid)
+        effects = "1" if rendering.synth_effects else "0"
         subprocess.run(["fluidsynth", "-ni", "-q", "-F", str(wav), "-T", "wav", "-O", "float",
-                        "-r", str(SAMPLE_RATE), "-g", "0.35", "-R", "0", "-C", "0",
+                        "-r", str(SAMPLE_RATE), "-g", "0.35", "-R", effects, "-C", effects,
                         SOUNDFONTS[rendering.soundfont], str(mid)],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
         y, _ = sf.read(wav, dtype="float32", always_2d=True)
