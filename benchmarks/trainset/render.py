@@ -5,7 +5,6 @@ target loudness, encoder), drawn from a seed by `draw_rendering`, so a clip can 
 """
 from __future__ import annotations
 
-import io
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -18,6 +17,9 @@ from scipy.ndimage import maximum_filter1d, minimum_filter1d, uniform_filter1d
 from scipy.signal import fftconvolve, lfilter
 
 from benchmarks.trainset.compose import DRUM_CHANNEL, Note, Song, to_midi
+# the project's encoders, shared with the decoder's tests
+from tests.synth import encode as encode_with_libsndfile
+from tests.synth import encode_with_pyav
 
 SAMPLE_RATE = 44100
 CLIP_SECONDS = 30.0
@@ -178,26 +180,9 @@ def master(y: np.ndarray, rendering: Rendering, sr: int = SAMPLE_RATE) -> tuple[
 def encode(y: np.ndarray, fmt: str, bitrate: int = 160_000, sr: int = SAMPLE_RATE) -> bytes:
     """Stereo samples (frames, 2) to file bytes: 16-bit WAV, AAC in MP4 (.m4a) or MP3, encoded with PyAV."""
     if fmt == "wav":
-        buf = io.BytesIO()
-        sf.write(buf, y, sr, format="WAV", subtype="PCM_16")
-        return buf.getvalue()
-    import av
-
+        return encode_with_libsndfile(y, sr, "WAV", "PCM_16")
     container, codec = FORMATS[fmt]
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format=container) as out:
-        stream = out.add_stream(codec, rate=sr, layout="stereo")
-        stream.bit_rate = bitrate
-        planes = np.ascontiguousarray(y.T.astype(np.float32))
-        for start in range(0, planes.shape[1], 1152):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planes[:, start:start + 1152]), format="fltp",
-                                               layout="stereo")
-            frame.sample_rate = sr
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buf.getvalue()
+    return encode_with_pyav(np.ascontiguousarray(y.T), sr, container, codec, 2, bit_rate=bitrate)
 
 
 def render_clip(song: Song, rendering: Rendering, seed: int) -> tuple[bytes, float]:
