@@ -172,6 +172,14 @@ class Composer:
                     pitch = int(self.rng.choice(tones or options or [root]))
                 self.add(slot.start + b, 0.9, pitch, 85 + self.rng.integers(-10, 10), channel)
 
+    def sub_808(self) -> None:
+        """An 808 sub-bass (synthesised by the renderer): a long note on each chord root, re-triggered half a
+        beat before the next chord."""
+        for slot in self.timeline:
+            root = 36 + (slot.chord.root - 36) % 12
+            self.song.sub_bass.append(Note(slot.start, slot.dur - 0.75, root, 110, -1))
+            self.song.sub_bass.append(Note(slot.start + slot.dur - 0.5, 0.45, root, 90, -1))
+
     # ---- accompaniment -------------------------------------------------------------------------------------
     def block_chords(self, channel: int, program: int, *, low: int = 52, high: int = 76, voices: int = 4,
                      rhythm: list[tuple[float, float]] | None = None, vel: int = 70, suspensions: bool = True,
@@ -530,9 +538,12 @@ def _reggaeton(c: Composer) -> None:
 
 def _hiphop(c: Composer) -> None:
     """Half-time hip-hop at the tempo a listener nods to (70-92): kick and snare backbeat at that tempo,
-    swung 16th hats, a sampled-sounding Rhodes/strings loop and a bass on the roots."""
+    swung 16th hats, a sampled-sounding Rhodes/strings loop and a bass (or an 808) on the roots."""
     c.plan_loop(c.chord_beats(2.8, (4, 8)))
-    c.bass(2, int(c.rng.choice([33, 38, 32])), [(0.0, 0.9), (1.75, 0.5), (2.5, 0.9)], low=31, vel=95)
+    if c.rng.random() < 0.5:
+        c.bass(2, int(c.rng.choice([33, 38, 32])), [(0.0, 0.9), (1.75, 0.5), (2.5, 0.9)], low=31, vel=95)
+    else:
+        c.sub_808()
     c.block_chords(1, int(c.rng.choice([4, 5, 48, 0, 11])), low=55, high=74, voices=3, vel=60)
     c.drums(drumkit.BOOM_BAP if c.rng.random() < 0.6 else drumkit.HIPHOP_16, swing=c.rng.random() < 0.5,
             crash_every=0)
@@ -552,10 +563,7 @@ def _trap(c: Composer) -> None:
             step = float(c.rng.choice([1 / 8, 1 / 6]))
             for i in range(int(round(1 / step))):
                 c.add(beat + i * step, 0.1, drumkit.CLOSED_HAT, 60 + 4 * i, DRUM_CHANNEL)
-    for slot in c.timeline:  # 808: long notes on the roots, a short re-trigger before the next chord
-        root = 24 + (slot.chord.root - 24) % 12 + 12
-        c.song.sub_bass.append(Note(slot.start, slot.dur - 0.75, root, 110, -1))
-        c.song.sub_bass.append(Note(slot.start + slot.dur - 0.5, 0.45, root, 90, -1))
+    c.sub_808()
 
 
 def _percussion(c: Composer) -> None:
