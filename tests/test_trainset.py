@@ -108,3 +108,23 @@ def test_plan_gives_every_style_every_key():
         lo, hi = STYLES[style][1]
         assert all(lo <= s["bpm"] <= hi for s in songs if s["style"] == style)
     assert len({s["song"] for s in songs}) == len(songs)
+
+
+def test_benchmark_names_the_kind_of_error():
+    from benchmarks.accuracy import key_error, parse_key, tempo_error, trainset_table
+
+    assert [tempo_error(e, 90.0) for e in (91.0, 180.0, 45.0, 135.0, 270.0, 117.0, None)] == \
+        ["ok", "x2", "x1/2", "x3/2", "x3", "other", "none"]
+    ref = parse_key("A minor")
+    assert [key_error(parse_key(k), ref) for k in ("A minor", "E minor", "D minor", "C major", "A major",
+                                                   "F# major")] == \
+        ["ok", "fifth", "fifth", "relative", "parallel", "other"]
+    rows = [{"style": "trap", "song": "t1", "acc1": False, "acc1_or_alt": True, "acc2": True, "total_s": 0.1,
+             "tempo_error": "x2", "key_exact": True, "key_mirex": 1.0, "key_error": "ok"},
+            {"style": "trap", "song": "t2", "error": "AudioDecodeError: empty"},
+            {"style": "percussion", "song": "p1", "acc1": True, "acc1_or_alt": True, "acc2": True, "total_s": 0.2,
+             "tempo_error": "ok"}]
+    table = {t["style"]: t for t in trainset_table(rows, "style")}
+    assert table["trap"]["failed"] == 1 and table["trap"]["acc1"] == 0.0 and table["trap"]["tempo_errors"] == {"x2": 1}
+    assert table["percussion"]["keyed"] == 0 and table["percussion"]["key_exact"] is None
+    assert table["all"]["clips"] == 3 and table["all"]["acc1"] == 0.5

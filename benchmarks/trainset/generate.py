@@ -94,6 +94,21 @@ def _worker_init() -> None:
         os.environ[var] = "1"
 
 
+def _commit() -> str | None:
+    """The repository commit the generator ran from ("+dirty" with uncommitted changes), so a set can be rebuilt."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "benchmarks/trainset"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def write_manifest(out: Path, entries: list[dict]) -> None:
     """Replace out/manifest.json atomically: readers see the old list or the new one, never a partial file."""
     tmp = out / f".manifest.{os.getpid()}.tmp"
@@ -115,6 +130,9 @@ def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int 
             if done % 10 == 0 or done == len(tasks):
                 print(f"{done}/{len(tasks)} songs, {len(entries)} clips, {time.time() - t0:.0f} s", file=sys.stderr)
     entries.sort(key=lambda e: e["file"])
+    (gen_dir / "recipe.json").write_text(json.dumps({
+        "songs": n_songs, "seed": seed, "renderings": renderings, "clips": len(entries),
+        "generator_commit": _commit(), "seconds": round(time.time() - t0)}, indent=1))
     write_manifest(out, entries)
     for old in out.glob("gen-*"):  # earlier generations: no manifest names them any more
         if old.is_dir() and old != gen_dir:
