@@ -6,8 +6,9 @@ accompaniment texture (block chords with suspensions, arpeggios, Alberti bass, s
 a melody that puts chord tones on the beats and passing or neighbour tones between them, and drums. The same
 arguments always give the same notes. `to_midi` writes the song as a type-0 MIDI file for FluidSynth.
 
-Times are in beats of the annotated tempo: the beat a listener taps (the half-time value for trap and half-time
-hip-hop, whose double is given as alt_bpm).
+Times are in beats of the composed tempo: the beat a listener taps for half-time hip-hop (whose double is given as
+alt_bpm). Trap is composed at its half-time pulse but annotated the way ../shared/corpus annotates it (and producers
+set the session tempo): at the double, 130-160, with the half-time pulse as alt_bpm (see `annotated_tempo`).
 """
 from __future__ import annotations
 
@@ -641,6 +642,17 @@ STYLES: dict[str, tuple] = {
     "synthpop": (_synthpop, (108, 132), 4, None),
 }
 KEYLESS_STYLES = {"percussion"}
+#: Styles annotated at a multiple of the tempo they are composed at (the dev corpus's convention for trap).
+ANNOTATED_TEMPO_FACTOR = {"trap": 2.0}
+
+
+def annotated_tempo(song: "Song") -> tuple[float, list[float]]:
+    """(bpm, alt_bpm) as the manifest states them: the composed tempo, or its annotated multiple with the composed
+    tempo as the alternative."""
+    factor = ANNOTATED_TEMPO_FACTOR.get(song.style)
+    if factor is None:
+        return song.bpm, song.alt_bpm
+    return round(song.bpm * factor, 2), [song.bpm]
 
 
 def compose(style: str, seed: int, tonic: int | None, mode: str | None, bpm: float, *,

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.crossval import DEFAULT_TRAINSET_DIR
-from benchmarks.trainset.compose import STYLES, compose
+from benchmarks.trainset.compose import STYLES, annotated_tempo, compose
 from benchmarks.trainset.render import CLIP_SECONDS, SOUNDFONTS, draw_rendering, render_clip
 
 MODES = ("major", "minor")
@@ -78,9 +78,10 @@ def render_song(task: tuple[dict, int, str]) -> list[dict]:
             print(f"render failed: {name}: {exc!r}", file=sys.stderr)
             continue
         (Path(gen_dir) / name).write_bytes(data)
+        bpm, alt_bpm = annotated_tempo(song)
         entries.append({
             "file": f"{Path(gen_dir).name}/{name}", "format": fmt, "primary": True,
-            "bpm": song.bpm, "alt_bpm": song.alt_bpm, "key": song.key, "meter": f"{song.meter}/4",
+            "bpm": bpm, "alt_bpm": alt_bpm, "key": song.key, "meter": f"{song.meter}/4",
             "style": song.style, "has_drums": song.has_drums, "song": item["song"], "variant": rendering.variant,
             "lufs": round(lufs, 2), "duration_s": CLIP_SECONDS, "render": rendering.describe(),
             "seed": item["seed"], "instruments": {str(k): v for k, v in sorted(song.programs.items())},
