@@ -8,8 +8,9 @@ a mode change apart from one song to the next) and tempos through the style's ra
 song is rendered R times (a different soundfont, mix, room, mastering, loudness and encoder each time).
 
 Every run writes its clips into a fresh generation directory under --out and replaces manifest.json atomically
-(temporary file + rename) only when all clips are written; the directories of earlier generations are removed
-after that, so a reader of manifest.json always finds every file it names.
+(temporary file + rename) only when all clips are written; the generation directories the new manifest does not
+name are removed after that, so a reader of manifest.json always finds every file it names. With --keep the new
+songs are added to the current manifest's (--styles limits what is composed), e.g. to grow one style.
 """
 from __future__ import annotations
 
@@ -33,16 +34,20 @@ FORMAT_WEIGHTS = {"m4a": 0.5, "mp3": 0.35, "wav": 0.15}
 GOLDEN = 0.6180339887498949
 
 
-def plan(n_songs: int, seed: int) -> list[dict]:
-    """What to compose: style, key and tempo of every song, deterministic in (n_songs, seed)."""
-    styles = sorted(STYLES)
+def plan(n_songs: int, seed: int, styles: list[str] | None = None, first: dict[str, int] | None = None) -> list[dict]:
+    """What to compose: style, key and tempo of every song, deterministic in the arguments. `styles` limits the
+    styles (default all); `first` numbers each style's songs from that index on (to add to an existing set), and
+    the key and tempo sequences continue from there."""
+    styles = sorted(styles or STYLES)
+    first = first or {}
     rng = np.random.default_rng(seed)
     phase = {s: rng.random() for s in styles}
     songs = []
     for i in range(n_songs):
-        s_idx, k = i % len(styles), i // len(styles)
+        s_idx = i % len(styles)
         style = styles[s_idx]
-        key_index = (7 * k + 11 * s_idx) % 24  # stride 7 over 24 keys: every key once per 24 songs, modes alternating
+        k = i // len(styles) + first.get(style, 0)
+        key_index = (7 * k + 11 * sorted(STYLES).index(style)) % 24  # stride 7: all 24 keys, modes alternating
         lo, hi = STYLES[style][1]
         bpm = round(lo + (hi - lo) * ((phase[style] + k * GOLDEN) % 1.0))
         songs.append({"index": i, "style": style, "song": f"{style}-{k:03d}", "tonic": key_index // 2,
@@ -117,11 +122,20 @@ def write_manifest(out: Path, entries: list[dict]) -> None:
     os.replace(tmp, out / "manifest.json")
 
 
-def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int = 2) -> list[dict]:
+def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int = 2,
+             styles: list[str] | None = None, keep: bool = False) -> list[dict]:
+    """Render `n_songs` new songs into a fresh generation directory and make them the manifest (with `keep`,
+    the current manifest's entries too, the new songs numbered after the existing ones of their style)."""
     out.mkdir(parents=True, exist_ok=True)
+    kept: list[dict] = json.loads((out / "manifest.json").read_text()) if keep and (out / "manifest.json").exists() \
+        else []
+    first: dict[str, int] = {}
+    for entry in kept:
+        k = int(entry["song"].rsplit("-", 1)[1])
+        first[entry["style"]] = max(first.get(entry["style"], 0), k + 1)
     gen_dir = out / f"gen-{seed}-{n_songs}-{int(time.time())}"
     gen_dir.mkdir()
-    songs = plan(n_songs, seed)
+    songs = plan(n_songs, seed, styles, first)
     tasks = [(item, renderings, str(gen_dir)) for item in songs]
     entries: list[dict] = []
     t0 = time.time()
@@ -132,11 +146,13 @@ def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int 
                 print(f"{done}/{len(tasks)} songs, {len(entries)} clips, {time.time() - t0:.0f} s", file=sys.stderr)
     entries.sort(key=lambda e: e["file"])
     (gen_dir / "recipe.json").write_text(json.dumps({
-        "songs": n_songs, "seed": seed, "renderings": renderings, "clips": len(entries),
-        "generator_commit": _commit(), "seconds": round(time.time() - t0)}, indent=1))
+        "songs": n_songs, "seed": seed, "renderings": renderings, "styles": styles, "first": first,
+        "clips": len(entries), "generator_commit": _commit(), "seconds": round(time.time() - t0)}, indent=1))
+    entries = kept + entries
     write_manifest(out, entries)
-    for old in out.glob("gen-*"):  # earlier generations: no manifest names them any more
-        if old.is_dir() and old != gen_dir:
+    named = {e["file"].split("/", 1)[0] for e in entries}
+    for old in out.glob("gen-*"):  # earlier generations that the manifest no longer names
+        if old.is_dir() and old.name not in named:
             shutil.rmtree(old, ignore_errors=True)
     return entries
 
@@ -163,11 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--renderings", type=int, default=2, help="clips per song (default 2)")
     parser.add_argument("--jobs", type=int, default=2, help="rendering processes (default 2)")
+    parser.add_argument("--styles", help="comma-separated styles to compose (default: all)")
+    parser.add_argument("--keep", action="store_true",
+                        help="add to the current manifest instead of replacing it")
     args = parser.parse_args(argv)
+    styles = args.styles.split(",") if args.styles else None
+    if styles and not set(styles) <= set(STYLES):
+        parser.error(f"unknown styles {sorted(set(styles) - set(STYLES))}; known: {', '.join(sorted(STYLES))}")
     if not all(Path(p).is_file() for p in SOUNDFONTS.values()) or not shutil.which("fluidsynth"):
         parser.error("needs the fluidsynth CLI and the soundfonts in render.SOUNDFONTS (Debian: fluidsynth, "
                      "fluid-soundfont-gm, timgm6mb-soundfont, musescore-general-soundfont-small)")
-    entries = generate(args.out, args.songs, args.seed, args.renderings, args.jobs)
+    entries = generate(args.out, args.songs, args.seed, args.renderings, args.jobs, styles, args.keep)
     print(summary(entries))
     return 0
 
