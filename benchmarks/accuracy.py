@@ -330,7 +330,7 @@ def run_baseline(corpus: Path, items: list[dict]) -> dict:
 
 def run_trainset(root: Path, max_clips: int | None = None) -> list[dict]:
     """Decode and analyse every clip of the training set once, as the server does; one row per clip. A clip that
-    cannot be read or decoded gets a row with `error` set instead of estimates."""
+    cannot be read or decoded, or whose analysis raises, gets a row with `error` set instead of estimates."""
     from benchmarks.crossval import load_manifest
     from backend.audio.decode import AudioDecodeError
 
@@ -347,7 +347,11 @@ def run_trainset(root: Path, max_clips: int | None = None) -> list[dict]:
             res = perform_audio_analysis(decoded.samples, decoded.sample_rate, detail=True)
             row["total_s"] = time.perf_counter() - t0
         except (OSError, AudioDecodeError) as exc:
-            row["error"] = f"{type(exc).__name__}: {exc}"
+            row["error"] = f"not decoded: {type(exc).__name__}: {exc}"
+            rows.append(row)
+            continue
+        except Exception as exc:  # an analysis bug on one clip is reported with the rest, not fatal to the run
+            row["error"] = f"analysis raised {type(exc).__name__}: {exc}"
             rows.append(row)
             continue
         row.update(tempo_flags(res.bpm, float(entry["bpm"]), [float(a) for a in entry.get("alt_bpm") or []]))
@@ -403,7 +407,7 @@ def format_trainset(root: Path, rows: list[dict]) -> str:
             pct = (lambda v: f"{v:6.1%}" if v is not None and v == v else f"{'-':>6s}")
             errs = " ".join(f"{k}:{v}" for k, v in sorted(t["tempo_errors"].items()))
             kerrs = " ".join(f"{k}:{v}" for k, v in sorted(t["key_errors"].items()))
-            failed = f" ({t['failed']} undecodable)" if t["failed"] else ""
+            failed = f" ({t['failed']} failed)" if t["failed"] else ""
             out.append(f"{t[by][:12]:12s} {t['clips']:5d} {pct(t['acc1'])} {pct(t['acc1_or_alt'])} {pct(t['acc2'])} "
                        f"{t['keyed']:5d} {pct(t['key_exact'])} {pct(t['key_mirex'])} {t['total_s_median']:6.3f}  "
                        f"{errs or '-'} / {kerrs or '-'}{failed}")
@@ -412,6 +416,9 @@ def format_trainset(root: Path, rows: list[dict]) -> str:
     if lufs:
         out.append(f"loudness_lufs minus the mastering meter (pyloudnorm, stereo, before encoding): median "
                    f"{statistics.median(lufs):+.2f} LU, range {min(lufs):+.2f} to {max(lufs):+.2f}")
+    failures = [r for r in rows if "error" in r]
+    for r in failures[:10]:
+        out.append(f"failed: {r['file']}: {r['error']}")
     return "\n".join(out)
 
 
