@@ -167,18 +167,18 @@ def encode_with_pyav(y: np.ndarray, sr: int = 44100, container: str = "mp4", cod
     """Encode to a compressed container (m4a/AAC, mp3) in memory with PyAV, as a phone would send it.
 
     A mono signal is copied to every channel of `layout` ("mono", "stereo", "5.1", ...; default from
-    `channels`); a (channels, frames) array with one row per channel of the layout is encoded as it is."""
+    `channels`); a channel-first (channels, n) array with one row per channel is encoded as it is."""
     import av
 
     buf = io.BytesIO()
-    layout = layout or ("mono" if channels == 1 else "stereo")
+    y = np.atleast_2d(np.asarray(y, np.float32))
+    layout = layout or ("mono" if max(channels, y.shape[0]) == 1 else "stereo")
     with av.open(buf, mode="w", format=container) as out:
         stream = out.add_stream(codec, rate=sr, layout=layout)
         if bit_rate:
             stream.bit_rate = bit_rate
-        n_channels = stream.codec_context.layout.nb_channels
-        y = np.atleast_2d(y.astype(np.float32))
-        planes = y if y.shape[0] == n_channels else np.repeat(y[:1], n_channels, axis=0)
+        nb_channels = stream.codec_context.layout.nb_channels
+        planes = y if y.shape[0] == nb_channels else np.repeat(y[:1], nb_channels, axis=0)
         step = 1024
         for start in range(0, planes.shape[1], step):
             chunk = np.ascontiguousarray(planes[:, start:start + step])

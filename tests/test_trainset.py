@@ -11,7 +11,7 @@ import mido
 import numpy as np
 import pytest
 
-from benchmarks.trainset.compose import KEYLESS_STYLES, STYLES, compose, to_midi
+from benchmarks.trainset.compose import KEYLESS_STYLES, STYLES, annotated_tempo, compose, to_midi
 from benchmarks.trainset.generate import plan
 from benchmarks.trainset.theory import KEY_PROFILES, PITCH_CLASSES
 
@@ -94,7 +94,9 @@ def test_composition_is_in_its_key_and_on_its_tempo_grid(style, tonic, mode, bpm
 
 
 def test_half_time_styles_name_the_other_metrical_level():
-    assert compose("trap", 1, 0, "minor", 70).alt_bpm == [140.0]
+    trap = compose("trap", 1, 0, "minor", 70)  # composed at its half-time pulse, annotated at the double
+    assert annotated_tempo(trap) == (140.0, [70.0])
+    assert annotated_tempo(compose("hiphop", 1, 0, "minor", 80)) == (80.0, [160.0])
     assert compose("dnb", 1, 0, "minor", 170).alt_bpm == [85.0]
     assert compose("waltz", 1, 0, "major", 150).meter == 3
     assert compose("pop", 1, 0, "major", 120).alt_bpm == []
