@@ -20,6 +20,7 @@ import os
 import shutil
 import sys
 import time
+from collections import deque
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -123,9 +124,10 @@ def write_manifest(out: Path, entries: list[dict]) -> None:
 
 
 def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int = 2,
-             styles: list[str] | None = None, keep: bool = False) -> list[dict]:
+             styles: list[str] | None = None, keep: bool = False, budget_minutes: float | None = None) -> list[dict]:
     """Render `n_songs` new songs into a fresh generation directory and make them the manifest (with `keep`,
-    the current manifest's entries too, the new songs numbered after the existing ones of their style)."""
+    the current manifest's entries too, the new songs numbered after the existing ones of their style). With
+    `budget_minutes`, no song starts after that time: the manifest gets the songs finished by then."""
     out.mkdir(parents=True, exist_ok=True)
     kept: list[dict] = json.loads((out / "manifest.json").read_text()) if keep and (out / "manifest.json").exists() \
         else []
@@ -139,14 +141,26 @@ def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int 
     tasks = [(item, renderings, str(gen_dir)) for item in songs]
     entries: list[dict] = []
     t0 = time.time()
+    stop_at = t0 + budget_minutes * 60 if budget_minutes else float("inf")
+    todo, pending, done = iter(tasks), deque(), 0
     with Pool(jobs, initializer=_worker_init) as pool:
-        for done, clip_entries in enumerate(pool.imap_unordered(render_song, tasks), 1):
-            entries += clip_entries
-            if done % 10 == 0 or done == len(tasks):
+        def submit() -> None:  # songs start in plan order (styles round-robin) until the budget is spent
+            task = next(todo, None) if time.time() < stop_at else None
+            if task is not None:
+                pending.append(pool.apply_async(render_song, (task,)))
+
+        for _ in range(2 * jobs):
+            submit()
+        while pending:
+            entries += pending.popleft().get()
+            done += 1
+            submit()
+            if done % 10 == 0 or not pending:
                 print(f"{done}/{len(tasks)} songs, {len(entries)} clips, {time.time() - t0:.0f} s", file=sys.stderr)
     entries.sort(key=lambda e: e["file"])
     (gen_dir / "recipe.json").write_text(json.dumps({
-        "songs": n_songs, "seed": seed, "renderings": renderings, "styles": styles, "first": first,
+        "songs": n_songs, "songs_rendered": done, "seed": seed, "renderings": renderings, "styles": styles,
+        "first": first, "budget_minutes": budget_minutes,
         "clips": len(entries), "generator_commit": _commit(), "seconds": round(time.time() - t0)}, indent=1))
     entries = kept + entries
     write_manifest(out, entries)
@@ -180,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--renderings", type=int, default=2, help="clips per song (default 2)")
     parser.add_argument("--jobs", type=int, default=2, help="rendering processes (default 2)")
     parser.add_argument("--styles", help="comma-separated styles to compose (default: all)")
+    parser.add_argument("--budget-minutes", type=float,
+                        help="start no song after this many minutes; the manifest gets the songs finished")
     parser.add_argument("--keep", action="store_true",
                         help="add to the current manifest instead of replacing it")
     args = parser.parse_args(argv)
@@ -189,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     if not all(Path(p).is_file() for p in SOUNDFONTS.values()) or not shutil.which("fluidsynth"):
         parser.error("needs the fluidsynth CLI and the soundfonts in render.SOUNDFONTS (Debian: fluidsynth, "
                      "fluid-soundfont-gm, timgm6mb-soundfont, musescore-general-soundfont-small)")
-    entries = generate(args.out, args.songs, args.seed, args.renderings, args.jobs, styles, args.keep)
+    entries = generate(args.out, args.songs, args.seed, args.renderings, args.jobs, styles, args.keep,
+                       args.budget_minutes)
     print(summary(entries))
     return 0
 
