@@ -371,7 +371,7 @@ def trainset_table(rows: list[dict], by: str) -> list[dict]:
     from collections import Counter
 
     groups: dict[str, list[dict]] = {}
-    for r in rows:
+    for r in sorted(rows, key=lambda r: str(r.get(by))):
         groups.setdefault(str(r.get(by)), []).append(r)
     groups["all"] = rows
     table = []
