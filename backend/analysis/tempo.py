@@ -109,17 +109,21 @@ class Periodicity:
     """Everything the level decision needs; `*_grid` arrays are on the `_GRID` tempo axis."""
 
     acfs: np.ndarray       # (bands, lags) per-band autocorrelation, jitter-tolerant (max over +-1 frame)
-    acf: np.ndarray        # (lags,) mean autocorrelation (plain, for refinement and meter)
+    acf: np.ndarray        # (lags,) mean autocorrelation of the active bands (plain, for refinement and meter)
     dfts: np.ndarray       # (bands, bins) per-band DFT magnitude, each band's maximum in 30..1200 BPM = 1
     dft_bpm: np.ndarray    # (bins,) tempo of each DFT bin
+    active: np.ndarray     # (bands,) bool: the band has onsets at all (silent bands are left out of means)
     acf_grid: np.ndarray   # mean ACF at each grid tempo
     dft_grid: np.ndarray   # mean DFT at each grid tempo
     salience: np.ndarray   # max(acf, 0) * dft at each grid tempo
     comb: np.ndarray       # harmonic-summed version: max(ACF comb, 0) * DFT comb
     onset_rate: float      # onsets per second
+    band_rates: np.ndarray  # (bands,) onsets per second in each band (kick .. hi-hat)
     peakiness: float       # mean of the top 5% of the normalised envelopes: ~2 legato .. 5+ struck and sparse
+    high_share: float      # share of the spectral flux above 3 kHz: cymbals and hats make it high
     frame_rate: float
-    envelope: np.ndarray   # mean of the bands' normalised envelopes (for pulse trains)
+    envelope: np.ndarray   # mean of the active bands' normalised envelopes (for pulse trains)
+    backbeat: np.ndarray   # (lags,) kick-to-snare cross-correlation (see _backbeat)
 
     def pulse_train(self, bpm: float) -> tuple[float, float]:
         """(on, off): the mean envelope on a beat grid of `bpm` at its best phase, and on the grid shifted by half
@@ -142,11 +146,11 @@ class Periodicity:
         lag = k * 60.0 * self.frame_rate / np.asarray(bpm, dtype=np.float64)
         if band is not None:
             return _at(self.acfs[band], lag)
-        return np.mean([_at(r, lag) for r in self.acfs], axis=0)
+        return np.mean([_at(r, lag) for r in self.acfs[self.active]], axis=0)
 
     def dft_at(self, bpm: float | np.ndarray) -> np.ndarray:
         """Mean normalised DFT magnitude at `bpm` (beats per minute as a frequency)."""
-        return np.mean([np.interp(bpm, self.dft_bpm, d, right=0.0) for d in self.dfts], axis=0)
+        return np.mean([np.interp(bpm, self.dft_bpm, d, right=0.0) for d in self.dfts[self.active]], axis=0)
 
     def acf_comb_at(self, bpm: float | np.ndarray) -> np.ndarray:
         return sum(self.acf_at(bpm, k) for k in _ACF_COMB) / len(_ACF_COMB)
@@ -159,30 +163,48 @@ class Periodicity:
 def periodicity(onset_bands: np.ndarray, onset: np.ndarray, frame_rate: float) -> Periodicity | None:
     """Compute the per-band ACF/DFT periodicity; None when no band has any variation."""
     n = onset_bands.shape[1]
-    envs = [normalised_envelope(b.astype(np.float64), frame_rate) for b in onset_bands if np.std(b) > 1e-9]
-    envs = [e for e in envs if np.any(e)]
-    if not envs:
+    envs = np.array([normalised_envelope(b.astype(np.float64), frame_rate) if np.std(b) > 1e-9 else np.zeros(n)
+                     for b in onset_bands])
+    active = np.any(envs != 0.0, axis=1)
+    if not active.any():
         return None
     max_lag = int(4 * 60.0 * frame_rate / HYP_MIN_BPM) + 4  # 4 beats at the slowest hypothesis
     raw = np.array([autocorrelation(e, max_lag) for e in envs])
     acfs = maximum_filter1d(raw, size=3, axis=1)
     nfft = 1 << int(np.ceil(np.log2(max(4 * n, 8192))))  # zero-padding: <= 0.3 BPM bins before interpolation
-    window = np.hanning(n)
     dft_bpm = np.arange(nfft // 2 + 1) * frame_rate / nfft * 60.0
     usable = (dft_bpm >= MIN_BPM) & (dft_bpm <= 4 * MAX_BPM)
-    mags = np.abs(np.fft.rfft(np.array(envs) * window, nfft, axis=1))
-    tops = mags[:, usable].max(axis=1, keepdims=True)
-    dfts = mags / np.maximum(tops, 1e-12)
+    mags = np.abs(np.fft.rfft(envs * np.hanning(n), nfft, axis=1))
+    dfts = mags / np.maximum(mags[:, usable].max(axis=1, keepdims=True), 1e-12)
     top5 = max(1, n // 20)
-    peak = float(np.mean([np.mean(np.partition(e, n - top5)[n - top5:]) for e in envs]))
-    acf = raw.mean(axis=0)
-    per = Periodicity(acfs=acfs, acf=acf, dfts=dfts, dft_bpm=dft_bpm, acf_grid=np.zeros(0), dft_grid=np.zeros(0),
-                      salience=np.zeros(0), comb=np.zeros(0), onset_rate=onset_rate(onset, frame_rate),
-                      peakiness=peak, frame_rate=frame_rate, envelope=np.mean(envs, axis=0))
+    peak = float(np.mean([np.mean(np.partition(e, n - top5)[n - top5:]) for e in envs[active]]))
+    flux = onset_bands.astype(np.float64).mean(axis=1)
+    per = Periodicity(acfs=acfs, acf=raw[active].mean(axis=0), dfts=dfts, dft_bpm=dft_bpm, active=active,
+                      acf_grid=np.zeros(0), dft_grid=np.zeros(0), salience=np.zeros(0), comb=np.zeros(0),
+                      onset_rate=onset_rate(onset, frame_rate), peakiness=peak,
+                      band_rates=np.array([onset_rate(b, frame_rate) for b in onset_bands]),
+                      high_share=float(flux[-1] / max(flux.sum(), 1e-12)), frame_rate=frame_rate,
+                      envelope=envs[active].mean(axis=0), backbeat=_backbeat(envs, max_lag))
     acf_grid, dft_grid = per.acf_at(_GRID), per.dft_at(_GRID)
     comb = np.maximum(per.acf_comb_at(_GRID), 0.0) * per.dft_comb_at(_GRID)
     return Periodicity(**{**per.__dict__, "acf_grid": acf_grid, "dft_grid": dft_grid,
                           "salience": np.maximum(acf_grid, 0.0) * dft_grid, "comb": comb})
+
+
+def _backbeat(envs: np.ndarray, max_lag: int) -> np.ndarray:
+    """Kick-to-snare evidence per lag: the cross-correlation of the lowest band with each of the next two
+    (snare body, snare crack), averaged over both directions (kick then snare, snare then kick), the larger of the
+    two bands, jitter-tolerant. With a backbeat it peaks at one beat and is low at two beats and at half a beat."""
+    n = envs.shape[1]
+    nfft = 1 << int(np.ceil(np.log2(2 * n)))
+    spec = np.fft.rfft(envs[:3], nfft, axis=1)
+    overlap = np.maximum(n - np.arange(max_lag + 1), n / 2.0)
+    out = np.zeros(max_lag + 1)
+    for b in (1, 2):
+        xc = np.fft.irfft(np.conj(spec[0]) * spec[b], nfft)
+        both = 0.5 * (xc[: max_lag + 1] + np.r_[xc[0], xc[::-1][: max_lag]]) / overlap
+        out = np.maximum(out, both)
+    return maximum_filter1d(out, size=3)
 
 
 def onset_rate(onset: np.ndarray, frame_rate: float) -> float:
@@ -240,6 +262,11 @@ FEATURES = (
     "syncopation", "ternary",
     "percussive_x_tempo",                                  # prior shift for struck vs legato material
     "pulse_on", "pulse_off_ratio",                         # beat grid at its best phase; its off-beats vs it
+    "sub_off_ratio",                                       # the same off-beat ratio one level down (at 2x)
+    "backbeat", "backbeat_double",                         # kick-to-snare at one beat, at two beats
+    "hats_x_tempo", "hats_x_tempo_sq",                     # prior shift and width with cymbal/hat content
+    "kicks_per_beat", "kicks_per_beat_sq",                 # onsets per beat in the kick band (log2), squared
+    "hats_per_beat", "hats_per_beat_sq",                   # onsets per beat in the hi-hat band (log2), squared
 )
 
 
@@ -256,9 +283,9 @@ def level_features(per: Periodicity, bpms: list[float] | np.ndarray) -> np.ndarr
     bands = per.acfs.shape[0]
     lt = np.log2(t / PRIOR_REF_BPM)
     epb = np.log2(max(per.onset_rate, 0.1) * 60.0 / t)
-    band_r = [[per.acf_at(t, k, b) for b in range(bands)] for k in (1.0, 1.5, 2.0)]
+    band_r = [[per.acf_at(t, k, b) for b in np.flatnonzero(per.active)] for k in (1.0, 1.5, 2.0)]
     sync = np.max(np.array(band_r[1]) - 0.5 * (np.array(band_r[0]) + np.array(band_r[2])), axis=0)
-    perc = np.clip((per.peakiness - 3.0) / 2.0, -1.0, 1.0)
+    perc = np.clip((per.peakiness - 3.4) / 0.3, -2.0, 2.0)
     cols = [
         np.log(np.maximum(r1, 0.0) + floor),
         np.log(np.maximum(per.acf_comb_at(t), 0.0) + floor),
@@ -275,9 +302,18 @@ def level_features(per: Periodicity, bpms: list[float] | np.ndarray) -> np.ndarr
         r3 - np.maximum(r2, r4),
         perc * lt,
     ]
-    pulses = np.array([per.pulse_train(b) for b in t]).reshape(-1, 2)
-    on = pulses[:, 0]
-    cols += [on, np.clip(pulses[:, 1] / np.maximum(on, 0.05), -1.0, 2.0)]
+    def off_ratio(bpm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pulses = np.array([per.pulse_train(b) for b in bpm]).reshape(-1, 2)
+        return pulses[:, 0], np.clip(pulses[:, 1] / np.maximum(pulses[:, 0], 0.05), -1.0, 2.0)
+
+    on, off = off_ratio(t)
+    cols += [on, off, off_ratio(2.0 * t)[1]]
+    lag = 60.0 * per.frame_rate / t
+    hats = np.clip((per.high_share - 0.25) / 0.05, -2.0, 2.0)
+    kpb = np.log2(max(per.band_rates[0], 0.1) * 60.0 / t)
+    hpb = np.log2(max(per.band_rates[-1], 0.1) * 60.0 / t)
+    cols += [_at(per.backbeat, lag), _at(per.backbeat, 2.0 * lag), hats * lt, hats * lt ** 2, kpb, kpb ** 2, hpb,
+             hpb ** 2]
     return np.stack(cols, axis=1)
 
 
