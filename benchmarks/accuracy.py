@@ -126,8 +126,8 @@ def run(corpus: Path, repeat: int, degraded: bool = False) -> dict:
     truth = json.loads((corpus / "truth.json").read_text())
     # warm-up: imports, FFT plans, filter banks, so no clip pays for first use
     first = (corpus / truth[0]["file"]).read_bytes()
-    perform_audio_analysis(decode_audio(first, target_sr=ANALYSIS_SAMPLE_RATE).samples, ANALYSIS_SAMPLE_RATE,
-                           detail=True)
+    warm = decode_audio(first, target_sr=ANALYSIS_SAMPLE_RATE)
+    perform_audio_analysis(warm.samples, warm.sample_rate, detail=True)
 
     rows = []
     for item in truth:
@@ -173,10 +173,10 @@ def run_degraded(corpus: Path, items: list[dict]) -> dict:
         decoded = decode_audio((corpus / item["file"]).read_bytes(), target_sr=ANALYSIS_SAMPLE_RATE)
         y, sr = decoded.samples, decoded.sample_rate
         rms = float(np.sqrt(np.mean(y.astype(np.float64) ** 2))) or 1e-3
-        variants = {
-            "excerpt_8s": y[10 * sr:18 * sr],
-            "excerpt_5s": y[3 * sr:8 * sr],
-            "noise_0dB": (y + rng.standard_normal(y.size).astype(np.float32) * rms).astype(np.float32),
+        variants = {  # the decoder delivers (channels, n) at the source's rate: cut along time
+            "excerpt_8s": y[..., 10 * sr:18 * sr],
+            "excerpt_5s": y[..., 3 * sr:8 * sr],
+            "noise_0dB": (y + rng.standard_normal(y.shape).astype(np.float32) * rms).astype(np.float32),
         }
         ref_key = parse_key(item["key"])
         for name, v in variants.items():
@@ -268,12 +268,14 @@ def stage_times(corpus: Path, items: list[dict], runs: int = 5) -> dict[str, flo
 
     per_stage: dict[str, list[float]] = {}
     for item in items[:5]:
-        y = decode_audio((corpus / item["file"]).read_bytes(), target_sr=ANALYSIS_SAMPLE_RATE).samples
-        sr = ANALYSIS_SAMPLE_RATE
+        decoded = decode_audio((corpus / item["file"]).read_bytes(), target_sr=ANALYSIS_SAMPLE_RATE)
         for _ in range(runs):
             marks = [("start", time.perf_counter())]
-            lufs = loudness.integrated_loudness(y, sr)
-            marks.append(("loudness (BS.1770)", time.perf_counter()))
+            lufs = loudness.integrated_loudness(decoded.samples, decoded.sample_rate)
+            marks.append(("loudness (BS.1770, channels at their rate)", time.perf_counter()))
+            y = decoded.mono()
+            sr = ANALYSIS_SAMPLE_RATE
+            marks.append(("downmix + resample", time.perf_counter()))
             S = frontend.stft_magnitude(y)
             marks.append(("STFT (2048/256)", time.perf_counter()))
             fe = frontend.compute_front_end(y, sr)  # includes its own STFT; the STFT time is subtracted below
@@ -283,10 +285,10 @@ def stage_times(corpus: Path, items: list[dict], runs: int = 5) -> dict[str, flo
             freqs = frontend.bin_frequencies(sr)
             key.estimate_key(fe.S, freqs)
             marks.append(("key", time.perf_counter()))
-            density = descriptors.onset_density(fe.onset)
-            descriptors.energy(lufs, density)
-            descriptors.danceability(t.pulse_clarity, t.bpm)
-            descriptors.acousticness(fe.bin_power, freqs, density)
+            cues = descriptors.measure_cues(fe, y, lufs, t.pulse_clarity, t.bpm)
+            descriptors.energy(cues)
+            descriptors.danceability(cues)
+            descriptors.acousticness(cues)
             descriptors.spectral_centroid(fe.S, freqs, fe.frame_rms)
             marks.append(("descriptors", time.perf_counter()))
             durations = {name: (t1 - t0) * 1000 for (_, t0), (name, t1) in zip(marks, marks[1:])}
@@ -315,7 +317,7 @@ def run_baseline(corpus: Path, items: list[dict]) -> dict:
     """Score the naive pipeline on the same primary clips and decoder output."""
     rows = []
     for item in items:
-        y = decode_audio((corpus / item["file"]).read_bytes(), target_sr=ANALYSIS_SAMPLE_RATE).samples
+        y = decode_audio((corpus / item["file"]).read_bytes(), target_sr=ANALYSIS_SAMPLE_RATE).mono()
         t0 = time.perf_counter()
         bpm, key_name = naive_librosa(y, ANALYSIS_SAMPLE_RATE)
         seconds = time.perf_counter() - t0
