@@ -133,14 +133,15 @@ def _as_channels(y) -> np.ndarray:
 
 def _downmix(channels: np.ndarray) -> np.ndarray:
     """The average of the (finite, channel-first) channels as a new float32 array, its DC removed: DC is
-    inaudible and would dominate the 0 Hz bin, the peak floor and the centroid. Row by row: three times faster
-    than ``mean(axis=0)``."""
-    mono = channels[0] - channels[0].mean()
-    for row in channels[1:]:
+    inaudible and would dominate the 0 Hz bin, the peak floor and the centroid. Row by row (three times faster
+    than ``mean(axis=0)``), four passes over the samples for stereo."""
+    if channels.shape[0] == 1:
+        return channels[0] - channels[0].mean()
+    mono = np.add(channels[0], channels[1])
+    for row in channels[2:]:
         mono += row
-        mono -= row.mean()
-    if channels.shape[0] > 1:
-        mono *= np.float32(1.0 / channels.shape[0])
+    mono -= mono.mean()
+    mono *= np.float32(1.0 / channels.shape[0])
     return mono
 
 
