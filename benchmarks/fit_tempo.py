@@ -46,6 +46,7 @@ from scipy.optimize import minimize  # noqa: E402
 
 from backend.analysis import ANALYSIS_SAMPLE_RATE, frontend, tempo  # noqa: E402
 from benchmarks import crossval  # noqa: E402
+from benchmarks.accuracy import tempo_flags  # noqa: E402
 
 CACHE_DIR = Path("/tmp/tempo-features")
 _FRONTEND_STAMP = hashlib.sha1(Path(frontend.__file__).read_bytes()).digest()
@@ -252,14 +253,9 @@ def predict(s: Sample, mean: np.ndarray, scale: np.ndarray, w: np.ndarray) -> tu
     return i, float(p[i])
 
 
-def within(est: float, ref: float, tol: float = 0.04) -> bool:
-    return ref > 0 and abs(est / ref - 1.0) <= tol
-
-
 def flags(est: float, s: Sample) -> dict[str, bool]:
-    a1 = within(est, s.bpm)
-    return {"acc1": a1, "acc1_or_alt": a1 or any(within(est, a) for a in s.alts),
-            "acc2": any(within(est, s.bpm * f) for f in (1.0, 2.0, 0.5, 3.0, 1 / 3))}
+    """Acc1 / Acc1-or-alt / Acc2 of one answer, as benchmarks/accuracy.py scores it."""
+    return tempo_flags(est if est > 0 else None, s.bpm, s.alts)
 
 
 def summarise(rows: list[dict]) -> dict:
