@@ -130,3 +130,15 @@ def test_benchmark_names_the_kind_of_error():
     assert table["trap"]["failed"] == 1 and table["trap"]["acc1"] == 0.0 and table["trap"]["tempo_errors"] == {"x2": 1}
     assert table["percussion"]["keyed"] == 0 and table["percussion"]["key_exact"] is None
     assert table["all"]["clips"] == 3 and table["all"]["acc1"] == 0.5
+
+
+def test_benchmark_prints_cross_validated_figures_a_fit_script_wrote(tmp_path, capsys):
+    from benchmarks.accuracy import print_cv
+
+    path = tmp_path / "cv.json"
+    path.write_text('{"grouping": "5 folds by song", "tempo": {"acc1": 0.9, "by_style": {"trap": {"acc1": 0.75}}},'
+                    ' "key": {"exact": 0.97}}')
+    print_cv(path)
+    out = capsys.readouterr().out
+    assert "Cross-validated" in out and "5 folds by song" in out
+    assert "acc1 90.0%" in out and "trap" in out and "acc1 75.0%" in out and "exact 97.0%" in out
