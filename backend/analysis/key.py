@@ -9,17 +9,17 @@ chords carry what a chroma sum cannot: keys a fifth apart share six pitch classe
 
 The committed model (models/key_model.json: chroma settings, 97 weights, confidence calibration) was chosen and
 fitted by benchmarks/fit_key.py on the rendered training set (FluidSynth, 20 styles, all 24 keys with borrowed chords,
-secondary dominants and cadences on V and the relative key), never on the dev corpus. On 280 clips / 140 songs:
+secondary dominants and cadences on V and the relative key), never on the dev corpus. On 352 clips / 176 songs:
 
 | decision | grouped CV by song (exact / MIREX) | leave one style out |
 |---|---|---|
-| this model (transcription, chroma + bass + triads, fitted) | 98.6 % / 99.2 % | 98.2 % / 98.8 % |
-| the same chroma views without the triads, fitted | 95.4 % / 97.3 % | 95.4 % |
-| best published profile (bgate, plain folded chroma) | 90.4 % / 93.4 % | (not fitted) |
-| previous key.py (peak chroma + 0.3 twelfth vote, bgate) | 89.6 % / 93.4 % | (not fitted) |
+| this model (transcription, chroma + bass + triads, fitted) | 98.3 % / 99.0 % | 98.6 % / 99.1 % |
+| the same chroma views without the triads, fitted | 96.3 % / 97.8 % | 95.2 % |
+| best published profile (bgate, plain folded chroma) | 88.6 % / 92.6 % | (not fitted) |
+| previous key.py (peak chroma + 0.3 twelfth vote, bgate; first 280 clips) | 89.6 % / 93.4 % | (not fitted) |
 
 Dev corpus (validation only): 30/30 exact. The first and second 15-s halves of a training clip get the same key in
-89 % of clips (dev corpus 97 %). Remaining errors are fifths (3) and one parallel mode (song CV). Cost ~6-8 ms per
+86 % of clips (dev corpus 93 %). Remaining errors (song CV): 4 fifths, 1 relative, 1 parallel. Cost ~6-8 ms per
 30-s clip (one core).
 
 Confidence: the calibrated probability that the key is exactly right, a logistic function of the score margin over
