@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 
 from backend.analysis import ANALYSIS_SAMPLE_RATE, perform_audio_analysis  # noqa: E402
 from backend.audio.decode import decode_audio  # noqa: E402
+from tests.synth import encode_with_pyav  # noqa: E402
 
 
 def reference_channels(data: bytes, name: str) -> tuple[np.ndarray, int]:
@@ -49,24 +50,6 @@ def pyloudnorm_lufs(x: np.ndarray, rate: int) -> float:
     return pyloudnorm.Meter(rate).integrated_loudness(x.T if x.shape[0] > 1 else x[0])
 
 
-def mono_aac(left: np.ndarray, rate: int) -> bytes:
-    import av
-
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4") as out:
-        stream = out.add_stream("aac", rate=rate, layout="mono")
-        stream.bit_rate = 192_000
-        for start in range(0, left.size, 1024):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(left[None, start:start + 1024], np.float32),
-                                               format="fltp", layout="mono")
-            frame.sample_rate = rate
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buf.getvalue()
-
-
 def compare(data: bytes, name: str) -> tuple[float, float, float, int, int]:
     """(ours, reference, old mono-downmix reading, channels, rate) for one file."""
     decoded = decode_audio(data, target_sr=ANALYSIS_SAMPLE_RATE)
@@ -91,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         data = path.read_bytes()
         rows = [(path.name, *compare(data, path.name))]
         x, rate = reference_channels(data, path.name)
-        rows.append((f"{path.stem} left, mono AAC", *compare(mono_aac(x[0].astype(np.float32), rate), "x.m4a")))
+        rows.append((f"{path.stem} left, mono AAC", *compare(encode_with_pyav(x[0], rate, bit_rate=192_000), "x.m4a")))
         for name, ours, ref, old, channels, rate in rows:
             worst = max(worst, abs(ours - ref))
             print(f"{name:24s} {channels:3d} {rate:6d} {ours:7.2f} {ref:7.2f} {ours - ref:+6.2f}   {old:7.2f}")
