@@ -1,6 +1,7 @@
 """Accuracy and speed of the analysis engine on an annotated corpus.
 
     python benchmarks/accuracy.py [--corpus DIR] [--json out.json] [--repeat N] [--degraded] [--stages] [--baseline]
+                                  [--trainset DIR [--skip-dev] [--report FILE]] [--cv-json FILE ...]
 
 The corpus directory holds audio clips and a truth.json list of {file, primary, bpm, alt_bpm, key, meter, style}.
 Default: ../shared/corpus relative to the repository root. Every file is decoded with the project's decoder
@@ -11,6 +12,12 @@ Printed: one row per file, the summary over the primary clips (tempo Acc1 / Acc1
 MIREX score, median and p90 seconds per clip for the analysis alone and for decode + analysis), the agreement of
 the alternative encodings (mp3/ogg/flac/wav) with their primary clip, and the confidence calibration table;
 with --degraded also accuracy and calibration on harder copies of every clip (excerpts, added noise).
+
+With --trainset DIR (the rendered training set, benchmarks/trainset) also the same measures of the committed
+analysis on every clip of that set, per style and per format, with the kinds of error (tempo at double/half/other,
+key off by a fifth, relative, parallel or other). Those are in-sample figures for any parameter fitted on that set;
+cross-validated figures come from the fitting scripts, which write them to a JSON file that --cv-json prints
+beside them ({"tempo": {"acc1": .., "by_style": {..}}, "key": {..}}, see print_cv).
 """
 from __future__ import annotations
 
@@ -95,12 +102,32 @@ def calibration_rows(pairs: list[tuple[float, bool]]) -> list[dict]:
     return rows
 
 
+def tempo_error(est: float | None, ref: float) -> str:
+    """The metrical relation of a tempo estimate to the truth: "ok", "x2", "x1/2", "x3", "x1/3", "x3/2", "x2/3",
+    "other" or "none" (no estimate)."""
+    if est is None:
+        return "none"
+    for name, factor in (("ok", 1.0), ("x2", 2.0), ("x1/2", 0.5), ("x3", 3.0), ("x1/3", 1 / 3), ("x3/2", 1.5),
+                         ("x2/3", 2 / 3)):
+        if within(est, ref * factor):
+            return name
+    return "other"
+
+
+def key_error(est: tuple[int, str] | None, ref: tuple[int, str]) -> str:
+    """How a key estimate relates to the truth: "ok", "fifth" (dominant or subdominant, same mode), "relative",
+    "parallel", "other" or "none" (no key given)."""
+    if est is None:
+        return "none"
+    return {1.0: "ok", 0.5: "fifth", 0.3: "relative", 0.2: "parallel"}.get(mirex_score(est, ref), "other")
+
+
 def run(corpus: Path, repeat: int, degraded: bool = False) -> dict:
     truth = json.loads((corpus / "truth.json").read_text())
     # warm-up: imports, FFT plans, filter banks, so no clip pays for first use
     first = (corpus / truth[0]["file"]).read_bytes()
-    perform_audio_analysis(decode_audio(first, target_sr=ANALYSIS_SAMPLE_RATE).samples, ANALYSIS_SAMPLE_RATE,
-                           detail=True)
+    warm = decode_audio(first, target_sr=ANALYSIS_SAMPLE_RATE)
+    perform_audio_analysis(warm.samples, warm.sample_rate, detail=True)
 
     rows = []
     for item in truth:
@@ -146,10 +173,10 @@ def run_degraded(corpus: Path, items: list[dict]) -> dict:
         decoded = decode_audio((corpus / item["file"]).read_bytes(), target_sr=ANALYSIS_SAMPLE_RATE)
         y, sr = decoded.samples, decoded.sample_rate
         rms = float(np.sqrt(np.mean(y.astype(np.float64) ** 2))) or 1e-3
-        variants = {
-            "excerpt_8s": y[10 * sr:18 * sr],
-            "excerpt_5s": y[3 * sr:8 * sr],
-            "noise_0dB": (y + rng.standard_normal(y.size).astype(np.float32) * rms).astype(np.float32),
+        variants = {  # the decoder delivers (channels, n) at the source's rate: cut along time
+            "excerpt_8s": y[..., 10 * sr:18 * sr],
+            "excerpt_5s": y[..., 3 * sr:8 * sr],
+            "noise_0dB": (y + rng.standard_normal(y.shape).astype(np.float32) * rms).astype(np.float32),
         }
         ref_key = parse_key(item["key"])
         for name, v in variants.items():
@@ -241,12 +268,14 @@ def stage_times(corpus: Path, items: list[dict], runs: int = 5) -> dict[str, flo
 
     per_stage: dict[str, list[float]] = {}
     for item in items[:5]:
-        y = decode_audio((corpus / item["file"]).read_bytes(), target_sr=ANALYSIS_SAMPLE_RATE).samples
-        sr = ANALYSIS_SAMPLE_RATE
+        decoded = decode_audio((corpus / item["file"]).read_bytes(), target_sr=ANALYSIS_SAMPLE_RATE)
         for _ in range(runs):
             marks = [("start", time.perf_counter())]
-            lufs = loudness.integrated_loudness(y, sr)
-            marks.append(("loudness (BS.1770)", time.perf_counter()))
+            lufs = loudness.integrated_loudness(decoded.samples, decoded.sample_rate)
+            marks.append(("loudness (BS.1770, channels at their rate)", time.perf_counter()))
+            y = decoded.mono()
+            sr = ANALYSIS_SAMPLE_RATE
+            marks.append(("downmix + resample", time.perf_counter()))
             S = frontend.stft_magnitude(y)
             marks.append(("STFT (2048/256)", time.perf_counter()))
             fe = frontend.compute_front_end(y, sr)  # includes its own STFT; the STFT time is subtracted below
@@ -256,10 +285,10 @@ def stage_times(corpus: Path, items: list[dict], runs: int = 5) -> dict[str, flo
             freqs = frontend.bin_frequencies(sr)
             key.estimate_key(fe.S, freqs)
             marks.append(("key", time.perf_counter()))
-            density = descriptors.onset_density(fe.onset)
-            descriptors.energy(lufs, density)
-            descriptors.danceability(t.pulse_clarity, t.bpm)
-            descriptors.acousticness(fe.bin_power, freqs, density)
+            cues = descriptors.measure_cues(fe, y, lufs, t.pulse_clarity, t.bpm)
+            descriptors.energy(cues)
+            descriptors.danceability(cues)
+            descriptors.acousticness(cues)
             descriptors.spectral_centroid(fe.S, freqs, fe.frame_rms)
             marks.append(("descriptors", time.perf_counter()))
             durations = {name: (t1 - t0) * 1000 for (_, t0), (name, t1) in zip(marks, marks[1:])}
@@ -288,7 +317,7 @@ def run_baseline(corpus: Path, items: list[dict]) -> dict:
     """Score the naive pipeline on the same primary clips and decoder output."""
     rows = []
     for item in items:
-        y = decode_audio((corpus / item["file"]).read_bytes(), target_sr=ANALYSIS_SAMPLE_RATE).samples
+        y = decode_audio((corpus / item["file"]).read_bytes(), target_sr=ANALYSIS_SAMPLE_RATE).mono()
         t0 = time.perf_counter()
         bpm, key_name = naive_librosa(y, ANALYSIS_SAMPLE_RATE)
         seconds = time.perf_counter() - t0
@@ -299,6 +328,118 @@ def run_baseline(corpus: Path, items: list[dict]) -> dict:
     n = len(rows)
     return {k: sum(r[k] for r in rows) / n for k in ("acc1", "acc1_or_alt", "acc2", "key_exact", "key_mirex")} | {
         "seconds_median": percentile([r["seconds"] for r in rows], 50)}
+
+
+def run_trainset(root: Path, max_clips: int | None = None) -> list[dict]:
+    """Decode and analyse every clip of the training set once, as the server does; one row per clip. A clip that
+    cannot be read or decoded, or whose analysis raises, gets a row with `error` set instead of estimates."""
+    from benchmarks.crossval import load_manifest
+    from backend.audio.decode import AudioDecodeError
+
+    entries = load_manifest(root)[:max_clips]
+    warm = decode_audio(Path(entries[0]["path"]).read_bytes(), target_sr=ANALYSIS_SAMPLE_RATE)
+    perform_audio_analysis(warm.samples, ANALYSIS_SAMPLE_RATE, detail=True)
+    rows = []
+    for entry in entries:
+        row = {k: entry.get(k) for k in ("file", "style", "format", "song", "bpm", "alt_bpm", "key", "lufs")}
+        try:
+            data = Path(entry["path"]).read_bytes()
+            t0 = time.perf_counter()
+            decoded = decode_audio(data, target_sr=ANALYSIS_SAMPLE_RATE)
+            res = perform_audio_analysis(decoded.samples, decoded.sample_rate, detail=True)
+            row["total_s"] = time.perf_counter() - t0
+        except (OSError, AudioDecodeError) as exc:
+            row["error"] = f"not decoded: {type(exc).__name__}: {exc}"
+            rows.append(row)
+            continue
+        except Exception as exc:  # an analysis bug on one clip is reported with the rest, not fatal to the run
+            row["error"] = f"analysis raised {type(exc).__name__}: {exc}"
+            rows.append(row)
+            continue
+        row.update(tempo_flags(res.bpm, float(entry["bpm"]), [float(a) for a in entry.get("alt_bpm") or []]))
+        row.update(est_bpm=res.bpm, est_key=res.key, est_lufs=getattr(res, "loudness_lufs", None),
+                   tempo_error=tempo_error(res.bpm, float(entry["bpm"])))
+        ref_key = parse_key(entry.get("key"))
+        if ref_key is not None:
+            est_key = parse_key(res.key) if res.key and res.key != "Unknown" else None
+            row.update(key_exact=est_key == ref_key, key_mirex=mirex_score(est_key, ref_key),
+                       key_error=key_error(est_key, ref_key))
+        rows.append(row)
+    return rows
+
+
+def trainset_table(rows: list[dict], by: str) -> list[dict]:
+    """Accuracy per value of `by` ("style", "format") and overall ("all"), with the kinds of error."""
+    from collections import Counter
+
+    groups: dict[str, list[dict]] = {}
+    for r in sorted(rows, key=lambda r: str(r.get(by))):
+        groups.setdefault(str(r.get(by)), []).append(r)
+    groups["all"] = rows
+    table = []
+    for name, members in groups.items():
+        ok = [r for r in members if "error" not in r]
+        keyed = [r for r in ok if "key_exact" in r]
+        n = len(ok)
+        table.append({
+            by: name, "clips": len(members), "failed": len(members) - n,
+            "acc1": sum(r["acc1"] for r in ok) / n if n else float("nan"),
+            "acc1_or_alt": sum(r["acc1_or_alt"] for r in ok) / n if n else float("nan"),
+            "acc2": sum(r["acc2"] for r in ok) / n if n else float("nan"),
+            "keyed": len(keyed),
+            "key_exact": sum(r["key_exact"] for r in keyed) / len(keyed) if keyed else None,
+            "key_mirex": sum(r["key_mirex"] for r in keyed) / len(keyed) if keyed else None,
+            "total_s_median": percentile([r["total_s"] for r in ok], 50),
+            "tempo_errors": dict(Counter(r["tempo_error"] for r in ok if r["tempo_error"] != "ok")),
+            "key_errors": dict(Counter(r["key_error"] for r in keyed if r["key_error"] != "ok")),
+        })
+    return table
+
+
+def format_trainset(root: Path, rows: list[dict]) -> str:
+    """The training-set section of the report as text (also written to --report)."""
+    songs = len({r["song"] for r in rows})
+    out = [f"Training set {root}: {len(rows)} clips of {songs} songs. Committed analysis, decoded as the server does.",
+           "These are in-sample figures for any parameter fitted on this set (not cross-validated).", ""]
+    for by in ("style", "format"):
+        head = (f"{by:12s} {'clips':>5s} {'Acc1':>6s} {'or alt':>6s} {'Acc2':>6s} {'key n':>5s} {'exact':>6s} "
+                f"{'MIREX':>6s} {'s/clip':>6s}  tempo errors / key errors")
+        out += [head, "-" * len(head)]
+        for t in trainset_table(rows, by):
+            pct = (lambda v: f"{v:6.1%}" if v is not None and v == v else f"{'-':>6s}")
+            errs = " ".join(f"{k}:{v}" for k, v in sorted(t["tempo_errors"].items()))
+            kerrs = " ".join(f"{k}:{v}" for k, v in sorted(t["key_errors"].items()))
+            failed = f" ({t['failed']} failed)" if t["failed"] else ""
+            out.append(f"{t[by][:12]:12s} {t['clips']:5d} {pct(t['acc1'])} {pct(t['acc1_or_alt'])} {pct(t['acc2'])} "
+                       f"{t['keyed']:5d} {pct(t['key_exact'])} {pct(t['key_mirex'])} {t['total_s_median']:6.3f}  "
+                       f"{errs or '-'} / {kerrs or '-'}{failed}")
+        out.append("")
+    lufs = [(r["est_lufs"] - r["lufs"]) for r in rows if r.get("est_lufs") is not None and r.get("lufs") is not None]
+    if lufs:
+        out.append(f"loudness_lufs minus the mastering meter (pyloudnorm, stereo, before encoding): median "
+                   f"{statistics.median(lufs):+.2f} LU, range {min(lufs):+.2f} to {max(lufs):+.2f}")
+    failures = [r for r in rows if "error" in r]
+    for r in failures[:10]:
+        out.append(f"failed: {r['file']}: {r['error']}")
+    return "\n".join(out)
+
+
+def print_cv(path: Path) -> None:
+    """Print cross-validated figures a fitting script wrote: {"tempo"|"key": {"acc1"..., "by_style": {style:
+    {metric: value}}}} plus optional "method"/"grouping" strings saying how they were obtained."""
+    cv = json.loads(path.read_text())
+    print(f"Cross-validated on the training set (from {path}; {cv.get('grouping', 'grouping not stated')}):")
+    if cv.get("method"):
+        print(f"  method: {cv['method']}")
+    for task in ("tempo", "key"):
+        if task not in cv:
+            continue
+        block = cv[task]
+        overall = "  ".join(f"{k} {v:.1%}" for k, v in block.items() if isinstance(v, (int, float)))
+        print(f"  {task}: {overall}")
+        for style, metrics in sorted(block.get("by_style", {}).items()):
+            print(f"    {style:12s} " + "  ".join(f"{k} {v:.1%}" for k, v in metrics.items()
+                                              if isinstance(v, (int, float))))
 
 
 def print_calibration(title: str, tempo_rows: list[dict], key_rows: list[dict]) -> None:
@@ -322,12 +463,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", action="store_true", help="also time each stage of the analysis")
     parser.add_argument("--baseline", action="store_true",
                         help="also score the naive librosa pipeline on the same clips (slow: ~2 s per clip)")
+    parser.add_argument("--trainset", type=Path,
+                        help="also score the committed analysis on this rendered training set (its manifest.json)")
+    parser.add_argument("--skip-dev", action="store_true", help="with --trainset: skip the dev corpus")
+    parser.add_argument("--max-clips", type=int, help="with --trainset: only the first N clips of the manifest")
+    parser.add_argument("--report", type=Path, help="with --trainset: also write its tables as text here")
+    parser.add_argument("--cv-json", type=Path, action="append", default=[],
+                        help="print the cross-validated figures a fitting script wrote here (repeatable)")
     args = parser.parse_args(argv)
-    if not (args.corpus / "truth.json").is_file():
-        parser.error(f"no truth.json in {args.corpus}")
-    result = run(args.corpus, args.repeat, args.degraded)
-    print_report(result)
-    if args.baseline:
+    if args.trainset and not (args.trainset / "manifest.json").is_file():
+        parser.error(f"no manifest.json in {args.trainset} (python -m benchmarks.trainset.generate --out DIR)")
+    result: dict = {}
+    if not (args.trainset and args.skip_dev):
+        if not (args.corpus / "truth.json").is_file():
+            parser.error(f"no truth.json in {args.corpus}")
+        result = run(args.corpus, args.repeat, args.degraded)
+        print_report(result)
+    if args.trainset:
+        rows = run_trainset(args.trainset, args.max_clips)
+        result["trainset"] = {"rows": rows, "by_style": trainset_table(rows, "style"),
+                              "by_format": trainset_table(rows, "format")}
+        text = format_trainset(args.trainset, rows)
+        print()
+        print(text)
+        if args.report:
+            args.report.write_text(text + "\n")
+    for path in args.cv_json:
+        print()
+        print_cv(path)
+    if not result:
+        return 0
+    if args.baseline and "summary" in result:
         truth = json.loads((args.corpus / "truth.json").read_text())
         b = result["baseline"] = run_baseline(args.corpus, [t for t in truth if t.get("primary", True)])
         s = result["summary"]
@@ -338,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{b['key_exact']:6.1%} {b['key_mirex']:6.1%} {b['seconds_median']:7.3f}")
         print(f"  {'EssentiaServer engine':22s} {s['tempo_acc1']:6.1%} {s['tempo_acc1_or_alt']:7.1%} "
               f"{s['tempo_acc2']:6.1%} {s['key_exact']:6.1%} {s['key_mirex']:6.1%} {s['analysis_s_median']:7.3f}")
-    if args.stages:
+    if args.stages and "summary" in result:
         truth = json.loads((args.corpus / "truth.json").read_text())
         result["stage_ms"] = stage_times(args.corpus, [t for t in truth if t.get("primary", True)])
         print()

@@ -163,18 +163,22 @@ def wav_bytes(y: np.ndarray, sr: int = 22050) -> bytes:
 
 
 def encode_with_pyav(y: np.ndarray, sr: int = 44100, container: str = "mp4", codec: str = "aac",
-                     channels: int = 1, *, layout: str | None = None) -> bytes:
+                     channels: int = 1, *, layout: str | None = None, bit_rate: int | None = None) -> bytes:
     """Encode to a compressed container (m4a/AAC, mp3) in memory with PyAV, as a phone would send it.
 
-    The mono signal is copied to every channel of `layout` ("mono", "stereo", "5.1", ...; default from
-    `channels`)."""
+    A mono signal is copied to every channel of `layout` ("mono", "stereo", "5.1", ...; default from
+    `channels`); a channel-first (channels, n) array with one row per channel is encoded as it is."""
     import av
 
     buf = io.BytesIO()
-    layout = layout or ("mono" if channels == 1 else "stereo")
+    y = np.atleast_2d(np.asarray(y, np.float32))
+    layout = layout or ("mono" if max(channels, y.shape[0]) == 1 else "stereo")
     with av.open(buf, mode="w", format=container) as out:
         stream = out.add_stream(codec, rate=sr, layout=layout)
-        planes = np.repeat(np.atleast_2d(y.astype(np.float32))[:1], stream.codec_context.layout.nb_channels, axis=0)
+        if bit_rate:
+            stream.bit_rate = bit_rate
+        nb_channels = stream.codec_context.layout.nb_channels
+        planes = y if y.shape[0] == nb_channels else np.repeat(y[:1], nb_channels, axis=0)
         step = 1024
         for start in range(0, planes.shape[1], step):
             chunk = np.ascontiguousarray(planes[:, start:start + step])
@@ -231,4 +235,93 @@ def breakbeat(bpm: float, seconds: float = 15.0, sr: int = 22050, *, seed: int =
             _add_at(y, snare, int(start * sr))
         for eighth in (0.0, 0.5):
             _add_at(y, hat, int((start + eighth * beat) * sr))
+    return _normalize(y)
+
+
+#: Instruments `drum_loop` can place, by name.
+_LOOP_SOUNDS = ("kick", "snare", "hat", "rim")
+
+
+def _rim(sr: int) -> np.ndarray:
+    """A short woody click (rim shot / clave): 1.6 kHz and 2.5 kHz partials decaying in ~10 ms."""
+    n = int(0.04 * sr)
+    t = np.arange(n) / sr
+    return (0.5 * (np.sin(2 * np.pi * 1600 * t) + 0.6 * np.sin(2 * np.pi * 2500 * t))
+            * _decay(n, sr, 0.01)).astype(np.float32)
+
+
+def drum_loop(bpm: float, pattern: dict[str, list[float]], *, beats_per_bar: int = 4, seconds: float = 15.0,
+              sr: int = 22050, swing: float = 0.0, jitter_ms: float = 0.0, seed: int = 0) -> np.ndarray:
+    """A bar-long drum pattern repeated for `seconds`.
+
+    `pattern` maps an instrument ("kick", "snare", "hat", "rim") to hit positions in beats from the bar start
+    (0 <= position < beats_per_bar), e.g. {"kick": [0, 2.5], "snare": [1, 3]}. Hits on the second eighth of a beat
+    are delayed by `swing` x a sixteenth; every hit moves by a random +-`jitter_ms` (a human player) and gets a
+    random gain in 0.75..1.
+    """
+    rng = np.random.default_rng(seed)
+    sounds = {"kick": _kick(sr), "snare": _snare(sr, rng), "hat": _hihat(sr, rng), "rim": _rim(sr)}
+    y = _silence(seconds, sr)
+    beat = 60.0 / bpm
+    bar = beats_per_bar * beat
+    for bar_start in np.arange(0.0, seconds, bar):
+        for name, positions in pattern.items():
+            for pos in positions:
+                frac = pos % 1.0
+                shift = swing * 0.25 if abs(frac - 0.5) < 1e-6 else 0.0
+                t = bar_start + (pos + shift) * beat + rng.uniform(-1, 1) * jitter_ms / 1000.0
+                if t >= 0:
+                    _add_at(y, rng.uniform(0.75, 1.0) * sounds[name], int(round(t * sr)))
+    return _normalize(y)
+
+
+def dembow(bpm: float, seconds: float = 15.0, sr: int = 22050, *, seed: int = 0) -> np.ndarray:
+    """Reggaeton's dembow: kick on every beat, snare on the "a" of 1 and the "and" of 2 (3+3+2 sixteenths), with
+    a bass note under every bar. Listeners tap the kick (`bpm`, about 90-100), not the snare's double-time pulse."""
+    pattern = {"kick": [0, 1, 2, 3], "snare": [0.75, 1.5, 2.75, 3.5], "hat": [0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5]}
+    drums = drum_loop(bpm, pattern, seconds=seconds, sr=sr, seed=seed)
+    bass = chord_progression("A", "minor", seconds, sr, chord_seconds=4 * 60.0 / bpm)
+    return _normalize(0.8 * drums + 0.3 * bass)
+
+
+def _power_chord(freq: float, n: int, sr: int) -> np.ndarray:
+    """A distorted power chord (root, fifth, octave) chugged short: clipped sawtooth-like partials."""
+    t = np.arange(n) / sr
+    raw = sum(np.sin(2 * np.pi * f * h * t) / h for f in (freq, freq * 1.5, freq * 2) for h in range(1, 6))
+    env = np.minimum(1.0, t / 0.003) * np.exp(-t / 0.08)
+    return (np.tanh(4.0 * raw) * env).astype(np.float32)
+
+
+def metal(bpm: float, seconds: float = 15.0, sr: int = 22050, *, seed: int = 0) -> np.ndarray:
+    """Fast metal: palm-muted power-chord eighths, kick on 1, snare on 2 and 4, crash-like hat on the beats.
+    Played at 180-190 BPM, it is counted at `bpm` (the snare backbeat), not at half."""
+    drums = drum_loop(bpm, {"kick": [0, 2], "snare": [1, 3], "hat": [0, 1, 2, 3]}, seconds=seconds, sr=sr,
+                      seed=seed)
+    y = _silence(seconds, sr)
+    eighth = 30.0 / bpm
+    n = int(eighth * sr)
+    root = midi_to_hz(40)  # E2
+    for i, t in enumerate(np.arange(0.0, seconds, eighth)):
+        _add_at(y, (1.0 if i % 2 == 0 else 0.8) * _power_chord(root, n, sr), int(round(t * sr)))
+    return _normalize(0.7 * drums + 0.4 * _normalize(y))
+
+
+def ballad(bpm: float, tonic: str | int = "E", mode: str = "major", seconds: float = 20.0,
+           sr: int = 22050) -> np.ndarray:
+    """A slow piano ballad: a bass note and chord on every beat (louder on beat 1), a soft arpeggio note on every
+    eighth between them, chords changing every bar. Listeners tap the chords (`bpm`), not the arpeggio eighths."""
+    pc = PITCH_CLASSES.index(tonic) if isinstance(tonic, str) else int(tonic) % 12
+    progression = _MAJOR_PROGRESSION if mode == "major" else _MINOR_PROGRESSION
+    y = _silence(seconds, sr)
+    beat = 60.0 / bpm
+    n = int(2 * beat * sr)
+    root_midi = 60 + pc if pc < 6 else 48 + pc
+    for b in range(int(seconds / beat) + 1):
+        chord = progression[(b // 4) % len(progression)]
+        start = int(round(b * beat * sr))
+        gain = 1.0 if b % 4 == 0 else 0.7
+        _add_at(y, gain * (sum(_tone(midi_to_hz(root_midi + s), n, sr) for s in chord)
+                           + _tone(midi_to_hz(root_midi - 12 + chord[0]), n, sr)), start)
+        _add_at(y, 0.25 * _tone(midi_to_hz(root_midi + 12 + chord[b % 3]), n // 2, sr),
+                int(round((b + 0.5) * beat * sr)))
     return _normalize(y)

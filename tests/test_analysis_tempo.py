@@ -1,87 +1,141 @@
-"""Tempo estimation on synthesized click tracks and drum patterns with a known tempo."""
+"""Tempo estimation on synthesized audio with a known tempo: what a user would notice is the reported bpm.
+
+Every tempo is the level a listener taps (the annotation convention of the training set); assertions allow 2 %.
+"""
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
-from backend.analysis import ANALYSIS_SAMPLE_RATE, perform_audio_analysis
+from backend.analysis import ANALYSIS_SAMPLE_RATE, perform_audio_analysis, tempo
 from tests import synth
 
 SR = ANALYSIS_SAMPLE_RATE
 
 
-def near(a: float | None, b: float, tol: float = 0.04) -> bool:
-    return a is not None and abs(a / b - 1.0) < tol
+def near(a: float | None, b: float, tol: float = 0.02) -> bool:
+    return a is not None and abs(a / b - 1.0) <= tol
 
 
-@pytest.mark.parametrize("bpm", [60, 90, 120, 150, 175])
+def offered(res, bpm: float) -> bool:
+    return any(near(c["bpm"], bpm, 0.04) for c in res.bpm_candidates)
+
+
+@pytest.mark.parametrize("bpm", [60, 120, 175])
 def test_click_track(bpm):
-    res = perform_audio_analysis(synth.click_track(bpm, seconds=15), SR)
+    res = perform_audio_analysis(synth.click_track(bpm, seconds=12), SR)
     assert near(res.bpm, bpm), res.bpm_candidates
     assert res.bpm_confidence >= 0.5
 
 
-@pytest.mark.parametrize("bpm", [90, 120, 150, 175])
-def test_drum_pattern(bpm):
-    res = perform_audio_analysis(synth.drum_pattern(bpm, seconds=15), SR)
+@pytest.mark.parametrize("bpm", [90, 150])
+def test_rock_drum_pattern(bpm):
+    res = perform_audio_analysis(synth.drum_pattern(bpm, seconds=12), SR)
     assert near(res.bpm, bpm), res.bpm_candidates
 
 
-def test_slow_drum_pattern_60():
-    """Kick/snare at 60 BPM under hi-hat eighths (120 per minute): the slow-ballad ambiguity.
-
-    Annotators themselves accept both readings for such ballads (the dev corpus lists 124 as the alternative of a
-    62 BPM ballad). We accept either, and require the other to be offered as a candidate.
-    """
-    res = perform_audio_analysis(synth.drum_pattern(60, seconds=15), SR)
-    assert near(res.bpm, 60) or near(res.bpm, 120), res.bpm_candidates
-    assert any(near(c["bpm"], 60) for c in res.bpm_candidates)
-    assert any(near(c["bpm"], 120) for c in res.bpm_candidates)
-
-
-@pytest.mark.parametrize("bpm", [140, 150])
-def test_half_time_pattern(bpm):
-    """Kick on 1 and snare on 3 with hi-hat eighths at `bpm`: a half-time groove.
-
-    Decision: both readings are defensible (listeners nod at bpm/2, DJs and the hi-hat say bpm). We report one of
-    the two and always list the other among the candidates, so a client can offer the alternative.
-    """
-    res = perform_audio_analysis(synth.drum_pattern(bpm, seconds=15, half_time=True), SR)
-    assert near(res.bpm, bpm) or near(res.bpm, bpm / 2), res.bpm_candidates
-    assert any(near(c["bpm"], bpm) for c in res.bpm_candidates)
-    assert any(near(c["bpm"], bpm / 2) for c in res.bpm_candidates)
+@pytest.mark.parametrize("bpm, pattern, seconds", [
+    (97, {"kick": [0, 2.5], "snare": [1, 3]}, 8.0),                       # kick, snare and rests, no hi-hat
+    (97, {"kick": [0, 1.75], "snare": [1, 3], "rim": [3.5]}, 6.0),        # syncopated kick, a 6-s loop
+    (84, {"kick": [0, 0.75, 2.5], "snare": [1, 3], "hat": [0.5, 2.5]}, 10.0),
+    (126, {"kick": [0, 2.25], "snare": [1, 3]}, 5.0),                     # a 5-s, two-and-a-half-bar loop
+])
+def test_sparse_loop_with_rests_reads_the_beat(bpm, pattern, seconds):
+    """Real drum loops leave rests between hits and are often short: the answer must still be the beat, not an
+    unrelated period between two hits (the old estimator's 212 or 119 for a 97 BPM loop)."""
+    y = synth.drum_loop(bpm, pattern, seconds=seconds, jitter_ms=6, seed=3)
+    res = perform_audio_analysis(y, SR)
+    assert near(res.bpm, bpm), res.bpm_candidates
 
 
-@pytest.mark.parametrize("bpm", [96, 128])
-def test_song_tempo_and_meter(bpm):
-    res = perform_audio_analysis(synth.song(bpm, "C", "major", seconds=15), SR)
-    assert near(res.bpm, bpm)
-    assert res.time_signature in (4, None)
+@pytest.mark.xfail(strict=True, reason="known limit of the committed level model: this sparse 70 BPM groove (kick on 1 "
+                   "only) is read at the hi-hat's 140; see benchmarks/ANALYSIS_RESULTS.md")
+def test_half_time_groove_is_tapped_at_the_backbeat_tempo_and_offers_double():
+    """Kick on 1, snare on 3, hi-hat eighths at 140: listeners nod at 70 (the snare every second beat is their
+    backbeat). The hi-hat's 140 must be offered as the alternative."""
+    y = synth.drum_loop(70, {"kick": [0], "snare": [1, 3], "hat": [0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5]}, seconds=15,
+                        seed=1)
+    res = perform_audio_analysis(y, SR)
+    assert near(res.bpm, 70), res.bpm_candidates
+    assert offered(res, 140)
 
 
-def test_candidates_offer_half_and_double():
-    res = perform_audio_analysis(synth.drum_pattern(120, seconds=15), SR)
-    assert any(near(c["bpm"], 60) for c in res.bpm_candidates)
-    assert any(near(c["bpm"], 240) for c in res.bpm_candidates)
+def test_double_time_groove_is_tapped_at_the_backbeat_tempo_and_offers_half():
+    """Drum'n'bass two-step at 174: snare on 2 and 4 of a fast bar; the half-time nod (87) is the alternative."""
+    res = perform_audio_analysis(synth.breakbeat(174), SR)
+    assert near(res.bpm, 174), res.bpm_candidates
+    assert offered(res, 87)
 
 
-@pytest.mark.parametrize("bpm", [100, 160])
-def test_waltz_three_four(bpm):
+@pytest.mark.xfail(strict=True, reason="known limit: a synthesized dembow is still read at double (190); the "
+                   "rendered training set's reggaeton is right in song folds, not in leave-one-style-out")
+def test_dembow_reads_at_the_kick_not_double():
+    res = perform_audio_analysis(synth.dembow(95), SR)
+    assert near(res.bpm, 95), res.bpm_candidates
+    assert offered(res, 190)
+
+
+@pytest.mark.parametrize("bpm", [90, 120, 160])
+def test_waltz_beat_and_three_four(bpm):
     """Oom-pah-pah: the beat (not the bar, not 1.5 beats) and a 3/4 time signature."""
     res = perform_audio_analysis(synth.waltz(bpm), SR)
     assert near(res.bpm, bpm), res.bpm_candidates
     assert res.time_signature == 3
-    assert res.key == "D Major"
 
 
-@pytest.mark.parametrize("bpm", [170, 175])
-def test_drum_and_bass_reads_fast(bpm):
-    """Drum'n'bass two-step: annotated at the snare-backbeat tempo (~174), not the half-time nod (~87)."""
-    res = perform_audio_analysis(synth.breakbeat(bpm), SR)
-    assert near(res.bpm, bpm), res.bpm_candidates
-    assert any(near(c["bpm"], bpm / 2) for c in res.bpm_candidates)
+def test_fast_metal_is_not_halved():
+    """Power-chord eighths, kick on 1, snare on 2 and 4 at 185: counted at 185, not 92.5."""
+    res = perform_audio_analysis(synth.metal(185), SR)
+    assert near(res.bpm, 185), res.bpm_candidates
+    assert offered(res, 92.5)
+
+
+@pytest.mark.xfail(strict=True, reason="known limit: chords on every beat with arpeggio eighths at 60 are read "
+                   "at 120; the rendered ballads are right 71-86 % of the time in cross-validation")
+def test_slow_ballad_is_not_doubled():
+    """Piano chords on every beat at 60 with soft arpeggio eighths: tapped at 60, not at the eighths' 120."""
+    res = perform_audio_analysis(synth.ballad(60), SR)
+    assert near(res.bpm, 60), res.bpm_candidates
+    assert offered(res, 120)
+
+
+@pytest.mark.parametrize("bpm", [96, 128])
+def test_song_tempo_and_meter(bpm):
+    res = perform_audio_analysis(synth.song(bpm, "C", "major", seconds=12), SR)
+    assert near(res.bpm, bpm)
     assert res.time_signature in (4, None)
 
 
-def test_noise_with_another_seed_has_no_confident_tempo():
-    quiet = perform_audio_analysis(synth.white_noise(seconds=10, amplitude=0.2, seed=3), SR)
-    assert quiet.bpm is None or quiet.bpm_confidence < 0.3
+def test_confidence_is_the_top_candidates_score():
+    """One number: bpm_confidence is the probability of the reported tempo, which is also its candidate score."""
+    res = perform_audio_analysis(synth.drum_pattern(120, seconds=12), SR)
+    top = res.bpm_candidates[0]
+    assert near(top["bpm"], res.bpm, 0.001)
+    assert top["score"] == pytest.approx(res.bpm_confidence, abs=1e-3)
+    assert all(0.0 <= c["score"] <= 1.0 for c in res.bpm_candidates)
+    assert sum(c["score"] for c in res.bpm_candidates) <= 1.0 + 1e-3
+    assert offered(res, 60) and offered(res, 240)
+
+
+def test_noise_has_no_confident_tempo():
+    res = perform_audio_analysis(synth.white_noise(seconds=10, amplitude=0.2, seed=3), SR)
+    assert res.bpm is None or res.bpm_confidence < 0.3
+
+
+def test_autocorrelation_of_a_short_loop_does_not_blow_up_at_long_lags():
+    """The overlap divisor is floored at half the clip: a random envelope's far lags stay small."""
+    env = np.random.default_rng(0).standard_normal(400)
+    r = tempo.autocorrelation(env, 399)
+    assert r[0] == pytest.approx(1.0)
+    assert np.max(np.abs(r[200:])) < 0.3
+
+
+def test_committed_level_model_matches_the_features_and_is_small():
+    data = json.loads(tempo.MODEL_PATH.read_text())
+    assert data["features"] == list(tempo.FEATURES)
+    numbers = len(data["mean"]) + len(data["scale"]) + len(data["weights"]) + len(data["calibration"])
+    assert numbers < 300
+    model = tempo.load_model()
+    assert all(np.isfinite(model.weights))

@@ -13,7 +13,7 @@ import pytest
 from backend.audio.decode import AudioDecodeError, DecodedAudio, decode_audio, sniff_format
 from tests.synth import encode, encode_with_pyav, sine, song, white_noise
 
-SR = 22050  # the analysis rate used throughout
+SR = 22050  # the analysis rate asked for throughout (DecodedAudio.mono() delivers it)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -81,13 +81,20 @@ def expect_error(data: bytes, code: str, status: int) -> AudioDecodeError:
 
 
 def check_result(out: DecodedAudio, seconds: float, *, tol: float = 0.1) -> None:
+    """The contract: channel-first float32 at the source's rate, one row per channel, finite, in [-1, 1], the
+    window it claims; mono() is the same audio at the analysis rate."""
     assert isinstance(out, DecodedAudio)
-    assert out.sample_rate == SR
-    assert out.samples.dtype == np.float32 and out.samples.ndim == 1
-    assert np.isfinite(out.samples).all()
-    assert float(np.max(np.abs(out.samples))) <= 1.0
-    assert abs(len(out.samples) / SR - seconds) < tol
-    assert abs((out.window_end - out.window_start) - len(out.samples) / SR) < 0.05
+    x = out.samples
+    assert out.sample_rate == out.source_sample_rate and out.analysis_rate == SR
+    assert x.dtype == np.float32 and x.ndim == 2 and x.flags.c_contiguous
+    assert x.shape[0] == out.channels
+    assert np.isfinite(x).all()
+    assert float(np.max(np.abs(x))) <= 1.0
+    assert abs(x.shape[1] / out.sample_rate - seconds) < tol
+    assert abs((out.window_end - out.window_start) - x.shape[1] / out.sample_rate) < 0.05
+    mono = out.mono()
+    assert mono.dtype == np.float32 and mono.ndim == 1 and float(np.max(np.abs(mono))) <= 1.0
+    assert abs(len(mono) / SR - seconds) < tol
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -101,7 +108,7 @@ def test_wav_sample_formats(subtype):
     check_result(out, 3.0)
     assert out.source_format == "wav" and out.source_sample_rate == 44100 and out.channels == 1
     assert out.source_duration == pytest.approx(3.0, abs=1e-3)
-    assert dominant_hz(out.samples, SR) == pytest.approx(440.0, abs=2.0)
+    assert dominant_hz(out.mono(), SR) == pytest.approx(440.0, abs=2.0)
     # level is preserved (0.5 peak sine), so energy-like features mean the same across formats
     assert float(np.max(np.abs(out.samples))) == pytest.approx(0.5, abs=0.03)
 
@@ -112,7 +119,7 @@ def test_libsndfile_formats(fmt, subtype, name):
     out = decode_audio(encode(sine(330.0, 4.0, 44100), 44100, fmt, subtype), target_sr=SR)
     check_result(out, 4.0)
     assert out.source_format == name
-    assert dominant_hz(out.samples, SR) == pytest.approx(330.0, abs=2.0)
+    assert dominant_hz(out.mono(), SR) == pytest.approx(330.0, abs=2.0)
 
 
 @pytest.mark.parametrize("channels", [1, 2])
@@ -122,7 +129,7 @@ def test_m4a_aac(channels):
     out = decode_audio(data, target_sr=SR)
     check_result(out, 4.0, tol=0.15)
     assert out.source_format == "m4a" and out.channels == channels and out.source_sample_rate == 44100
-    assert dominant_hz(out.samples, SR) == pytest.approx(523.25, abs=2.0)
+    assert dominant_hz(out.mono(), SR) == pytest.approx(523.25, abs=2.0)
 
 
 def test_m4a_with_index_first(tmp_path):
@@ -130,7 +137,7 @@ def test_m4a_with_index_first(tmp_path):
     assert top_level_boxes(data).index(b"moov") < top_level_boxes(data).index(b"mdat")
     out = decode_audio(data, target_sr=SR)
     check_result(out, 3.0, tol=0.15)
-    assert dominant_hz(out.samples, SR) == pytest.approx(440.0, abs=2.0)
+    assert dominant_hz(out.mono(), SR) == pytest.approx(440.0, abs=2.0)
 
 
 @pytest.mark.parametrize("channels", [1, 2])
@@ -139,7 +146,7 @@ def test_mp3(channels):
     out = decode_audio(data, target_sr=SR)
     check_result(out, 4.0, tol=0.15)
     assert out.source_format == "mp3" and out.channels == channels
-    assert dominant_hz(out.samples, SR) == pytest.approx(440.0, abs=2.0)
+    assert dominant_hz(out.mono(), SR) == pytest.approx(440.0, abs=2.0)
 
 
 @pytest.mark.parametrize("rate", [8000, 11025, 16000, 22050, 32000, 44100, 48000, 88200, 96000])
@@ -147,7 +154,7 @@ def test_sample_rates(rate):
     out = decode_audio(encode(sine(440.0, 2.0, rate), rate, "WAV", "PCM_16"), target_sr=SR)
     check_result(out, 2.0)
     assert out.source_sample_rate == rate
-    assert dominant_hz(out.samples, SR) == pytest.approx(440.0, abs=2.0)
+    assert dominant_hz(out.mono(), SR) == pytest.approx(440.0, abs=2.0)
 
 
 @pytest.mark.parametrize("rate", [8000, 16000, 48000])
@@ -160,26 +167,51 @@ def test_compressed_sample_rates(rate):
 
 
 @pytest.mark.parametrize("fmt", ["WAV", "FLAC"])
-def test_surround_51_is_averaged(fmt):
+def test_surround_51_keeps_every_channel(fmt):
     y = multichannel(sine(440.0, 2.0, 48000), 6)
     out = decode_audio(encode(y, 48000, fmt, "PCM_16"), target_sr=SR)
     check_result(out, 2.0)
-    assert out.channels == 6
-    assert float(np.max(np.abs(out.samples))) == pytest.approx(0.5, abs=0.03)
+    assert out.channels == 6 and out.samples.shape[0] == 6
+    np.testing.assert_allclose(np.max(np.abs(out.samples), axis=1), 0.5, atol=0.01)
+    assert float(np.max(np.abs(out.mono()))) == pytest.approx(0.5, abs=0.03)
 
 
-def test_stereo_is_the_average_of_channels():
-    left, right = sine(440.0, 2.0, SR), np.zeros(2 * SR, np.float32)
-    out = decode_audio(encode(np.stack([left, right], axis=1), SR, "WAV", "FLOAT"), target_sr=SR)
-    assert out.channels == 2
-    np.testing.assert_allclose(out.samples, left / 2, atol=1e-6)  # same rate: no resampling, exact
+@pytest.mark.parametrize("fmt", ["WAV", "m4a"])
+def test_stereo_channels_are_kept_apart_and_mono_is_their_average(fmt):
+    left, right = sine(440.0, 2.0, 44100), np.zeros(2 * 44100, np.float32)
+    if fmt == "WAV":
+        data = encode(np.stack([left, right], axis=1), 44100, "WAV", "FLOAT")
+    else:
+        data = encode_with_pyav(np.stack([left, right]), 44100, "mp4", "aac")
+    out = decode_audio(data, target_sr=44100)
+    assert out.channels == 2 and out.sample_rate == 44100
+    if fmt == "WAV":  # lossless and at the same rate: exact
+        np.testing.assert_array_equal(out.samples[0], left)
+        np.testing.assert_array_equal(out.samples[1], right)
+        np.testing.assert_allclose(out.mono(), left / 2, atol=1e-6)
+    else:
+        rms = np.sqrt(np.mean(out.samples.astype(np.float64) ** 2, axis=1))
+        assert rms[0] == pytest.approx(0.5 / np.sqrt(2), rel=0.02) and rms[1] < 0.01
 
 
-def test_output_rate_is_the_requested_one():
+def test_samples_come_at_the_source_rate_and_mono_at_the_requested_one():
     data = encode(sine(440.0, 2.0, 44100), 44100, "WAV", "PCM_16")
     for target in (11025, 22050, 44100, 48000):
         out = decode_audio(data, target_sr=target)
-        assert out.sample_rate == target and abs(len(out.samples) - 2 * target) <= 2
+        assert out.sample_rate == 44100 and out.samples.shape == (1, 2 * 44100)
+        assert out.analysis_rate == target and abs(len(out.mono()) - 2 * target) <= 2
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC"])
+@pytest.mark.parametrize("rate,rows", [(96000, 8), (192000, 1)])
+def test_very_wide_sources_are_folded_to_one_row(fmt, rate, rows):
+    """8 channels at 192 kHz would need 184 MB for 30 s: such sources are averaged while decoding; 7.1 at
+    96 kHz (74 MB) keeps its channels."""
+    out = decode_audio(encode(multichannel(sine(440.0, 1.0, rate), 8), rate, fmt, "PCM_16"), target_sr=SR)
+    assert out.channels == 8 and out.sample_rate == rate and out.samples.shape == (rows, rate)
+    assert np.isfinite(out.samples).all()
+    np.testing.assert_allclose(np.max(np.abs(out.samples), axis=1), 0.5, atol=0.01)
+    assert dominant_hz(out.mono(), SR) == pytest.approx(440.0, abs=2.0)
 
 
 def test_non_finite_samples_become_zero():
@@ -188,7 +220,7 @@ def test_non_finite_samples_become_zero():
     y[400] = 7.5  # float WAVs may exceed full scale
     out = decode_audio(encode(y, SR, "WAV", "FLOAT"), target_sr=SR)
     assert np.isfinite(out.samples).all()
-    assert out.samples[100] == 0.0 and out.samples[200] == 0.0 and out.samples[300] == 0.0
+    assert out.samples[0, 100] == 0.0 and out.samples[0, 200] == 0.0 and out.samples[0, 300] == 0.0
     assert float(np.max(np.abs(out.samples))) <= 1.0
 
 
@@ -234,7 +266,7 @@ def test_long_file_uses_the_middle_window(fmt):
     assert out.window_start == pytest.approx(35.0, abs=0.1)
     assert out.window_end == pytest.approx(55.0, abs=0.1)
     # the decoded audio really is the window it claims: second 40 of the file sits 5 s into the window
-    second = out.samples[int(5.2 * SR):int(5.8 * SR)]
+    second = out.mono()[int(5.2 * SR):int(5.8 * SR)]
     assert dominant_hz(second, SR) == pytest.approx(200.0 + 10.0 * 40, abs=6.0)
 
 
@@ -508,7 +540,7 @@ def test_unusual_m4a(sr, layout, channels):
     out = decode_audio(encode_with_pyav(sine(440.0, 3.0, sr), sr, "mp4", "aac", layout=layout), target_sr=SR)
     check_result(out, 3.0, tol=0.25)  # AAC priming + last-frame padding: 2048 samples, 0.26 s at 8 kHz
     assert out.channels == channels and out.source_sample_rate == sr
-    assert dominant_hz(out.samples, SR) == pytest.approx(440.0, abs=2.0)
+    assert dominant_hz(out.mono(), SR) == pytest.approx(440.0, abs=2.0)
 
 
 def test_wav_extensible_51_at_96k_24bit():

@@ -1,7 +1,9 @@
 """The analysis engine: samples in, numbers out. Knows nothing about HTTP.
 
-`perform_audio_analysis(y, sr)` downmixes, resamples once to ANALYSIS_SAMPLE_RATE, computes one spectral front end
-(frontend.py) and runs the estimators on it: tempo.py, key.py, descriptors.py, loudness.py.
+`perform_audio_analysis(y, sr)` measures loudness (loudness.py, ITU-R BS.1770-4) on the channels as given at
+their own rate, then downmixes, resamples once to ANALYSIS_SAMPLE_RATE, computes one spectral front end
+(frontend.py) and runs the estimators on it: tempo.py, key.py, descriptors.py. The decoder
+(backend.audio.decode) therefore hands over the decoded channels at the source's rate, not a mono signal.
 """
 from __future__ import annotations
 
@@ -41,20 +43,24 @@ class AnalysisResult:
     calibration table in benchmarks/ANALYSIS_RESULTS.md)."""
 
     bpm: float | None              # beats per minute (30..300), None when there is no periodic pulse
-    bpm_confidence: float          # 0..1; 0 when bpm is None
-    bpm_candidates: list[dict]     # [{"bpm", "score"}] best first (score = probability of that metrical level),
+    bpm_confidence: float          # 0..1: calibrated probability that bpm is the annotated (tapped) tempo; 0 when
+    #                                bpm is None
+    bpm_candidates: list[dict]     # [{"bpm", "score"}] best first; score = the same calibrated probability for that
+    #                                candidate (the first one's score is bpm_confidence),
     #                                always including half and double of the winner
     key: str | None                # "A# Minor": tonic with sharps + " Major"/" Minor"; None without tonal content
     key_confidence: float          # 0..1 (calibrated probability that the key is exactly right); 0 when key is None
     mode: str | None               # "major" / "minor"
     key_index: int | None          # tonic pitch class, 0 = C .. 11 = B
     camelot: str | None            # Camelot wheel code: "8B" = C major, "8A" = A minor
-    energy: float                  # 0..1, louder and busier -> higher (descriptors.energy)
-    danceability: float            # 0..1, steadier and stronger beat at a danceable tempo -> higher
-    acousticness: float            # 0..1, fewer cues of produced/electronic sound -> higher
+    energy: float                  # 0..1, intensity and activity: louder, denser, more compressed, distorted or
+    #                                noisy -> higher (death metal ~0.95, a quiet solo piano ~0.05); descriptors.py
+    danceability: float            # 0..1, a steady, strong, regular beat (pulse clarity) at a danceable tempo
+    acousticness: float            # 0..1, confidence the track is acoustic: distortion, synthetic or noisy timbre,
+    #                                heavy compression, sub-bass and cymbal-heavy highs lower it
     spectral_centroid: float       # Hz, 0..ANALYSIS_SAMPLE_RATE/2
-    loudness_lufs: float | None    # integrated loudness (ITU-R BS.1770-4) of the samples as given (a mono downmix
-    #                                of a centre-panned stereo track reads ~3 LU below the stereo original);
+    loudness_lufs: float | None    # integrated loudness (ITU-R BS.1770-4, LUFS) of the channels as given, at
+    #                                their own rate (a mono downmix passed in would read up to ~3 LU low);
     #                                None for silence
     duration: float                # seconds of audio analysed (at most MAX_ANALYSIS_SECONDS, the central part)
     time_signature: int | None     # 3 or 4 beats per bar, None when the bar level is unclear
@@ -117,8 +123,26 @@ def _as_channels(y) -> np.ndarray:
         a = a.reshape(a.shape[0], -1)
     elif a.shape[0] > a.shape[1]:
         a = a.T
-    finite = np.isfinite(a)
-    return a if finite.all() else np.where(finite, a, 0.0).astype(np.float32)
+    a = np.ascontiguousarray(a)
+    with np.errstate(invalid="ignore", over="ignore"):
+        total = a.sum()
+    if np.isfinite(total):  # finite only if every sample is: the mask only when needed
+        return a
+    return np.where(np.isfinite(a), a, np.float32(0.0))
+
+
+def _downmix(channels: np.ndarray) -> np.ndarray:
+    """The average of the (finite, channel-first) channels as a new float32 array, its DC removed: DC is
+    inaudible and would dominate the 0 Hz bin, the peak floor and the centroid. Row by row (three times faster
+    than ``mean(axis=0)``), four passes over the samples for stereo."""
+    if channels.shape[0] == 1:
+        return channels[0] - channels[0].mean()
+    mono = np.add(channels[0], channels[1])
+    for row in channels[2:]:
+        mono += row
+    mono -= mono.mean()
+    mono *= np.float32(1.0 / channels.shape[0])
+    return mono
 
 
 def perform_audio_analysis(y: np.ndarray, sr: int, *, detail: bool = False) -> AnalysisResult:
@@ -153,14 +177,12 @@ def _analyse(y, sr: int, detail: bool) -> AnalysisResult:
     n = channels.shape[1]
     duration = n / sr
     too_short = duration < MIN_ANALYSIS_SECONDS
-    # DC is inaudible and would dominate the 0 Hz bin, the peak floor and the centroid: remove it first
-    channels = channels - channels.mean(axis=1, keepdims=True) if n else channels
+    # loudness on the channels at their own rate (BS.1770 is defined there; it removes each channel's DC itself)
     lufs = loudness.integrated_loudness(channels, sr) if n else None
     if lufs is None or lufs < _SILENT_LUFS:
         return _empty_result(duration, silent=True, too_short=too_short, detail=detail)
 
-    # channels are already finite and channel-first here: a plain average is the downmix
-    mono = channels[0] if channels.shape[0] == 1 else channels.mean(axis=0)
+    mono = _downmix(channels)
     x = frontend.resample(mono, sr, ANALYSIS_SAMPLE_RATE)
     asr = ANALYSIS_SAMPLE_RATE
     fe = frontend.compute_front_end(x, asr)
@@ -172,7 +194,7 @@ def _analyse(y, sr: int, detail: bool) -> AnalysisResult:
         tempo = tempo_mod.estimate_tempo(fe.onset_bands, fe.onset, fe.frame_rate)
     k = key_mod.estimate_key(fe.S, freqs)
 
-    density = descriptors.onset_density(fe.onset)
+    cues = descriptors.measure_cues(fe, x, lufs, tempo.pulse_clarity, tempo.bpm)
     result = AnalysisResult(
         bpm=None if tempo.bpm is None else round(float(tempo.bpm), 2),
         bpm_confidence=round(_fin(tempo.confidence), 3),
@@ -183,9 +205,9 @@ def _analyse(y, sr: int, detail: bool) -> AnalysisResult:
         mode=k.mode,
         key_index=k.key_index,
         camelot=k.camelot,
-        energy=round(descriptors.energy(lufs, density), 3),
-        danceability=round(descriptors.danceability(tempo.pulse_clarity, tempo.bpm), 3),
-        acousticness=round(descriptors.acousticness(fe.bin_power, freqs, density), 3),
+        energy=round(descriptors.energy(cues), 3),
+        danceability=round(descriptors.danceability(cues), 3),
+        acousticness=round(descriptors.acousticness(cues), 3),
         spectral_centroid=round(_fin(descriptors.spectral_centroid(fe.S, freqs, fe.frame_rms)), 1),
         loudness_lufs=round(max(lufs, -99.0), 2),
         duration=round(duration, 3),

@@ -1,41 +1,43 @@
-"""Tempo: periodicity of the multi-band onset envelope, then an explicit choice of the metrical level.
+"""Tempo: harmonic periodicity of the multi-band onset envelope, then a learned choice of the metrical level.
 
 Pipeline (all on the shared front end's onset bands, 86 frames/s):
 
-1. Periodicity salience. Each band's onset envelope is normalised; its autocorrelation (ACF) peaks at the beat
-   period *and its multiples* (slower tempi), its Fourier spectrum (DFT) peaks at the beat rate *and its
-   harmonics* (faster tempi). Their product on a common BPM axis keeps what both agree on (Peeters' combination),
-   which removes most 2/3 and 3/2 confusions that either one alone makes.
-2. Hypotheses. The strongest salience peaks and their metrical relatives (x1/3 .. x3) are the candidate tempi.
-3. The metrical-level decision: a log-linear choice between hypotheses over six documented cues:
-   - `log_acf`, `log_dft`: periodicity salience of the hypothesis (log);
-   - `tempo_prior`: no preference inside the usual tapping range 79..137 BPM, then minus the squared octave
-     distance beyond it (a flat-top prior generalised better than a Gaussian around 100 BPM; see below);
-   - `events_per_beat`: minus the squared log2 of (onsets per second x seconds per beat): a beat that would hold
-     4 onsets, or half of one, is unlikely. Without it the fast dnb, trap and swing clips are read at half speed;
-   - `syncopation`: a periodicity at 1.5 beats (the 3+3+2 "tresillo" of hip-hop, trap, reggaeton, bossa, dnb)
-     pins the beat at two thirds of that lag;
-   - `ternary`: how much the ACF at 3 periods exceeds the ACF at 2 and 4 periods. Its fitted weight is negative:
-     it mostly rejects false hypotheses at 3/4 or 3/2 of the true tempo (174 -> 130), whose triple period
-     lands on the true bar line; real waltzes still win on the other cues (and `_meter` reports their 3/4).
-   The weights were fit (L2-regularised conditional logit, softmax over each clip's hypotheses) on the 30 dev
-   clips, their two 15 s halves, and 14 synthesized patterns. Grouped leave-one-out (a clip and all its versions
-   held out, weights refit on the rest) chose the right level for 28 of the 30 real clips, 54 of their 60
-   halves, and 54 of 60 copies played 7% slower or faster (a Gaussian prior at 100 BPM: 28, 53, 50); removing
-   any one cue made it worse. The softmax of the scores is the probability of each candidate.
+1. Periodicity (`periodicity`). Each band's onset envelope (kick, low-mid, mid, hi-hat) is normalised on its own,
+   so a quiet hi-hat grid counts as much as a loud bass. Two views of every band:
+   - the autocorrelation (ACF), made tolerant to human timing (max over +-1 frame) and only partly unbiased (the
+     overlap divisor never drops below half the clip, so on a 5-s loop the long lags do not turn into noise);
+   - the Fourier magnitude (DFT tempogram over the whole clip), which peaks at the beat rate and its harmonics.
+   Harmonic summation makes sparse material robust: a loop with rests between hits still puts ACF peaks at 1, 2 and
+   4 beat periods, and DFT peaks at 1..4 times the beat rate, even when no single lag or frequency stands out.
+   The ACF comb leans to slower levels and the DFT comb to faster ones; their product (`salience`) keeps what both
+   agree on (Peeters' combination; the comb versions in the manner of Percival & Tzanetakis' enhanced ACF).
+2. Candidates (`candidates`). The strongest peaks of both saliences and their metrical relatives (x1/3 .. x3).
+3. The metrical level (`level_features`, `LevelModel`). A conditional logit (softmax over each clip's
+   candidates) over a few interpretable cues per candidate: the periodicity at the level (ACF, DFT, their combs,
+   kick band vs hi-hat band), at the sub-beat (half period) and the balance against the double and half tempo,
+   a log-normal tempo prior (log2 tempo and its square: the fitted centre and width), onsets per beat (and its
+   square), syncopation at 1.5 beats, ternary bar evidence, and the prior's interaction with how percussive the
+   clip is (struck, spiky onsets vs legato strings). The weights, feature means and scales live in
+   models/tempo_level.json, fitted by benchmarks/fit_tempo.py on a rendered training set with grouped
+   cross-validation (its figures are in that file's "fit" record and in benchmarks/ANALYSIS_RESULTS.md).
 4. Precision: the chosen period is refined on the ACF peak at 4 (or 3, 2) beats with parabolic interpolation.
 
-Confidence = probability of the chosen level x a pulse-strength factor (ACF at the beat / 0.3, capped at 1). It
-is conservative: on degraded copies of the dev corpus (excerpts, added noise) answers with >= 0.8 were right
-~98% of the time, 0.5-0.8 ~85%, < 0.5 ~75% (`benchmarks/accuracy.py --degraded`, ANALYSIS_RESULTS.md).
+Confidence. Every candidate's `score` is the calibrated probability that it is the annotated tempo (the level a
+listener taps), and `confidence` is the top candidate's score: one number. The calibration is a logistic map of
+the softmax probability and the pulse strength, fitted on cross-validated predictions (models/tempo_level.json,
+"calibration"); the other candidates keep their softmax ratio to the winner, capped so the scores sum to <= 1.
 
 Output tempo is in beats per minute, 30..300 BPM.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import maximum_filter1d
 
 MIN_BPM = 30.0
 MAX_BPM = 300.0
@@ -49,27 +51,21 @@ _GRID = np.exp(np.linspace(np.log(MIN_BPM), np.log(MAX_BPM), 1000))
 #: Metrical relatives of a salience peak considered as hypotheses.
 _RELATIVES = (1 / 3, 1 / 2, 2 / 3, 1.0, 3 / 2, 2.0, 3.0)
 
-#: Cue weights of the metrical-level decision (see module docstring); names match `_cues`.
-CUE_WEIGHTS = {
-    "log_acf": 1.493,
-    "log_dft": 1.654,
-    "tempo_prior": 11.033,
-    "syncopation": 3.526,
-    "ternary": -6.318,
-    "events_per_beat": 0.615,
-}
+#: Multiples summed by the harmonic combs: ACF at 1, 2, 4 periods; DFT at 1..4 times the rate (weights 1/k).
+_ACF_COMB = (1.0, 2.0, 4.0)
+_DFT_COMB = (1.0, 2.0, 3.0, 4.0)
 
-#: Tempo prior: flat within PRIOR_HALF_WIDTH octaves of PRIOR_CENTRE_BPM (79..137 BPM), then minus the squared
-#: octave distance beyond that.
-PRIOR_CENTRE_BPM = 104.0
-PRIOR_HALF_WIDTH = 0.4
+#: Centre of the log2-tempo features (the prior's learned centre is relative to it).
+PRIOR_REF_BPM = 120.0
+
+MODEL_PATH = Path(__file__).resolve().parent / "models" / "tempo_level.json"
 
 
 @dataclass(frozen=True)
 class TempoEstimate:
     bpm: float | None                 # None when there is no periodic pulse
-    confidence: float                 # 0..1
-    candidates: list[dict] = field(default_factory=list)  # [{"bpm", "score"}], best first, score = probability
+    confidence: float                 # 0..1: calibrated probability that bpm is the annotated tempo
+    candidates: list[dict] = field(default_factory=list)  # [{"bpm", "score"}], best first, score as confidence
     pulse_clarity: float = 0.0        # 0..1: mean autocorrelation at the beat period
     beat_period_frames: float | None = None
     meter: int | None = None          # 3 or 4 when the bar level is clear
@@ -87,15 +83,19 @@ def normalised_envelope(env: np.ndarray, frame_rate: float) -> np.ndarray:
 
 
 def autocorrelation(env: np.ndarray, max_lag: int) -> np.ndarray:
-    """Unbiased autocorrelation r[0..max_lag], normalised so r[0] = 1 (zeros for a zero signal)."""
+    """Autocorrelation r[0..max_lag] normalised so r[0] = 1 (zeros for a zero signal).
+
+    Divided by the overlap (unbiased, so bar-length lags of a 30-s clip are not penalised), but never by less than
+    half the clip: on a short loop the longest lags rest on a few products and would otherwise dominate."""
     n = env.size
     if n < 2:
         return np.zeros(max_lag + 1)
     nfft = 1 << int(np.ceil(np.log2(2 * n)))
     spec = np.fft.rfft(env, nfft)
     r = np.fft.irfft(spec.real ** 2 + spec.imag ** 2, nfft)[: max_lag + 1]
-    # unbiased: divide by the overlap, so long lags (bars) are not penalised by the finite clip
-    r = r / np.maximum(n - np.arange(max_lag + 1), 1)
+    if r.size < max_lag + 1:
+        r = np.pad(r, (0, max_lag + 1 - r.size))
+    r = r / np.maximum(n - np.arange(max_lag + 1), n / 2.0)
     return r / r[0] if r[0] > 1e-12 else np.zeros(max_lag + 1)
 
 
@@ -106,41 +106,105 @@ def _at(r: np.ndarray, lag: float | np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Periodicity:
-    """Everything the level decision needs, on the `_GRID` tempo axis."""
+    """Everything the level decision needs; `*_grid` arrays are on the `_GRID` tempo axis."""
 
-    acfs: np.ndarray      # (bands, lags) per-band autocorrelation
-    acf: np.ndarray       # (lags,) mean autocorrelation
-    acf_grid: np.ndarray  # mean ACF at each grid tempo
-    dft_grid: np.ndarray  # mean max-normalised DFT magnitude at each grid tempo
-    salience: np.ndarray  # max(acf, 0) * dft at each grid tempo
-    onset_rate: float     # onsets per second
+    acfs: np.ndarray       # (bands, lags) per-band autocorrelation, jitter-tolerant (max over +-1 frame)
+    acf: np.ndarray        # (lags,) mean autocorrelation of the active bands (plain, for refinement and meter)
+    dfts: np.ndarray       # (bands, bins) per-band DFT magnitude, each band's maximum in 30..1200 BPM = 1
+    dft_bpm: np.ndarray    # (bins,) tempo of each DFT bin
+    active: np.ndarray     # (bands,) bool: the band has onsets at all (silent bands are left out of means)
+    acf_grid: np.ndarray   # mean ACF at each grid tempo
+    dft_grid: np.ndarray   # mean DFT at each grid tempo
+    salience: np.ndarray   # max(acf, 0) * dft at each grid tempo
+    comb: np.ndarray       # harmonic-summed version: max(ACF comb, 0) * DFT comb
+    onset_rate: float      # onsets per second
+    band_rates: np.ndarray  # (bands,) onsets per second in each band (kick .. hi-hat)
+    peakiness: float       # mean of the top 5% of the normalised envelopes: ~2 legato .. 5+ struck and sparse
+    high_share: float      # share of the spectral flux above 3 kHz: cymbals and hats make it high
     frame_rate: float
+    envelope: np.ndarray   # mean of the active bands' normalised envelopes (for pulse trains)
+    backbeat: np.ndarray   # (lags,) kick-to-snare cross-correlation (see _backbeat)
+
+    def pulse_train(self, bpm: float) -> tuple[float, float]:
+        """(on, off): the mean envelope on a beat grid of `bpm` at its best phase, and on the grid shifted by half
+        a beat (the off-beats). A sparse loop still lines its hits up with the true grid (Percival & Tzanetakis'
+        pulse-train evaluation); a level twice too fast leaves its off-beats empty."""
+        env = self.envelope
+        period = 60.0 * self.frame_rate / bpm
+        count = int((env.size - period) / period)
+        if count < 2:
+            return 0.0, 0.0
+        phases = np.arange(int(np.ceil(period)))
+        idx = np.rint(phases[:, None] + np.arange(count)[None, :] * period).astype(np.int64)
+        scores = env[idx].mean(axis=1)
+        best = int(np.argmax(scores))
+        off = int(round(best + period / 2.0)) % phases.size
+        return float(scores[best]), float(scores[off])
+
+    def acf_at(self, bpm: float | np.ndarray, k: float = 1.0, band: int | None = None) -> np.ndarray:
+        """ACF at k beat periods of `bpm` (mean of the bands, or one band)."""
+        lag = k * 60.0 * self.frame_rate / np.asarray(bpm, dtype=np.float64)
+        if band is not None:
+            return _at(self.acfs[band], lag)
+        return np.mean([_at(r, lag) for r in self.acfs[self.active]], axis=0)
+
+    def dft_at(self, bpm: float | np.ndarray) -> np.ndarray:
+        """Mean normalised DFT magnitude at `bpm` (beats per minute as a frequency)."""
+        return np.mean([np.interp(bpm, self.dft_bpm, d, right=0.0) for d in self.dfts[self.active]], axis=0)
+
+    def acf_comb_at(self, bpm: float | np.ndarray) -> np.ndarray:
+        return sum(self.acf_at(bpm, k) for k in _ACF_COMB) / len(_ACF_COMB)
+
+    def dft_comb_at(self, bpm: float | np.ndarray) -> np.ndarray:
+        w = np.array([1.0 / k for k in _DFT_COMB])
+        return sum(wk * self.dft_at(np.asarray(bpm) * k) for wk, k in zip(w, _DFT_COMB)) / w.sum()
 
 
 def periodicity(onset_bands: np.ndarray, onset: np.ndarray, frame_rate: float) -> Periodicity | None:
-    """Compute the per-band ACF/DFT salience; None when no band has any variation."""
+    """Compute the per-band ACF/DFT periodicity; None when no band has any variation."""
     n = onset_bands.shape[1]
-    envs = [normalised_envelope(b.astype(np.float64), frame_rate) for b in onset_bands if np.std(b) > 1e-9]
-    envs = [e for e in envs if np.any(e)]
-    if not envs:
+    envs = np.array([normalised_envelope(b.astype(np.float64), frame_rate) if np.std(b) > 1e-9 else np.zeros(n)
+                     for b in onset_bands])
+    active = np.any(envs != 0.0, axis=1)
+    if not active.any():
         return None
-    acfs = np.array([autocorrelation(e, n - 1) for e in envs])
-    acf = acfs.mean(axis=0)
-    lags = 60.0 * frame_rate / _GRID
-    acf_grid = _at(acf, lags)
-    nfft = 1 << int(np.ceil(np.log2(4 * n)))  # zero-padding: 0.3 BPM bins before interpolation
-    window = np.hanning(n)
-    bin_bpm = np.arange(nfft // 2 + 1) * frame_rate / nfft * 60.0
-    dft = np.zeros_like(_GRID)
-    for e in envs:
-        mag = np.interp(_GRID, bin_bpm, np.abs(np.fft.rfft(e * window, nfft)))
-        top = mag.max()
-        if top > 0:
-            dft += mag / top
-    dft /= len(envs)
-    return Periodicity(acfs=acfs, acf=acf, acf_grid=acf_grid, dft_grid=dft,
-                       salience=np.maximum(acf_grid, 0.0) * dft, onset_rate=onset_rate(onset, frame_rate),
-                       frame_rate=frame_rate)
+    max_lag = int(4 * 60.0 * frame_rate / HYP_MIN_BPM) + 4  # 4 beats at the slowest hypothesis
+    raw = np.array([autocorrelation(e, max_lag) for e in envs])
+    acfs = maximum_filter1d(raw, size=3, axis=1)
+    nfft = 1 << int(np.ceil(np.log2(max(4 * n, 8192))))  # zero-padding: <= 0.3 BPM bins before interpolation
+    dft_bpm = np.arange(nfft // 2 + 1) * frame_rate / nfft * 60.0
+    usable = (dft_bpm >= MIN_BPM) & (dft_bpm <= 4 * MAX_BPM)
+    mags = np.abs(np.fft.rfft(envs * np.hanning(n), nfft, axis=1))
+    dfts = mags / np.maximum(mags[:, usable].max(axis=1, keepdims=True), 1e-12)
+    top5 = max(1, n // 20)
+    peak = float(np.mean([np.mean(np.partition(e, n - top5)[n - top5:]) for e in envs[active]]))
+    flux = onset_bands.astype(np.float64).mean(axis=1)
+    per = Periodicity(acfs=acfs, acf=raw[active].mean(axis=0), dfts=dfts, dft_bpm=dft_bpm, active=active,
+                      acf_grid=np.zeros(0), dft_grid=np.zeros(0), salience=np.zeros(0), comb=np.zeros(0),
+                      onset_rate=onset_rate(onset, frame_rate), peakiness=peak,
+                      band_rates=np.array([onset_rate(b, frame_rate) for b in onset_bands]),
+                      high_share=float(flux[-1] / max(flux.sum(), 1e-12)), frame_rate=frame_rate,
+                      envelope=envs[active].mean(axis=0), backbeat=_backbeat(envs, max_lag))
+    acf_grid, dft_grid = per.acf_at(_GRID), per.dft_at(_GRID)
+    comb = np.maximum(per.acf_comb_at(_GRID), 0.0) * per.dft_comb_at(_GRID)
+    return Periodicity(**{**per.__dict__, "acf_grid": acf_grid, "dft_grid": dft_grid,
+                          "salience": np.maximum(acf_grid, 0.0) * dft_grid, "comb": comb})
+
+
+def _backbeat(envs: np.ndarray, max_lag: int) -> np.ndarray:
+    """Kick-to-snare evidence per lag: the cross-correlation of the lowest band with each of the next two
+    (snare body, snare crack), averaged over both directions (kick then snare, snare then kick), the larger of the
+    two bands, jitter-tolerant. With a backbeat it peaks at one beat and is low at two beats and at half a beat."""
+    n = envs.shape[1]
+    nfft = 1 << int(np.ceil(np.log2(2 * n)))
+    spec = np.fft.rfft(envs[:3], nfft, axis=1)
+    overlap = np.maximum(n - np.arange(max_lag + 1), n / 2.0)
+    out = np.zeros(max_lag + 1)
+    for b in (1, 2):
+        xc = np.fft.irfft(np.conj(spec[0]) * spec[b], nfft)
+        both = 0.5 * (xc[: max_lag + 1] + np.r_[xc[0], xc[::-1][: max_lag]]) / overlap
+        out = np.maximum(out, both)
+    return maximum_filter1d(out, size=3)
 
 
 def onset_rate(onset: np.ndarray, frame_rate: float) -> float:
@@ -161,16 +225,21 @@ def onset_rate(onset: np.ndarray, frame_rate: float) -> float:
     return count / (n / frame_rate)
 
 
-def _hypotheses(per: Periodicity) -> list[float]:
-    """Top salience peaks and their metrical relatives, each snapped to its local salience maximum (+-3%)."""
-    sal = per.salience
+def _top_peaks(curve: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the `count` highest local maxima of `curve` inside the hypothesis range."""
     inside = (_GRID >= HYP_MIN_BPM) & (_GRID <= HYP_MAX_BPM)
-    is_peak = np.zeros_like(sal, dtype=bool)
-    is_peak[1:-1] = (sal[1:-1] >= sal[:-2]) & (sal[1:-1] > sal[2:])
-    peaks = np.flatnonzero(is_peak & inside & (sal > 0))
-    peaks = peaks[np.argsort(-sal[peaks])][:4]
+    is_peak = np.zeros_like(curve, dtype=bool)
+    is_peak[1:-1] = (curve[1:-1] >= curve[:-2]) & (curve[1:-1] > curve[2:])
+    peaks = np.flatnonzero(is_peak & inside & (curve > 0))
+    return peaks[np.argsort(-curve[peaks])][:count]
+
+
+def candidates(per: Periodicity) -> list[float]:
+    """Top peaks of both saliences and their metrical relatives, each snapped to its local salience maximum
+    (+-3%), at least 3% apart."""
+    sal = per.salience + per.comb
     out: list[float] = []
-    for i in peaks:
+    for i in np.concatenate([_top_peaks(per.salience, 3), _top_peaks(per.comb, 3)]):
         for m in _RELATIVES:
             t = _GRID[i] * m
             if not HYP_MIN_BPM <= t <= HYP_MAX_BPM:
@@ -182,24 +251,106 @@ def _hypotheses(per: Periodicity) -> list[float]:
     return out
 
 
-def _cues(per: Periodicity, bpm: float) -> dict[str, float]:
-    """The level-decision cues of one hypothesis (see module docstring)."""
-    j = int(np.argmin(np.abs(_GRID - bpm)))
-    period = 60.0 * per.frame_rate / bpm
+#: Names of the level-decision features, in the order of `level_features`' columns.
+FEATURES = (
+    "log_acf", "log_acf_comb", "log_dft", "log_dft_comb",  # periodicity at the level
+    "acf_low", "acf_high",                                 # kick band vs hi-hat band at the beat period
+    "acf_half",                                            # sub-beat: the ACF at half the period
+    "log_up", "log_down",                                  # salience of this level vs its double and half tempo
+    "log2_tempo", "log2_tempo_sq",                         # log-normal tempo prior
+    "events_per_beat", "events_per_beat_sq",               # onsets per beat (log2) and its square
+    "syncopation", "ternary",
+    "percussive_x_tempo",                                  # prior shift for struck vs legato material
+    "pulse_on", "pulse_off_ratio",                         # beat grid at its best phase; its off-beats vs it
+    "sub_off_ratio",                                       # the same off-beat ratio one level down (at 2x)
+    "backbeat", "backbeat_double",                         # kick-to-snare at one beat, at two beats
+    "hats_x_tempo", "hats_x_tempo_sq",                     # prior shift and width with cymbal/hat content
+    "kicks_per_beat", "kicks_per_beat_sq",                 # onsets per beat in the kick band (log2), squared
+    "hats_per_beat", "hats_per_beat_sq",                   # onsets per beat in the hi-hat band (log2), squared
+)
 
-    def band_acf(k: float) -> np.ndarray:
-        return np.array([_at(r, k * period) for r in per.acfs])
 
-    r1, r15, r2, r3, r4 = (band_acf(k) for k in (1.0, 1.5, 2.0, 3.0, 4.0))
-    epb = np.log2(max(per.onset_rate, 0.1) * 60.0 / bpm)
-    return {
-        "log_acf": float(np.log(max(per.acf_grid[j], 0.0) + 1e-2)),
-        "log_dft": float(np.log(per.dft_grid[j] + 1e-2)),
-        "tempo_prior": -float(max(0.0, abs(np.log2(bpm / PRIOR_CENTRE_BPM)) - PRIOR_HALF_WIDTH) ** 2),
-        "syncopation": float(np.max(r15 - 0.5 * (r1 + r2))),
-        "ternary": float(r3.mean() - max(r2.mean(), r4.mean())),
-        "events_per_beat": -float(epb ** 2),
-    }
+def level_features(per: Periodicity, bpms: list[float] | np.ndarray) -> np.ndarray:
+    """(len(bpms), len(FEATURES)) cue matrix of the candidate tempi (see the module docstring)."""
+    t = np.asarray(bpms, dtype=np.float64)
+    floor = 1e-2
+
+    def comb_sal(x: np.ndarray) -> np.ndarray:
+        return np.maximum(per.acf_comb_at(x), 0.0) * per.dft_comb_at(x) + np.maximum(per.acf_at(x), 0.0) * per.dft_at(x)
+
+    sal = comb_sal(t)
+    r1, r15, r2, r3, r4 = (per.acf_at(t, k) for k in (1.0, 1.5, 2.0, 3.0, 4.0))
+    bands = per.acfs.shape[0]
+    lt = np.log2(t / PRIOR_REF_BPM)
+    epb = np.log2(max(per.onset_rate, 0.1) * 60.0 / t)
+    band_r = [[per.acf_at(t, k, b) for b in np.flatnonzero(per.active)] for k in (1.0, 1.5, 2.0)]
+    sync = np.max(np.array(band_r[1]) - 0.5 * (np.array(band_r[0]) + np.array(band_r[2])), axis=0)
+    perc = np.clip((per.peakiness - 3.4) / 0.3, -2.0, 2.0)
+    cols = [
+        np.log(np.maximum(r1, 0.0) + floor),
+        np.log(np.maximum(per.acf_comb_at(t), 0.0) + floor),
+        np.log(per.dft_at(t) + floor),
+        np.log(per.dft_comb_at(t) + floor),
+        per.acf_at(t, 1.0, 0),
+        per.acf_at(t, 1.0, bands - 1),
+        per.acf_at(t, 0.5),
+        np.log((comb_sal(2.0 * t) + floor) / (sal + floor)),
+        np.log((comb_sal(0.5 * t) + floor) / (sal + floor)),
+        lt, lt ** 2,
+        epb, epb ** 2,
+        sync,
+        r3 - np.maximum(r2, r4),
+        perc * lt,
+    ]
+    def off_ratio(bpm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pulses = np.array([per.pulse_train(b) for b in bpm]).reshape(-1, 2)
+        return pulses[:, 0], np.clip(pulses[:, 1] / np.maximum(pulses[:, 0], 0.05), -1.0, 2.0)
+
+    on, off = off_ratio(t)
+    cols += [on, off, off_ratio(2.0 * t)[1]]
+    lag = 60.0 * per.frame_rate / t
+    hats = np.clip((per.high_share - 0.25) / 0.05, -2.0, 2.0)
+    kpb = np.log2(max(per.band_rates[0], 0.1) * 60.0 / t)
+    hpb = np.log2(max(per.band_rates[-1], 0.1) * 60.0 / t)
+    cols += [_at(per.backbeat, lag), _at(per.backbeat, 2.0 * lag), hats * lt, hats * lt ** 2, kpb, kpb ** 2, hpb,
+             hpb ** 2]
+    return np.stack(cols, axis=1)
+
+
+@dataclass(frozen=True)
+class LevelModel:
+    """The fitted level decision: softmax over candidates of (standardised features) . weights, then calibration
+    of the top probability into P(correct) with the pulse strength."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    calibration: tuple[float, float, float]  # a, b, c in sigmoid(a * logit(p) + b * log(clarity) + c)
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.scale) @ self.weights
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        s = self.scores(x)
+        p = np.exp(s - s.max())
+        return p / p.sum()
+
+    def confidence(self, p_top: float, clarity: float) -> float:
+        a, b, c = self.calibration
+        p = float(np.clip(p_top, 1e-4, 1 - 1e-4))
+        z = a * np.log(p / (1 - p)) + b * np.log(max(clarity, 1e-3)) + c
+        return float(1.0 / (1.0 + np.exp(-z)))
+
+
+@lru_cache(maxsize=2)
+def load_model(path: str | None = None) -> LevelModel:
+    """The committed level model (read once); its feature list must match FEATURES."""
+    data = json.loads(Path(path or MODEL_PATH).read_text())
+    if tuple(data["features"]) != FEATURES:
+        raise ValueError(f"{path or MODEL_PATH}: features {data['features']} do not match {FEATURES}")
+    cal = data["calibration"]
+    return LevelModel(mean=np.array(data["mean"]), scale=np.array(data["scale"]), weights=np.array(data["weights"]),
+                      calibration=(float(cal["a"]), float(cal["b"]), float(cal["c"])))
 
 
 def _refine(acf: np.ndarray, period: float) -> float:
@@ -220,7 +371,8 @@ def _refine(acf: np.ndarray, period: float) -> float:
     return period
 
 
-def estimate_tempo(onset_bands: np.ndarray, onset: np.ndarray, frame_rate: float) -> TempoEstimate:
+def estimate_tempo(onset_bands: np.ndarray, onset: np.ndarray, frame_rate: float, *,
+                   model: LevelModel | None = None) -> TempoEstimate:
     """Estimate the tempo from (n_bands, n_frames) onset envelopes and their sum, sampled at `frame_rate` fps."""
     n_frames = onset_bands.shape[1]
     if n_frames < frame_rate * 2:
@@ -228,19 +380,22 @@ def estimate_tempo(onset_bands: np.ndarray, onset: np.ndarray, frame_rate: float
     per = periodicity(onset_bands, onset, frame_rate)
     if per is None or per.salience.max() <= 1e-4:
         return TempoEstimate(bpm=None, confidence=0.0)
-    hyps = _hypotheses(per)
+    hyps = candidates(per)
     if not hyps:
         return TempoEstimate(bpm=None, confidence=0.0)
-    scores = np.array([sum(CUE_WEIGHTS[k] * v for k, v in _cues(per, t).items()) for t in hyps])
-    prob = np.exp(scores - scores.max())
-    prob /= prob.sum()
+    model = model or load_model()
+    prob = model.probabilities(level_features(per, hyps))
     order = np.argsort(-prob)
     best = hyps[int(order[0])]
     period = _refine(per.acf, 60.0 * frame_rate / best)
     bpm = 60.0 * frame_rate / period
     clarity = float(np.clip(_at(per.acf, period), 0.0, 1.0))
-    every = [{"bpm": hyps[i], "score": float(prob[i])} for i in order]
-    every[0]["bpm"] = bpm
+    confidence = model.confidence(float(prob[order[0]]), clarity)
+    # the others keep their softmax ratio to the winner, capped so that all scores sum to at most 1
+    top, rest = float(prob[order[0]]), max(1e-9, 1.0 - float(prob[order[0]]))
+    every = [{"bpm": hyps[i], "score": float(prob[i]) * min(confidence / top, (1.0 - confidence) / rest)}
+             for i in order]
+    every[0] = {"bpm": bpm, "score": confidence}
     cands = every[:4]
     for factor in (0.5, 2.0):  # always offer half and double, so a client can propose them
         alt = bpm * factor
@@ -248,9 +403,7 @@ def estimate_tempo(onset_bands: np.ndarray, onset: np.ndarray, frame_rate: float
             continue
         known = [c for c in every if abs(c["bpm"] / alt - 1) < 0.04]
         cands.append(known[0] if known else {"bpm": alt, "score": 0.0})
-    cands.sort(key=lambda c: -c["score"])
-    # confidence: probability of the chosen level, discounted when the pulse itself is weak
-    confidence = float(prob[order[0]]) * float(np.clip(clarity / 0.3, 0.0, 1.0))
+    cands[1:] = sorted(cands[1:], key=lambda c: -c["score"])
     return TempoEstimate(bpm=bpm, confidence=confidence, candidates=cands, pulse_clarity=clarity,
                          beat_period_frames=period, meter=_meter(per.acf, period))
 

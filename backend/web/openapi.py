@@ -183,8 +183,8 @@ def _schemas() -> dict[str, Any]:
                 "description": "Tempo in beats per minute; 0.0 (confidence 0) when the audio has no beat."},
         "bpm_confidence": _UNIT,
         "key": {"type": "string", "pattern": result_key_pattern,
-                "description": "Tonic with sharps and mode, e.g. \"A# Minor\"; \"Unknown\" (confidence 0) when "
-                               "the audio has no tonal centre."},
+                "description": "Tonic with sharps and mode, e.g. \"A# Minor\"; \"Unknown\" (confidence 0) only "
+                               "when the audio has no pitch (silence, noise, drums alone, a single tone)."},
         "key_confidence": _UNIT,
         "energy": _UNIT,
         "danceability": _UNIT,

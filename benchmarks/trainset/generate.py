@@ -1,0 +1,215 @@
+"""Write the training set: composed songs rendered to 30-s clips, and manifest.json describing them.
+
+    nice .venv/bin/python -m benchmarks.trainset.generate --out /tmp/essentia-trainset [--songs N] [--seed S]
+        [--renderings R] [--jobs J]
+
+Songs are spread evenly over the styles of compose.STYLES; within a style, keys step through all 24 (a fifth and
+a mode change apart from one song to the next) and tempos through the style's range by the golden ratio. Each
+song is rendered R times (a different soundfont, mix, room, mastering, loudness and encoder each time).
+
+Every run writes its clips into a fresh generation directory under --out and replaces manifest.json atomically
+(temporary file + rename) only when all clips are written; the generation directories the new manifest does not
+name are removed after that, so a reader of manifest.json always finds every file it names. With --keep the new
+songs are added to the current manifest's (--styles limits what is composed), e.g. to grow one style.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from collections import deque
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.crossval import DEFAULT_TRAINSET_DIR
+from benchmarks.trainset.compose import STYLES, annotated_tempo, compose
+from benchmarks.trainset.render import CLIP_SECONDS, SOUNDFONTS, draw_rendering, render_clip
+
+MODES = ("major", "minor")
+FORMAT_WEIGHTS = {"m4a": 0.5, "mp3": 0.35, "wav": 0.15}
+GOLDEN = 0.6180339887498949
+
+
+def plan(n_songs: int, seed: int, styles: list[str] | None = None, first: dict[str, int] | None = None) -> list[dict]:
+    """What to compose: style, key and tempo of every song, deterministic in the arguments. `styles` limits the
+    styles (default all); `first` numbers each style's songs from that index on (to add to an existing set), and
+    the key and tempo sequences continue from there."""
+    styles = sorted(styles or STYLES)
+    first = first or {}
+    rng = np.random.default_rng(seed)
+    phase = {s: rng.random() for s in styles}
+    songs = []
+    for i in range(n_songs):
+        s_idx = i % len(styles)
+        style = styles[s_idx]
+        k = i // len(styles) + first.get(style, 0)
+        key_index = (7 * k + 11 * sorted(STYLES).index(style)) % 24  # stride 7: all 24 keys, modes alternating
+        lo, hi = STYLES[style][1]
+        bpm = round(lo + (hi - lo) * ((phase[style] + k * GOLDEN) % 1.0))
+        songs.append({"index": i, "style": style, "song": f"{style}-{k:03d}", "tonic": key_index // 2,
+                      "mode": MODES[key_index % 2], "bpm": float(bpm), "seed": seed * 100_000 + i})
+    return songs
+
+
+def _make_song(item: dict):
+    """Compose the planned song; a seed whose compositions never name their key gives way to the next seeds."""
+    for bump in range(5):
+        try:
+            return compose(item["style"], item["seed"] + bump * 1_000_003, item["tonic"], item["mode"], item["bpm"])
+        except ValueError:
+            continue
+    raise ValueError(f"could not compose {item['song']}")
+
+
+def render_song(task: tuple[dict, int, str]) -> list[dict]:
+    """Compose one song and render its clips into `gen_dir`; manifest entries of the clips written."""
+    item, renderings, gen_dir = task
+    song = _make_song(item)
+    rng = np.random.default_rng([item["seed"], 7])
+    names = sorted(SOUNDFONTS)
+    entries = []
+    for r in range(renderings):
+        soundfont = names[(item["index"] + r) % len(names)]
+        fmt = str(rng.choice(list(FORMAT_WEIGHTS), p=list(FORMAT_WEIGHTS.values())))
+        rendering = draw_rendering(song, rng, soundfont=soundfont, fmt=fmt)
+        name = f"{item['song']}-r{r}.{fmt}"
+        try:
+            data, lufs = render_clip(song, rendering, seed=item["seed"] * 10 + r)
+        except Exception as exc:  # a failed rendering costs one clip, not the set
+            print(f"render failed: {name}: {exc!r}", file=sys.stderr)
+            continue
+        (Path(gen_dir) / name).write_bytes(data)
+        bpm, alt_bpm = annotated_tempo(song)
+        entries.append({
+            "file": f"{Path(gen_dir).name}/{name}", "format": fmt, "primary": True,
+            "bpm": bpm, "alt_bpm": alt_bpm, "key": song.key, "meter": f"{song.meter}/4",
+            "style": song.style, "has_drums": song.has_drums, "song": item["song"], "variant": rendering.variant,
+            "lufs": round(lufs, 2), "duration_s": CLIP_SECONDS, "render": rendering.describe(),
+            "seed": item["seed"], "instruments": {str(k): v for k, v in sorted(song.programs.items())},
+        })
+    return entries
+
+
+def _worker_init() -> None:
+    os.nice(10)  # the machine is shared: rendering yields to interactive work
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+
+
+def _commit() -> str | None:
+    """The repository commit the generator ran from ("+dirty" with uncommitted changes), so a set can be rebuilt."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "benchmarks/trainset"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def write_manifest(out: Path, entries: list[dict]) -> None:
+    """Replace out/manifest.json atomically: readers see the old list or the new one, never a partial file."""
+    tmp = out / f".manifest.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(entries, indent=1))
+    os.replace(tmp, out / "manifest.json")
+
+
+def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int = 2,
+             styles: list[str] | None = None, keep: bool = False, budget_minutes: float | None = None) -> list[dict]:
+    """Render `n_songs` new songs into a fresh generation directory and make them the manifest (with `keep`,
+    the current manifest's entries too, the new songs numbered after the existing ones of their style). With
+    `budget_minutes`, no song starts after that time: the manifest gets the songs finished by then."""
+    out.mkdir(parents=True, exist_ok=True)
+    kept: list[dict] = json.loads((out / "manifest.json").read_text()) if keep and (out / "manifest.json").exists() \
+        else []
+    first: dict[str, int] = {}
+    for entry in kept:
+        k = int(entry["song"].rsplit("-", 1)[1])
+        first[entry["style"]] = max(first.get(entry["style"], 0), k + 1)
+    gen_dir = out / f"gen-{seed}-{n_songs}-{int(time.time())}"
+    gen_dir.mkdir()
+    songs = plan(n_songs, seed, styles, first)
+    tasks = [(item, renderings, str(gen_dir)) for item in songs]
+    entries: list[dict] = []
+    t0 = time.time()
+    stop_at = t0 + budget_minutes * 60 if budget_minutes else float("inf")
+    todo, pending, done = iter(tasks), deque(), 0
+    with Pool(jobs, initializer=_worker_init) as pool:
+        def submit() -> None:  # songs start in plan order (styles round-robin) until the budget is spent
+            task = next(todo, None) if time.time() < stop_at else None
+            if task is not None:
+                pending.append(pool.apply_async(render_song, (task,)))
+
+        for _ in range(2 * jobs):
+            submit()
+        while pending:
+            entries += pending.popleft().get()
+            done += 1
+            submit()
+            if done % 10 == 0 or not pending:
+                print(f"{done}/{len(tasks)} songs, {len(entries)} clips, {time.time() - t0:.0f} s", file=sys.stderr)
+    entries.sort(key=lambda e: e["file"])
+    (gen_dir / "recipe.json").write_text(json.dumps({
+        "songs": n_songs, "songs_rendered": done, "seed": seed, "renderings": renderings, "styles": styles,
+        "first": first, "budget_minutes": budget_minutes,
+        "clips": len(entries), "generator_commit": _commit(), "seconds": round(time.time() - t0)}, indent=1))
+    entries = kept + entries
+    write_manifest(out, entries)
+    named = {e["file"].split("/", 1)[0] for e in entries}
+    for old in out.glob("gen-*"):  # earlier generations that the manifest no longer names
+        if old.is_dir() and old.name not in named:
+            shutil.rmtree(old, ignore_errors=True)
+    return entries
+
+
+def summary(entries: list[dict]) -> str:
+    from collections import Counter
+
+    lines = [f"{len(entries)} clips of {len({e['song'] for e in entries})} songs"]
+    for field in ("style", "format"):
+        counts = Counter(e[field] for e in entries)
+        lines.append(f"  {field}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    keys = Counter(e["key"] for e in entries if e["key"])
+    lines.append(f"  keys: {len(keys)} distinct, {min(keys.values())}-{max(keys.values())} clips each")
+    lufs = [e["lufs"] for e in entries]
+    lines.append(f"  loudness: {min(lufs):.1f} to {max(lufs):.1f} LUFS")
+    lines.append(f"  bpm: {min(e['bpm'] for e in entries):.0f} to {max(e['bpm'] for e in entries):.0f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_TRAINSET_DIR)
+    parser.add_argument("--songs", type=int, default=240)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--renderings", type=int, default=2, help="clips per song (default 2)")
+    parser.add_argument("--jobs", type=int, default=2, help="rendering processes (default 2)")
+    parser.add_argument("--styles", help="comma-separated styles to compose (default: all)")
+    parser.add_argument("--budget-minutes", type=float,
+                        help="start no song after this many minutes; the manifest gets the songs finished")
+    parser.add_argument("--keep", action="store_true",
+                        help="add to the current manifest instead of replacing it")
+    args = parser.parse_args(argv)
+    styles = args.styles.split(",") if args.styles else None
+    if styles and not set(styles) <= set(STYLES):
+        parser.error(f"unknown styles {sorted(set(styles) - set(STYLES))}; known: {', '.join(sorted(STYLES))}")
+    if not all(Path(p).is_file() for p in SOUNDFONTS.values()) or not shutil.which("fluidsynth"):
+        parser.error("needs the fluidsynth CLI and the soundfonts in render.SOUNDFONTS (Debian: fluidsynth, "
+                     "fluid-soundfont-gm, timgm6mb-soundfont, musescore-general-soundfont-small)")
+    entries = generate(args.out, args.songs, args.seed, args.renderings, args.jobs, styles, args.keep,
+                       args.budget_minutes)
+    print(summary(entries))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

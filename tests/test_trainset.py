@@ -1,0 +1,144 @@
+"""The training-set composer (benchmarks/trainset): deterministic, in its annotated key, on its annotated tempo.
+
+No FluidSynth needed: the checks read the MIDI the composer writes.
+"""
+from __future__ import annotations
+
+import io
+from collections import Counter
+
+import mido
+import numpy as np
+import pytest
+
+from benchmarks.trainset.compose import KEYLESS_STYLES, STYLES, annotated_tempo, compose, to_midi
+from benchmarks.trainset.generate import plan
+from benchmarks.trainset.theory import KEY_PROFILES, PITCH_CLASSES
+
+
+
+def midi_notes(midi_bytes: bytes) -> tuple[float, list[tuple[float, float, int, int]]]:
+    """(bpm, [(onset s, duration s, pitch, channel)]) read back from a type-0 MIDI file."""
+    midi = mido.MidiFile(file=io.BytesIO(midi_bytes))
+    tempo = next(m.tempo for m in midi.tracks[0] if m.type == "set_tempo")
+    now, sounding, notes = 0.0, {}, []
+    for msg in midi:  # iterating a MidiFile yields delta times in seconds
+        now += msg.time
+        if msg.type == "note_on" and msg.velocity > 0:
+            sounding[(msg.channel, msg.note)] = now
+        elif msg.type in ("note_off", "note_on"):
+            start = sounding.pop((msg.channel, msg.note), None)
+            if start is not None:
+                notes.append((start, now - start, msg.note, msg.channel))
+    return mido.tempo2bpm(tempo), notes
+
+
+def midi_bytes(song) -> bytes:
+    buf = io.BytesIO()
+    to_midi(song).save(file=buf)
+    return buf.getvalue()
+
+
+def profile_key(notes, profiles) -> str:
+    """The key whose profile correlates best with the duration-weighted pitch-class histogram of the MIDI notes."""
+    hist = np.zeros(12)
+    for _, dur, pitch, channel in notes:
+        if channel != 9:
+            hist[pitch % 12] += dur
+    scores = {f"{PITCH_CLASSES[t]} {mode}": np.corrcoef(hist, np.roll(profile, t))[0, 1]
+              for mode, profile in zip(("major", "minor"), profiles) for t in range(12)}
+    return max(scores, key=scores.get)
+
+
+def test_same_seed_same_song_and_midi():
+    a = compose("swing", 42, 9, "minor", 150)
+    b = compose("swing", 42, 9, "minor", 150)
+    assert a.notes == b.notes and a.programs == b.programs
+    assert midi_bytes(a) == midi_bytes(b)
+    assert compose("swing", 43, 9, "minor", 150).notes != a.notes
+
+
+# Every style once, keys spread over all twelve tonics and both modes.
+CASES = [(style, i % 12, ("major", "minor")[i % 2], sum(STYLES[style][1]) / 2) for i, style in enumerate(STYLES)]
+
+
+@pytest.mark.parametrize("style,tonic,mode,bpm", CASES)
+def test_composition_is_in_its_key_and_on_its_tempo_grid(style, tonic, mode, bpm):
+    song = compose(style, 7 + tonic, tonic, mode, bpm)
+    tempo, notes = midi_notes(midi_bytes(song))
+    assert tempo == pytest.approx(bpm, rel=1e-4)
+    # onsets on the grid of the annotated beat (16ths, 32nds, triplets: 1/24 of a beat), within a MIDI tick;
+    # the later strings of a strummed chord (a few ms after the first, same channel) are not onsets of their own
+    grid = 60.0 / bpm / 24
+    last: dict[int, float] = {}
+    onsets = []
+    for start, _, _, channel in sorted(notes):
+        if channel == 9 or start - last.get(channel, -1.0) > 0.06:
+            onsets.append(start)
+        last[channel] = start
+    offsets = np.array([(start / grid) - round(start / grid) for start in onsets])
+    assert np.max(np.abs(offsets)) * grid < 0.002
+    # the beat is the annotated one: more drum hits on the beat than on any other 16th of it
+    beat = 60.0 / bpm
+    if song.has_drums:
+        sixteenth = Counter(round(s / beat * 4) % 4 for s, _, _, ch in notes if ch == 9
+                            if abs(s / beat * 4 - round(s / beat * 4)) < 0.01)
+        assert sixteenth[0] == max(sixteenth.values())
+    if style in KEYLESS_STYLES:
+        assert song.key is None and all(ch == 9 for *_, ch in notes)
+    else:
+        assert song.key == f"{PITCH_CLASSES[tonic]} {mode}"
+        tonal = notes + [(0.0, n.dur * beat, n.pitch, 0) for n in song.sub_bass]
+        for profiles in KEY_PROFILES.values():
+            assert profile_key(tonal, profiles) == song.key
+
+
+def test_half_time_styles_name_the_other_metrical_level():
+    trap = compose("trap", 1, 0, "minor", 70)  # composed at its half-time pulse, annotated at the double
+    assert annotated_tempo(trap) == (140.0, [70.0])
+    assert annotated_tempo(compose("hiphop", 1, 0, "minor", 80)) == (80.0, [160.0])
+    assert compose("dnb", 1, 0, "minor", 170).alt_bpm == [85.0]
+    assert compose("waltz", 1, 0, "major", 150).meter == 3
+    assert compose("pop", 1, 0, "major", 120).alt_bpm == []
+
+
+def test_plan_gives_every_style_every_key():
+    songs = plan(24 * len(STYLES), seed=3)
+    for style in STYLES:
+        keys = Counter((s["tonic"], s["mode"]) for s in songs if s["style"] == style)
+        assert len(keys) == 24
+        lo, hi = STYLES[style][1]
+        assert all(lo <= s["bpm"] <= hi for s in songs if s["style"] == style)
+    assert len({s["song"] for s in songs}) == len(songs)
+
+
+def test_benchmark_names_the_kind_of_error():
+    from benchmarks.accuracy import key_error, parse_key, tempo_error, trainset_table
+
+    assert [tempo_error(e, 90.0) for e in (91.0, 180.0, 45.0, 135.0, 270.0, 117.0, None)] == \
+        ["ok", "x2", "x1/2", "x3/2", "x3", "other", "none"]
+    ref = parse_key("A minor")
+    assert [key_error(parse_key(k), ref) for k in ("A minor", "E minor", "D minor", "C major", "A major",
+                                                   "F# major")] == \
+        ["ok", "fifth", "fifth", "relative", "parallel", "other"]
+    rows = [{"style": "trap", "song": "t1", "acc1": False, "acc1_or_alt": True, "acc2": True, "total_s": 0.1,
+             "tempo_error": "x2", "key_exact": True, "key_mirex": 1.0, "key_error": "ok"},
+            {"style": "trap", "song": "t2", "error": "AudioDecodeError: empty"},
+            {"style": "percussion", "song": "p1", "acc1": True, "acc1_or_alt": True, "acc2": True, "total_s": 0.2,
+             "tempo_error": "ok"}]
+    table = {t["style"]: t for t in trainset_table(rows, "style")}
+    assert table["trap"]["failed"] == 1 and table["trap"]["acc1"] == 0.0 and table["trap"]["tempo_errors"] == {"x2": 1}
+    assert table["percussion"]["keyed"] == 0 and table["percussion"]["key_exact"] is None
+    assert table["all"]["clips"] == 3 and table["all"]["acc1"] == 0.5
+
+
+def test_benchmark_prints_cross_validated_figures_a_fit_script_wrote(tmp_path, capsys):
+    from benchmarks.accuracy import print_cv
+
+    path = tmp_path / "cv.json"
+    path.write_text('{"grouping": "5 folds by song", "tempo": {"acc1": 0.9, "by_style": {"trap": {"acc1": 0.75}}},'
+                    ' "key": {"exact": 0.97}}')
+    print_cv(path)
+    out = capsys.readouterr().out
+    assert "Cross-validated" in out and "5 folds by song" in out
+    assert "acc1 90.0%" in out and "trap" in out and "acc1 75.0%" in out and "exact 97.0%" in out
