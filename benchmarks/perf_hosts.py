@@ -175,7 +175,8 @@ def _host_env(tmp: Path, name: str, port: int, env: dict[str, str]) -> dict[str,
 
 def _start_host(tmp: Path, name: str, env: dict[str, str]):
     """A gunicorn host on 127.0.0.1 with `env` over the environment; returns (process, port, its environment)."""
-    from performance_test import free_port, wait_for_health
+    from benchmarks.perf_common import free_port
+    from benchmarks.perf_load import wait_for_health
 
     port = free_port()
     full_env = _host_env(tmp, name, port, env)
@@ -198,7 +199,7 @@ def _sequential_latency(ports: list[int], request, count: int) -> dict[str, floa
     the latency of a hit without queueing, in ms (p50, p99)."""
     import http.client
 
-    from performance_test import percentile
+    from benchmarks.perf_common import percentile
 
     method, path, body, headers = request
     connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=60) for port in ports]
@@ -222,7 +223,7 @@ def _sequential_latency(ports: list[int], request, count: int) -> dict[str, floa
 def _throughput(ports: list[int], request, clients: int, seconds: float) -> float:
     """Requests per second answered 200 by `clients` keep-alive clients spread evenly over `ports` (as a load
     balancer would spread them), all at once."""
-    from performance_test import run_load
+    from benchmarks.perf_load import run_load
 
     results: list[dict[str, Any]] = []
     threads = [threading.Thread(target=lambda p=port: results.append(
@@ -237,7 +238,7 @@ def _throughput(ports: list[int], request, clients: int, seconds: float) -> floa
 def _misses_per_second(ports: list[int], batch: list[tuple], clients: int) -> float:
     """New songs analyzed per second: `clients` clients sending the requests of `batch` (each a new song), spread
     over `ports`."""
-    from performance_test import run_load
+    from benchmarks.perf_load import run_load
 
     per_port = len(batch) // len(ports)
     started = time.perf_counter()
@@ -261,7 +262,9 @@ def bench_hosts(tmp: Path, *, quick: bool = False, redis_url: str = DEFAULT_REDI
     Production mode with an API key (key check, rate limit, daily quota on every request, as clients meet it).
     All three servers run at once and the rounds alternate between the two setups, so that the shared machine's
     ups and downs hit both alike; medians of the rounds."""
-    from performance_test import ClipServer, http_json, make_clip, stop_process, tagged, upload_request, url_request
+    from benchmarks.perf_common import make_clip, tagged
+    from benchmarks.perf_load import ClipServer, http_json, upload_request, url_request
+    from benchmarks.proctools import stop_process
 
     cfg = {"hit_s": 2.0 if quick else 5.0, "rounds": 1 if quick else 3, "clients": 8,
            "latency_requests": 200 if quick else 600, "misses": 4 if quick else 8}
