@@ -12,6 +12,7 @@ import pytest
 from backend.app import create_app
 from backend.config import Settings
 from tests import synth
+from tests.servers import TcpProxy
 
 SR = 22050
 
@@ -189,3 +190,15 @@ def redis_client(redis_url):
     client = connect(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture
+def redis_proxy(redis_url):
+    """A relay to the test Redis on a port of its own, that the test can cut and start again."""
+    parts = urlsplit(redis_url)
+    proxy = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 6379))
+    yield proxy
+    try:
+        proxy.cut()
+    except Exception:
+        pass

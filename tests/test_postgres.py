@@ -4,7 +4,6 @@ of an embedded SQLite database into PostgreSQL."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -20,17 +19,11 @@ from backend.storage.base import ALL_ANALYSIS_COLUMNS
 from backend.storage.migrations.postgres import MIGRATIONS
 from backend.storage.postgres import PostgresStore
 from tests.conftest import create_key
+from tests.servers import TcpProxy, free_port
 from tests.test_api_analyze import post_audio
 from tests.test_store_contract import insert, song
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def closed_port() -> int:
-    """A local TCP port nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # -- end to end on each store ----------------------------------------------------------------------------------
@@ -107,7 +100,7 @@ def test_an_invalid_database_url_names_the_variable_and_hides_the_password():
 
 
 def test_init_db_with_postgresql_unreachable_says_so_and_exits_non_zero():
-    url = f"postgresql://postgres:secret@127.0.0.1:{closed_port()}/essentia"
+    url = f"postgresql://postgres:secret@127.0.0.1:{free_port()}/essentia"
     env = {**os.environ, "ESSENTIA_DATABASE_URL": url, "ESSENTIA_DB_TIMEOUT": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-m", "flask", "--app", "backend", "init-db"], env=env,
                             capture_output=True, text=True, timeout=60)
@@ -117,67 +110,13 @@ def test_init_db_with_postgresql_unreachable_says_so_and_exits_non_zero():
 
 
 def test_gunicorn_refuses_to_start_when_postgresql_is_unreachable(tmp_path):
-    env = {**os.environ, "ESSENTIA_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{closed_port()}/x",
-           "ESSENTIA_DB_TIMEOUT": "1", "ESSENTIA_PORT": str(closed_port()), "ESSENTIA_WORKERS": "0",
+    env = {**os.environ, "ESSENTIA_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+           "ESSENTIA_DB_TIMEOUT": "1", "ESSENTIA_PORT": str(free_port()), "ESSENTIA_WORKERS": "0",
            "ESSENTIA_HTTP_WORKERS": "1"}
     result = subprocess.run([str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", "gunicorn.conf.py"], env=env,
                             capture_output=True, text=True, timeout=120, cwd=str(ROOT))
     assert result.returncode != 0
     assert "ESSENTIA_DATABASE_URL" in result.stderr and "unavailable" in result.stderr
-
-
-class TcpProxy:
-    """A TCP relay from a local port to PostgreSQL that a test can cut (every connection dropped, nothing
-    listening: the database is unreachable) and restore on the same port."""
-
-    def __init__(self, target: tuple[str, int]):
-        self.target = target
-        self.port = closed_port()
-        self._sockets: list[socket.socket] = []
-        self._listener: socket.socket | None = None
-
-    def start(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(16)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self._sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        for end in (source, sink):
-            try:
-                end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self) -> None:
-        self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone would not
-        self._listener.close()
-        for sock in self._sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-            except OSError:
-                pass
-        self._sockets = []
 
 
 def wait_for_status(client, path: str, status: int, seconds: float = 30.0):
@@ -229,7 +168,7 @@ def test_terminated_sessions_cost_at_most_one_503_and_lose_nothing(make_app, pos
 
 
 def test_store_reports_an_unreachable_server_as_storage_unavailable():
-    store = PostgresStore(f"postgresql://postgres@127.0.0.1:{closed_port()}/x", timeout=1.0)
+    store = PostgresStore(f"postgresql://postgres@127.0.0.1:{free_port()}/x", timeout=1.0)
     with pytest.raises(StorageUnavailable, match="ESSENTIA_DATABASE_URL"):
         store.migrate()
 
@@ -312,7 +251,7 @@ def test_copy_to_rejects_what_is_not_a_postgresql_url(app):
 
 @pytest.mark.parametrize("required, exit_code, outcome", [("1", 1, "1 error"), ("0", 0, "1 skipped")])
 def test_a_missing_postgresql_skips_its_tests_unless_services_are_required(required, exit_code, outcome):
-    env = {**os.environ, "ESSENTIA_TEST_POSTGRES_URL": f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres",
+    env = {**os.environ, "ESSENTIA_TEST_POSTGRES_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/postgres",
            "ESSENTIA_REQUIRE_SERVICES": required}
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                              "tests/test_store_contract.py::test_each_store_is_the_store_role[postgresql]"],

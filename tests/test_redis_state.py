@@ -4,12 +4,10 @@ process's key cache."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -19,19 +17,6 @@ from backend.storage.sqlite import SQLiteStore
 from backend.runtime.redis_state import (RedisClaims, RedisEvents, RedisKeyInvalidation, RedisQuota,
                                          RedisRateLimiter, RedisTally, SharedStateUnavailable, connect, ping)
 from tests.servers import ROOT, free_port
-from tests.test_postgres import TcpProxy  # the relay the PostgreSQL tests cut, pointed at Redis here
-
-
-@pytest.fixture
-def redis_proxy(redis_url):
-    """A relay to the test Redis on a port of its own, that the test can cut and start again."""
-    parts = urlsplit(redis_url)
-    proxy = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 6379))
-    yield proxy
-    try:
-        proxy.cut()
-    except Exception:
-        pass
 
 
 class NoRecords:

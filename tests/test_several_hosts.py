@@ -7,7 +7,6 @@ a restart does) keeps limits and quotas right."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 import redis
 
 from tests import synth
-from tests.servers import ROOT, GunicornServer, create_key_cli
+from tests.servers import ROOT, GunicornServer
 
 pytestmark = pytest.mark.slow
 
@@ -191,5 +190,3 @@ def _safe_upload(host, clip):
     except OSError:
         pass  # the host is killed mid-request, on purpose
 
-
-from tests.test_redis_state import redis_proxy  # noqa: E402,F401  (a path to Redis the test can cut)
