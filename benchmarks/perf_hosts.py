@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.perf_hosts --limiter      # the rate limiter on Redis: our Lua vs `limits`
     .venv/bin/python -m benchmarks.perf_hosts --hosts        # one embedded host vs two hosts on the services
+    .venv/bin/python -m benchmarks.perf_hosts --breakdown    # where a keyed hit's time goes, step by step
     (performance_test.py runs the same as its "several hosts" section)
 
 The two-host run needs PostgreSQL and Redis: ESSENTIA_TEST_POSTGRES_URL (a server URL; a database is made for
@@ -163,6 +164,95 @@ def _key_invalidation_latency(redis_url: str, prefix: str, messages: int = 50) -
     done.wait(5.0)
     delays = sorted(1000 * (arrived[k] - sent[k]) for k in arrived)
     return {"p50": round(statistics.median(delays), 3), "max": round(max(delays), 3), "received": len(delays)}
+
+
+# -- where a keyed hit's time goes ------------------------------------------------------------------------------
+
+# The steps of a keyed hit, as (label, module or object path, attribute): each is wrapped by a timer in-process.
+_HIT_STEPS = [
+    ("key check", "key_validator", "validate"),
+    ("admission (rate limit + quota)", "admission", "admit"),
+    ("rate limit", "rate_limiter", "hit"),
+    ("quota", "quota", "consume"),
+    ("lookup (store)", "analysis", "_lookup"),
+    ("tally (hit count)", "counters", "count_hit"),
+    ("usage record", "counters", "record_usage"),
+]
+
+
+def _wrap_timer(owner: Any, attribute: str, spent: list[float]) -> None:
+    """Replace owner.attribute by a wrapper that appends each call's seconds to `spent`."""
+    inner = getattr(owner, attribute)
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - started)
+
+    setattr(owner, attribute, timed)
+
+
+def bench_breakdown(tmp: Path, *, requests: int = 2000, redis_url: str = DEFAULT_REDIS_URL,
+                    postgres_url: str = DEFAULT_POSTGRES_URL) -> dict[str, Any]:
+    """One process (Flask's test client, one request at a time, no network between client and app), production
+    mode with a key, a rate limit and a daily quota: µs per keyed upload hit in each step of the guard and the
+    service, on the embedded setup (SQLite, in-memory roles) and on the services (PostgreSQL + Redis). Medians
+    per step; 'whole request' is the test client's round trip, so what is left is Flask, hooks and the answer."""
+    from backend.app import create_app
+    from backend.config import Settings
+    from benchmarks.perf_common import make_clip
+
+    clip = make_clip(120, "A", "minor", seconds=6.0)
+    database_url = _make_database(postgres_url, tmp)
+    prefix = f"essentia-bench:{uuid.uuid4().hex[:8]}:"
+    base = Settings(db_path=str(tmp / "breakdown.db"), workers=0, production=True, rate_limit=10**6,
+                    stats_flush_seconds=2.0, log_level="WARNING")
+    setups = {"embedded": base,
+              "postgres_redis": base.replace(database_url=database_url, redis_url=redis_url, redis_prefix=prefix)}
+    out: dict[str, Any] = {"requests": requests}
+    try:
+        for name, settings in setups.items():
+            app = create_app(settings)
+            services = app.extensions["essentia"]
+            runner = app.test_cli_runner()
+            created = runner.invoke(args=["keys", "create", "bench", "--daily-limit", "0"])
+            key = next(line for line in created.output.splitlines() if line.startswith("ess_"))
+            client = app.test_client()
+            headers = {"X-API-Key": key, "Content-Type": "audio/mp4"}
+            first = client.post("/analyze_data", data=clip, headers=headers)
+            assert first.status_code == 200, first.get_data()[:300]
+            for _ in range(50):  # warm-up: caches, connections, scripts
+                client.post("/analyze_data", data=clip, headers=headers)
+            spent: dict[str, list[float]] = {}
+            for label, owner_name, attribute in _HIT_STEPS:
+                owner = getattr(services, owner_name, None)
+                if owner is not None and hasattr(owner, attribute):
+                    spent[label] = []
+                    _wrap_timer(owner, attribute, spent[label])
+            whole = []
+            for _ in range(requests):
+                started = time.perf_counter()
+                response = client.post("/analyze_data", data=clip, headers=headers)
+                whole.append(time.perf_counter() - started)
+                assert response.status_code == 200
+            steps = {label: round(1e6 * statistics.median(times), 1) for label, times in spent.items() if times}
+            steps["whole request"] = round(1e6 * statistics.median(whole), 1)
+            out[name] = steps
+            services.quota.flush()
+            services.counters.flush()
+            services.executor.shutdown()
+            if services.key_changes is not None:
+                services.key_changes.close()
+            services.store.close()
+            log(f"{name}: {steps}")
+    finally:
+        _drop_database(postgres_url, database_url)
+        client = redis.Redis.from_url(redis_url)
+        _delete_prefix(client, prefix)
+        client.close()
+    return out
 
 
 def _host_env(tmp: Path, name: str, port: int, env: dict[str, str]) -> dict[str, str]:
@@ -379,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limiter", action="store_true", help="rate limiter on Redis: our Lua vs `limits`")
     parser.add_argument("--roles", action="store_true", help="µs per Redis role operation, host and Redis CPU")
     parser.add_argument("--hosts", action="store_true", help="one embedded host vs two hosts on the services")
+    parser.add_argument("--breakdown", action="store_true", help="µs per step of a keyed hit, in-process")
     parser.add_argument("--postgres-url", default=os.environ.get("ESSENTIA_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--calls", type=int, default=5000)
@@ -388,6 +479,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.roles:
         with tempfile.TemporaryDirectory(prefix="essentia-roles-") as tmp:
             print(json.dumps(bench_redis_roles(Path(tmp), args.redis_url, calls=args.calls), indent=2))
+    if args.breakdown:
+        with tempfile.TemporaryDirectory(prefix="essentia-breakdown-") as tmp:
+            print(json.dumps(bench_breakdown(Path(tmp), redis_url=args.redis_url, postgres_url=args.postgres_url),
+                             indent=2))
     if args.hosts:
         with tempfile.TemporaryDirectory(prefix="essentia-hosts-") as tmp:
             print(json.dumps(bench_hosts(Path(tmp), quick=args.quick, redis_url=args.redis_url,
