@@ -14,14 +14,15 @@ from typing import Any, Mapping
 from flask import Flask, current_app, g, request
 
 from backend.config import Settings
-from backend.roles import Claims, Executor, Limiter, Quota, Store, Tally
+from backend.roles import Admission, Claims, Executor, Limiter, Quota, Store, Tally
+from backend.runtime.admission import LimiterThenQuota
 from backend.runtime.claims import ContentClaims, SingleProcessClaims
 from backend.runtime.executor import AnalysisExecutor
 from backend.runtime.poolservice import PoolClient
 from backend.runtime.quota import TableQuota
 from backend.runtime.ratelimit import RateLimiter, SharedRateLimiter
-from backend.runtime.redis_state import (RedisClaims, RedisEvents, RedisKeyInvalidation, RedisQuota,
-                                         RedisRateLimiter, RedisTally, connect)
+from backend.runtime.redis_state import (RedisAdmission, RedisClaims, RedisEvents, RedisKeyInvalidation,
+                                         RedisQuota, RedisRateLimiter, RedisTally, connect)
 from backend.runtime.sharedtable import SharedTable
 from backend.runtime.tally import LocalTally, SharedTally
 from backend.service import AnalysisService
@@ -47,6 +48,7 @@ class Roles:
     executor: Executor
     rate_limiter: Limiter | None  # None: no rate limit configured
     quota: Quota
+    admission: Admission  # the two above, asked together by the request guard
     tally: Tally
     claims: Claims
     key_changes: RedisKeyInvalidation | None = None  # tells every host that a key changed (with Redis)
@@ -60,6 +62,7 @@ class Services:
     key_validator: KeyValidator
     rate_limiter: Limiter | None
     quota: Quota
+    admission: Admission
     counters: BufferedCounters
     metrics: Metrics
     executor: Executor
@@ -96,6 +99,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         key_validator=key_validator,
         rate_limiter=roles.rate_limiter,
         quota=roles.quota,
+        admission=roles.admission,
         counters=counters,
         metrics=metrics,
         executor=executor,
@@ -124,8 +128,9 @@ def build_roles(settings: Settings, store: Store) -> Roles:
     memory-mapped table and the host's pool service) and several hosts (ESSENTIA_REDIS_URL: Redis)."""
     if settings.redis_url:
         return _redis_roles(settings, store)
-    return Roles(executor=_executor(settings), rate_limiter=_rate_limiter(settings), quota=_quota(settings, store),
-                 tally=_tally(settings), claims=_claims(settings))
+    limiter, quota = _rate_limiter(settings), _quota(settings, store)
+    return Roles(executor=_executor(settings), rate_limiter=limiter, quota=quota,
+                 admission=LimiterThenQuota(limiter, quota), tally=_tally(settings), claims=_claims(settings))
 
 
 def _redis_roles(settings: Settings, store: Store) -> Roles:
@@ -139,6 +144,7 @@ def _redis_roles(settings: Settings, store: Store) -> Roles:
     key_changes.listen(quota.forget_key, forget_all=quota.forget_all_keys)
     limiter = RedisRateLimiter(settings.rate_limit, client=client, prefix=prefix) if settings.rate_limit > 0 else None
     return Roles(executor=_executor(settings), rate_limiter=limiter, quota=quota,
+                 admission=RedisAdmission(limiter, quota, client=client),
                  tally=RedisTally(client=client, prefix=prefix),
                  claims=RedisClaims(client=client, prefix=prefix, events=events), key_changes=key_changes)
 

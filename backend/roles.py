@@ -9,6 +9,8 @@ Settings, and the rest of the code sees only these protocols:
                                           RedisRateLimiter (several hosts)
   Quota     a key's daily allowance       StoreQuota (the store's daily_usage table), TableQuota (memory-mapped
                                           table, written to the store in batches), RedisQuota
+  Admission rate limit + quota of one     LimiterThenQuota (any Limiter and Quota, one after the other),
+            request, decided together     RedisAdmission (both in one Redis round trip)
   Tally     hit/miss counts not yet       LocalTally (in memory), SharedTally (memory-mapped table), RedisTally
             written to the store
   Claims    which process analyzes a      SingleProcessClaims (one process), ContentClaims (memory-mapped table),
@@ -62,6 +64,13 @@ class QuotaDecision(NamedTuple):
     allowed: bool
     refusal: str | None = None      # None when allowed; else one of the QUOTA_* reasons below
     daily_limit: int | None = None  # the key's current daily limit, when the quota knows it (0 = unlimited)
+
+
+class AdmissionDecision(NamedTuple):
+    """What an Admission decided for one request: the rate limit's answer and the quota's."""
+
+    rate: RateDecision | None    # None: no rate limit is configured
+    quota: QuotaDecision | None  # None: no key to count, or the rate limit refused first (nothing was counted)
 
 
 QUOTA_EXHAUSTED = "exhausted"        # the key has used today's allowance
@@ -122,6 +131,18 @@ class Quota(Protocol):
 
     def flush(self) -> None:
         """Write counts that wait in this process to the store (at exit and periodically)."""
+        ...
+
+
+@runtime_checkable
+class Admission(Protocol):
+    """Whether one request may proceed: the client's rate limit, then, when it has a key and the limiter let it
+    through, the key's daily quota (the same order and counting as asking a Limiter and then a Quota: a request
+    the limiter refuses is not counted against the quota; one the quota refuses still counts in the limiter)."""
+
+    def admit(self, client: Hashable, key_id: int | None) -> AdmissionDecision:
+        """Count one request by `client` (e.g. "key:7", "addr:10.0.0.1") and, with `key_id`, one against that
+        key's quota; both decisions."""
         ...
 
 

@@ -13,6 +13,7 @@ per change, pushed to every process); and per process every ESSENTIA_STATS_FLUSH
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -20,7 +21,7 @@ import threading
 import time
 import uuid
 from calendar import timegm
-from typing import Callable, Hashable, Iterable, Iterator, Protocol
+from typing import Callable, Hashable, Iterable, Iterator, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 import redis
@@ -29,7 +30,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from backend.roles import QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, QuotaDecision, RateDecision
+from backend.roles import (QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, AdmissionDecision, QuotaDecision,
+                           RateDecision)
 from backend.timeutil import utc_today
 from backend.web.errors import ServiceError
 
@@ -121,21 +123,29 @@ def ping(client: redis.Redis) -> None:
 
 # -- rate limiter ----------------------------------------------------------------------------------------------
 
+# The Lua below is written as functions, so that the admission script (rate limit + quota in one round trip)
+# runs exactly the code the two scripts run alone.
+
 # A fixed window per client that starts at its first request, as in RateLimiter. PEXPIRE runs on Redis's clock,
 # so hosts whose clocks differ still share one window. Denied requests are not counted (the window ends when it
-# would have anyway). Returns {allowed (0/1), count, milliseconds left in the window}.
-_RATE_LIMIT_LUA = """
-local count = tonumber(redis.call('GET', KEYS[1]) or '0')
-if count >= tonumber(ARGV[1]) then
-  local left = redis.call('PTTL', KEYS[1])
-  if left < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]); left = tonumber(ARGV[2]) end
-  return {0, count, left}
+# would have anyway). Returns allowed (0/1), the count, and the milliseconds left in the window.
+_RATE_LIMIT_FUNCTION = """
+local function rate_limit(key, limit, window)
+  local count = tonumber(redis.call('GET', key) or '0')
+  local allowed = 0
+  if count < limit then
+    allowed = 1
+    count = redis.call('INCR', key)
+    if count == 1 then redis.call('PEXPIRE', key, window) end
+  end
+  local left = redis.call('PTTL', key)
+  if left < 0 then redis.call('PEXPIRE', key, window); left = window end
+  return allowed, count, left
 end
-count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-local left = redis.call('PTTL', KEYS[1])
-if left < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]); left = tonumber(ARGV[2]) end
-return {1, count, left}
+"""
+_RATE_LIMIT_LUA = _RATE_LIMIT_FUNCTION + """
+local allowed, count, left = rate_limit(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+return {allowed, count, left}
 """
 
 
@@ -161,33 +171,60 @@ class RedisRateLimiter:
     def hit(self, client: Hashable) -> RateDecision:
         """Count one request by `client` and say whether it may proceed."""
         try:
-            allowed, count, left_ms = self._script(keys=[self._prefix + str(client)],
-                                                   args=[self.limit, self._window_ms])
+            answer = self._script(keys=[self.key(client)], args=self.args)
         except _UNREACHABLE as error:
             raise _unavailable(error) from None
+        return self.decision(answer)
+
+    def key(self, client: Hashable) -> str:
+        """The Redis key of `client`'s window."""
+        return self._prefix + str(client)
+
+    @property
+    def args(self) -> list[int]:
+        """ARGV of rate_limit (the script's function): the limit, the window in ms."""
+        return [self.limit, self._window_ms]
+
+    def decision(self, answer) -> RateDecision:
+        """The RateDecision for rate_limit's (allowed, count, ms left)."""
+        allowed, count, left_ms = answer[:3]
         return RateDecision(bool(allowed), self.limit, max(0, self.limit - count), left_ms / 1000.0)
 
 
 # -- daily quota -----------------------------------------------------------------------------------------------
 
-# KEYS[1]: the count of one key for one day. ARGV: limit (0 = none), the day's end (unix seconds), and the
-# highest count this host has seen for it (its floor: see RedisQuota). Returns -1 when the count is missing (to
+# The count of one key for one day (`key`), against `limit` (0 = none); `day_end`: the day's end (unix seconds);
+# `floor`: the highest count this host has seen for it (see RedisQuota). Returns -1 when the count is missing (to
 # be seeded from the store), 0 when the quota is used up, else the new count.
-_QUOTA_LUA = """
-local stored = redis.call('GET', KEYS[1])
-if not stored then return -1 end
-local count = tonumber(stored)
-local floor = tonumber(ARGV[3])
-local limit = tonumber(ARGV[1])
-if count < floor then
-  count = floor
-  redis.call('SET', KEYS[1], count, 'EXAT', ARGV[2])
+_QUOTA_FUNCTION = """
+local function quota_count(key, limit, day_end, floor)
+  local stored = redis.call('GET', key)
+  if not stored then return -1 end
+  local count = tonumber(stored)
+  if count < floor then
+    count = floor
+    redis.call('SET', key, count, 'EXAT', day_end)
+  end
+  if limit > 0 and count >= limit then return 0 end
+  return redis.call('INCR', key)
 end
-if limit > 0 and count >= limit then return 0 end
-return redis.call('INCR', KEYS[1])
+"""
+_QUOTA_LUA = _QUOTA_FUNCTION + """
+return quota_count(KEYS[1], tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]))
 """
 
 
+class QuotaCall(NamedTuple):
+    """One count asked of the quota script: whose, which day, against which limit, and the script's KEYS/ARGV."""
+
+    key_id: int
+    day: str
+    limit: int
+    name: str
+    args: list
+
+
+@functools.lru_cache(maxsize=8)
 def _end_of_day(day: str) -> int:
     """Unix seconds of the midnight (UTC) that ends `day` (YYYY-MM-DD), plus an hour for clocks that lag."""
     return timegm(time.strptime(day, "%Y-%m-%d")) + 86400 + 3600
@@ -246,21 +283,46 @@ class RedisQuota:
     def consume(self, key_id: int) -> QuotaDecision:
         """Count one request against the key's allowance for today, unless it is used up or the key is gone or
         inactive (nothing is counted then)."""
+        usable = self.usable(key_id)
+        if not usable.allowed:
+            return usable
+        call = self.call(key_id, usable.daily_limit)
+        try:
+            answer = self._script(keys=[call.name], args=call.args)
+        except _UNREACHABLE as error:
+            raise _unavailable(error) from None
+        return self.finish(call, answer)
+
+    def usable(self, key_id: int) -> QuotaDecision:
+        """Whether the key may be counted at all: a refusal (key deleted or inactive), or allowed with its daily
+        limit. From this process's copy of the key's state, read from the store once per key_ttl."""
         now = time.monotonic()
         known = self._limits.get(key_id)
-        if known is None or known[0] <= now:
-            state = self._records.key_state(key_id)
-            if state is None:
-                return QuotaDecision(False, QUOTA_KEY_UNKNOWN)
-            active, daily_limit = state
-            if not active:
-                return QuotaDecision(False, QUOTA_KEY_INACTIVE, daily_limit)
-            with self._lock:
-                self._limits[key_id] = (now + self.key_ttl, daily_limit)
-        else:
-            daily_limit = known[1]
-        if self.count(key_id, self._today(), daily_limit) is None:
-            return QuotaDecision(False, QUOTA_EXHAUSTED, daily_limit)
+        if known is not None and known[0] > now:
+            return QuotaDecision(True, None, known[1])
+        state = self._records.key_state(key_id)
+        if state is None:
+            return QuotaDecision(False, QUOTA_KEY_UNKNOWN)
+        active, daily_limit = state
+        if not active:
+            return QuotaDecision(False, QUOTA_KEY_INACTIVE, daily_limit)
+        with self._lock:
+            self._limits[key_id] = (now + self.key_ttl, daily_limit)
+        return QuotaDecision(True, None, daily_limit)
+
+    def call(self, key_id: int, limit: int, day: str | None = None) -> QuotaCall:
+        """What to ask the quota script (alone, or inside the admission script) to count one request."""
+        day = day or self._today()
+        end = _end_of_day(day)
+        return QuotaCall(key_id, day, limit, f"{self._prefix}{key_id}:{day}", [limit, end,
+                                                                                 self._floors.get((key_id, day), 0)])
+
+    def finish(self, call: QuotaCall, answer: int) -> QuotaDecision:
+        """The decision for the script's `answer` to `call`: a missing count (-1) is seeded from the store and
+        counted again; a count is remembered as this host's floor and written to the store in the next batch."""
+        count = self._counted(call, answer)
+        if count is None:
+            return QuotaDecision(False, QUOTA_EXHAUSTED, call.limit)
         return QuotaDecision(True)
 
     def forget_key(self, key_id: int) -> None:
@@ -276,24 +338,30 @@ class RedisQuota:
     def count(self, key_id: int, day: str, limit: int) -> int | None:
         """Count one request of key `key_id` on `day` against `limit` (0 = unlimited); the new count, or None
         when the quota is used up (nothing is counted then)."""
-        name, end = f"{self._prefix}{key_id}:{day}", _end_of_day(day)
-        floor = self._floors.get((key_id, day), 0)
+        call = self.call(key_id, limit, day)
         try:
-            count = self._script(keys=[name], args=[limit, end, floor])
-            if count == -1:
-                seed = max(self._records.count(key_id, day), floor)
-                self._client.set(name, seed, nx=True, exat=end)
-                count = self._script(keys=[name], args=[limit, end, floor])
+            answer = self._script(keys=[call.name], args=call.args)
         except _UNREACHABLE as error:
             raise _unavailable(error) from None
-        if count == 0:
+        return self._counted(call, answer)
+
+    def _counted(self, call: QuotaCall, answer: int) -> int | None:
+        key_id, day = call.key_id, call.day
+        try:
+            if answer == -1:
+                seed = max(self._records.count(key_id, day), call.args[2])
+                self._client.set(call.name, seed, nx=True, exat=call.args[1])
+                answer = self._script(keys=[call.name], args=call.args)
+        except _UNREACHABLE as error:
+            raise _unavailable(error) from None
+        if answer == 0:
             return None
         with self._lock:
-            if count > self._floors.get((key_id, day), 0):
-                self._floors[(key_id, day)] = count
-                self._unwritten[(key_id, day)] = count
+            if answer > self._floors.get((key_id, day), 0):
+                self._floors[(key_id, day)] = answer
+                self._unwritten[(key_id, day)] = answer
         self._start_flusher()
-        return count
+        return answer
 
     def flush(self) -> None:
         """Write the counts seen since the last flush to the store; on failure they wait for the next one."""
@@ -323,6 +391,53 @@ class RedisQuota:
         while True:
             time.sleep(self.flush_seconds)
             self.flush()
+
+
+# -- admission: rate limit + quota in one round trip ------------------------------------------------------------
+
+# KEYS: the client's rate window, the key's count for the day. ARGV: rate_limit's (limit, window ms), then
+# quota_count's (limit, day end, floor). Returns rate_limit's three values and quota_count's answer, or -2 there
+# when the rate limit refused (the quota is then not counted, as when a Limiter and a Quota are asked in turn).
+_ADMISSION_LUA = _RATE_LIMIT_FUNCTION + _QUOTA_FUNCTION + """
+local allowed, count, left = rate_limit(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+if allowed == 0 then return {0, count, left, -2} end
+return {1, count, left, quota_count(KEYS[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]))}
+"""
+
+
+class RedisAdmission:
+    """A keyed request's rate limit and daily quota in one EVALSHA: the limiter's and the quota's own Lua
+    functions, run in turn in one script, with the quota's state (the key's limit, this host's floors, the
+    counts waiting for the store) kept by the RedisQuota it is given. Every behaviour of the two alone is kept
+    (Redis's clock, re-seeding after a loss, refusal of changed keys); only the round trips are saved.
+
+    A second round trip happens only when the key's count is missing in Redis (its first request of the day, or
+    Redis lost it): then it is seeded from the store as RedisQuota does."""
+
+    def __init__(self, limiter: RedisRateLimiter | None, quota: RedisQuota, *, client: redis.Redis):
+        self._limiter = limiter
+        self._quota = quota
+        self._script = client.register_script(_ADMISSION_LUA)
+
+    def admit(self, client: Hashable, key_id: int | None) -> AdmissionDecision:
+        limiter = self._limiter
+        if key_id is None:
+            return AdmissionDecision(limiter.hit(client) if limiter is not None else None, None)
+        if limiter is None:
+            return AdmissionDecision(None, self._quota.consume(key_id))
+        usable = self._quota.usable(key_id)
+        if not usable.allowed:  # a changed key: still counted by the limiter, which answers first
+            rate = limiter.hit(client)
+            return AdmissionDecision(rate, usable if rate.allowed else None)
+        call = self._quota.call(key_id, usable.daily_limit)
+        try:
+            answer = self._script(keys=[limiter.key(client), call.name], args=[*limiter.args, *call.args])
+        except _UNREACHABLE as error:
+            raise _unavailable(error) from None
+        rate = limiter.decision(answer)
+        if not rate.allowed:
+            return AdmissionDecision(rate, None)
+        return AdmissionDecision(rate, self._quota.finish(call, answer[3]))
 
 
 # -- hit/miss tally --------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from typing import Callable
 
 from flask import current_app, g, request
 
-from backend.roles import QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, Limiter, QuotaDecision, Store
+from backend.roles import (QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, QuotaDecision, RateDecision,
+                           Store)
 from backend.web.errors import ApiError
 from backend.timeutil import seconds_until_utc_midnight, utc_today
 
@@ -140,7 +141,8 @@ def key_from_row(row, expected_hash: str) -> ApiKey | None:
 # -- the request guard ------------------------------------------------------------------------------------------
 
 def require_api_key(*, admin: bool = False):
-    """Guard a view: API key (production mode), then the rate limiter, then the daily quota.
+    """Guard a view: API key (production mode), then the rate limiter and the daily quota, asked of the
+    Admission role in one call (on Redis, one round trip).
 
     In development mode no key is needed and the limiter (if configured) counts per client address. The key
     that passed is left in `g.api_key` so the request is recorded for `keys show`.
@@ -150,10 +152,11 @@ def require_api_key(*, admin: bool = False):
         def guarded(*args, **kwargs):
             services = current_app.extensions["essentia"]
             key = _authenticate(services, admin=admin) if services.settings.production else None
-            if services.rate_limiter is not None:
-                _check_rate(services.rate_limiter, f"key:{key.id}" if key else f"addr:{request.remote_addr}")
-            if key is not None:
-                _check_quota(services, key)
+            client = f"key:{key.id}" if key else f"addr:{request.remote_addr}"
+            decision = services.admission.admit(client, key.id if key else None)
+            _check_rate(services, decision.rate)
+            if decision.quota is not None:
+                _check_quota(services, key, decision.quota)
             return view(*args, **kwargs)
         return guarded
     return decorator
@@ -178,23 +181,23 @@ def _authenticate(services, *, admin: bool) -> ApiKey:
 
 def _limit_anonymous(services) -> None:
     """Requests without a valid key are limited per address too, so guessing keys is slow and cheap."""
-    if services.rate_limiter is not None:
-        _check_rate(services.rate_limiter, f"addr:{request.remote_addr}")
+    _check_rate(services, services.admission.admit(f"addr:{request.remote_addr}", None).rate)
 
 
-def _check_rate(limiter: Limiter, client: str) -> None:
-    decision = limiter.hit(client)
+def _check_rate(services, decision: RateDecision | None) -> None:
+    """Headers for the limiter's decision; 429 if it refused (None: no rate limit configured)."""
+    if decision is None:
+        return
     g.rate_limit_headers = decision.headers()
     if not decision.allowed:
-        current_app.extensions["essentia"].metrics.rate_limited.inc()
+        services.metrics.rate_limited.inc()
         raise ApiError(429, "rate_limited",
                        f"Too many requests: the limit is {decision.limit} per minute. "
                        f"Retry in {decision.retry_after} s.",
                        headers={**decision.headers(), "Retry-After": str(decision.retry_after)})
 
 
-def _check_quota(services, key: ApiKey) -> None:
-    decision = services.quota.consume(key.id)
+def _check_quota(services, key: ApiKey, decision: QuotaDecision) -> None:
     if decision.allowed:
         return
     if decision.refusal in (QUOTA_KEY_UNKNOWN, QUOTA_KEY_INACTIVE):
