@@ -138,15 +138,17 @@ def _redis_roles(settings: Settings, store: Store) -> Roles:
     create_app runs in each HTTP process after the fork, so no connection is shared between processes."""
     client, prefix = connect(settings.redis_url), settings.redis_prefix
     events = RedisEvents(client=client, prefix=prefix)
+    # Everything that listens subscribes before key_changes.listen starts this process's subscriber.
+    tally = RedisTally(client=client, prefix=prefix, events=events, flush_seconds=settings.stats_flush_seconds)
+    claims = RedisClaims(client=client, prefix=prefix, events=events)
     key_changes = RedisKeyInvalidation(events)
     quota = RedisQuota(client=client, prefix=prefix, records=StoreQuotaRecords(store),
                        flush_seconds=settings.stats_flush_seconds, key_ttl=settings.key_cache_ttl)
     key_changes.listen(quota.forget_key, forget_all=quota.forget_all_keys)
     limiter = RedisRateLimiter(settings.rate_limit, client=client, prefix=prefix) if settings.rate_limit > 0 else None
     return Roles(executor=_executor(settings), rate_limiter=limiter, quota=quota,
-                 admission=RedisAdmission(limiter, quota, client=client),
-                 tally=RedisTally(client=client, prefix=prefix),
-                 claims=RedisClaims(client=client, prefix=prefix, events=events), key_changes=key_changes)
+                 admission=RedisAdmission(limiter, quota, client=client), tally=tally, claims=claims,
+                 key_changes=key_changes)
 
 
 def _executor(settings: Settings) -> Executor:

@@ -453,16 +453,36 @@ BATCH_LOCK_SECONDS = 5.0  # a flush holds the batch lock for one store commit; a
 
 class RedisTally:
     """Hit and miss counts not yet written to the store, shared by every host: whichever host flushes takes
-    them all (GETDEL) under a lock that /stats also takes, so /stats agrees on every host."""
+    them all (GETDEL) under a lock that /stats also takes, so /stats agrees on every host.
 
-    def __init__(self, *, client: redis.Redis, prefix: str):
+    A hit must not wait for Redis, so each process adds up its counts in memory and sends them (one pipelined
+    round trip) every `flush_seconds`, before it takes counts out, and whenever a reader that needs every count
+    (`batch(wait=True)`: /stats) asks all processes for theirs: a message that each process answers once it has
+    sent its counts; the reader waits for as many answers as Redis delivered the message to (at most
+    WAIT_SLICE). With `flush_seconds` 0 every add is sent at once. What a hard kill loses is what the process
+    had not sent: at most `flush_seconds` of counts, as with the other buffered counters."""
+
+    TOPIC = "tally"
+
+    def __init__(self, *, client: redis.Redis, prefix: str, events: RedisEvents | None = None,
+                 flush_seconds: float = 0.0):
         self._client = client
         self._prefix = prefix + "tally:"
         self._unlock = client.register_script(_UNLOCK_LUA)
+        self.flush_seconds = flush_seconds
+        self._lock = threading.Lock()
+        self._unsent: dict[str, int] = {}
+        self._sender = _DaemonThread(self._send_forever, "tally-send")
+        self._events = events
+        if events is not None:
+            events.subscribe(self.TOPIC, self._asked_for_counts)
 
     @contextlib.contextmanager
     def batch(self, *, wait: bool = True) -> Iterator[bool]:
-        """A lock in Redis (SET NX with an expiry), one holder among all hosts; waiters look again every 2 ms."""
+        """A lock in Redis (SET NX with an expiry), one holder among all hosts; waiters look again every 2 ms.
+        With `wait` (a reader that must see every count), every process is first asked to send its counts."""
+        if wait:
+            self._gather()
         name, token = self._prefix + "batch-lock", uuid.uuid4().hex
         give_up = time.monotonic() + BATCH_LOCK_SECONDS
         try:
@@ -482,12 +502,15 @@ class RedisTally:
                 log.warning("could not release the tally's batch lock (it expires by itself): %s", error)
 
     def add(self, name: str, amount: int = 1) -> None:
-        try:
-            self._client.incrby(self._prefix + name, amount)
-        except _UNREACHABLE as error:
-            raise _unavailable(error) from None
+        with self._lock:
+            self._unsent[name] = self._unsent.get(name, 0) + amount
+        if self.flush_seconds <= 0:
+            self.send()
+        else:
+            self._sender.ensure_started()
 
     def take(self, name: str) -> int:
+        self.send()
         try:
             return int(self._client.getdel(self._prefix + name) or 0)
         except _UNREACHABLE as error:
@@ -495,9 +518,70 @@ class RedisTally:
 
     def read(self, name: str) -> int:
         try:
-            return int(self._client.get(self._prefix + name) or 0)
+            sent = int(self._client.get(self._prefix + name) or 0)
         except _UNREACHABLE as error:
             raise _unavailable(error) from None
+        with self._lock:
+            return sent + self._unsent.get(name, 0)
+
+    def send(self) -> None:
+        """Send this process's counts to Redis (one round trip; nothing when there are none). On failure they
+        stay here, and SharedStateUnavailable is raised."""
+        with self._lock:
+            counts, self._unsent = {n: c for n, c in self._unsent.items() if c}, {}
+        if not counts:
+            return
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                for name, amount in counts.items():
+                    pipe.incrby(self._prefix + name, amount)
+                pipe.execute()
+        except _UNREACHABLE as error:
+            # INCRBY is not idempotent: after a lost connection some may have landed. Keeping them all risks a
+            # count twice, dropping them loses some; the counts are statistics, so keep them (no loss).
+            with self._lock:
+                for name, amount in counts.items():
+                    self._unsent[name] = self._unsent.get(name, 0) + amount
+            raise _unavailable(error) from None
+
+    def _gather(self) -> None:
+        """Ask every process that shares this tally to send its counts, and wait for their answers."""
+        if self._events is None:
+            self.send()
+            return
+        self._events.start()
+        nonce = uuid.uuid4().hex
+        answers = self._prefix + "sent:" + nonce
+        try:
+            asked = self._client.publish(self._events.channel(self.TOPIC), nonce)
+            give_up = time.monotonic() + WAIT_SLICE
+            while asked > 0 and time.monotonic() < give_up:
+                if self._client.blpop([answers], timeout=max(0.01, give_up - time.monotonic())) is None:
+                    log.warning("tally: %d process(es) did not send their counts in time", asked)
+                    break
+                asked -= 1
+            self._client.delete(answers)
+        except _UNREACHABLE as error:
+            raise _unavailable(error) from None
+
+    def _asked_for_counts(self, nonce: str) -> None:
+        """A reader wants every count (runs on the events thread): send ours, then answer."""
+        answers = self._prefix + "sent:" + nonce
+        try:
+            self.send()
+        finally:
+            with self._client.pipeline(transaction=False) as pipe:
+                pipe.rpush(answers, 1)
+                pipe.pexpire(answers, int(WAIT_SLICE * 2000))
+                pipe.execute()
+
+    def _send_forever(self) -> None:
+        while True:
+            time.sleep(self.flush_seconds)
+            try:
+                self.send()
+            except SharedStateUnavailable:
+                pass  # logged; the counts wait for the next round
 
 
 # -- messages between processes ---------------------------------------------------------------------------------
