@@ -148,3 +148,25 @@ def test_a_flush_while_redis_is_gone_neither_raises_nor_loses_counts(redis_proxy
         stats = store.read_stats(conn)
     assert (stats["cache_hits"], stats["cache_misses"]) == (2, 1)
     store.close()
+
+
+def test_hit_counts_wait_in_the_process_yet_a_stats_reader_on_another_host_sees_them(redis_url, redis_prefix):
+    """A hit costs no Redis round trip (counts are sent every flush_seconds), but a reader that holds the batch
+    with wait=True (/stats) first has every process send what it holds."""
+    hosts = []
+    for _ in range(2):
+        client = connect(redis_url)
+        events = RedisEvents(client=client, prefix=redis_prefix)
+        hosts.append((RedisTally(client=client, prefix=redis_prefix, events=events, flush_seconds=3600), events))
+    (host_a, events_a), (host_b, events_b) = hosts
+    events_a.start()
+    for _ in range(3):
+        host_a.add("hits")
+    host_a.add("misses")
+    assert connect(redis_url).get(redis_prefix + "tally:hits") is None  # nothing sent yet
+    with host_b.batch() as held:
+        assert held
+        assert (host_b.take("hits"), host_b.take("misses")) == (3, 1)
+    assert host_a.read("hits") == 0
+    events_a.close()
+    events_b.close()
