@@ -21,8 +21,9 @@ from backend.runtime.executor import AnalysisExecutor
 from backend.runtime.poolservice import PoolClient
 from backend.runtime.quota import TableQuota
 from backend.runtime.ratelimit import RateLimiter, SharedRateLimiter
-from backend.runtime.redis_state import (RedisAdmission, RedisClaims, RedisEvents, RedisKeyInvalidation,
-                                         RedisQuota, RedisRateLimiter, RedisTally, connect)
+from backend.runtime.nearcache import NearCache
+from backend.runtime.redis_state import (RedisAdmission, RedisAnalysisInvalidation, RedisClaims, RedisEvents,
+                                         RedisKeyInvalidation, RedisQuota, RedisRateLimiter, RedisTally, connect)
 from backend.runtime.sharedtable import SharedTable
 from backend.runtime.tally import LocalTally, SharedTally
 from backend.service import AnalysisService
@@ -40,6 +41,10 @@ SHARED_LIMITER_SLOTS = 1 << 17
 SHARED_CLAIM_SLOTS = 1 << 12
 SHARED_TALLY_SLOTS = 16  # "hits" and "misses"
 SHARED_QUOTA_SLOTS = 1 << 14  # keys counted per day at once (24 bytes each: 384 KiB)
+# The near cache of hit rows on a shared store (with Redis): rows kept per HTTP process (a row is ~6-7 KB with its
+# chart data: ~14 MB), and the longest a row is kept if a change could not be announced.
+NEAR_CACHE_ROWS = 2048
+NEAR_CACHE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class Roles:
     tally: Tally
     claims: Claims
     key_changes: RedisKeyInvalidation | None = None  # tells every host that a key changed (with Redis)
+    row_changes: RedisAnalysisInvalidation | None = None  # ... that an analysis row changed (with Redis)
 
 
 @dataclass
@@ -104,7 +110,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         metrics=metrics,
         executor=executor,
         analysis=AnalysisService(settings=settings, store=store, executor=executor, counters=counters,
-                                 metrics=metrics, claims=roles.claims),
+                                 metrics=metrics, claims=roles.claims, near_cache=_near_cache(roles),
+                                 row_changes=roles.row_changes),
         started_at=time.monotonic(),
         key_changes=roles.key_changes,
     )
@@ -138,7 +145,7 @@ def _redis_roles(settings: Settings, store: Store) -> Roles:
     create_app runs in each HTTP process after the fork, so no connection is shared between processes."""
     client, prefix = connect(settings.redis_url), settings.redis_prefix
     events = RedisEvents(client=client, prefix=prefix)
-    # Everything that listens subscribes before key_changes.listen starts this process's subscriber.
+    # Everything that listens subscribes before the first listen() starts this process's subscriber.
     tally = RedisTally(client=client, prefix=prefix, events=events, flush_seconds=settings.stats_flush_seconds)
     claims = RedisClaims(client=client, prefix=prefix, events=events)
     key_changes = RedisKeyInvalidation(events)
@@ -148,7 +155,16 @@ def _redis_roles(settings: Settings, store: Store) -> Roles:
     limiter = RedisRateLimiter(settings.rate_limit, client=client, prefix=prefix) if settings.rate_limit > 0 else None
     return Roles(executor=_executor(settings), rate_limiter=limiter, quota=quota,
                  admission=RedisAdmission(limiter, quota, client=client), tally=tally, claims=claims,
-                 key_changes=key_changes)
+                 key_changes=key_changes, row_changes=RedisAnalysisInvalidation(events))
+
+
+def _near_cache(roles: Roles) -> NearCache | None:
+    """Hit rows kept in the process only where every change to a row reaches every process (Redis): with one
+    host's SQLite a hit's SELECT costs ~40 µs and nothing would tell the other HTTP processes of a change."""
+    if roles.row_changes is None:
+        return None
+    return NearCache(max_rows=NEAR_CACHE_ROWS, max_age=NEAR_CACHE_SECONDS,
+                     usable=lambda: roles.row_changes.connected)
 
 
 def _executor(settings: Settings) -> Executor:

@@ -183,6 +183,8 @@ def analyze_files(paths: tuple[str, ...], force: bool, out: str | None, jobs: in
     settings = current_app.extensions["essentia"].settings
     report = analyze_paths(paths, store=_store(), window_seconds=settings.analysis_seconds,
                            jobs=jobs or default_jobs(), force=force)
+    if force and report.analyzed:  # rows analyzed again: running hosts must not keep the old ones
+        current_app.extensions["essentia"].analysis.rows_changed([row["id"] for row in report.analyzed])
     for row in report.analyzed:
         bpm = "no tempo" if row["bpm"] is None else f"{row['bpm']:.1f} BPM"
         click.echo(f"{row['file']}: {bpm}, {row['key'] or 'no key'} ({row['camelot'] or '-'})")

@@ -1,26 +1,32 @@
 """Cache-or-analyze: what /analyze and /analyze_data do between parsing the request and writing the response.
 
-A hit costs one indexed SELECT. A miss fetches (URL) or takes the bytes (upload), runs decode + analysis in the
+A hit costs one indexed SELECT, or none when the row is in this process's near cache (several hosts on Redis:
+every change to a row is announced, see backend/runtime/nearcache.py). A miss fetches (URL) or takes the bytes (upload), runs decode + analysis in the
 executor, and stores the result. Concurrent misses for the same cache key share one analysis (single flight).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from backend.audio.fetch import fetch_url, normalize_url
 from backend.config import Settings
 from backend.roles import Claims, Executor, Store
 from backend.runtime.claims import SingleFlight
 from backend.runtime.executor import JobFailure, JobResult
+from backend.runtime.nearcache import NearCache
+from backend.runtime.redis_state import RedisAnalysisInvalidation, SharedStateUnavailable
 from backend.storage import Row
 from backend.storage.counters import BufferedCounters
 from backend.timeutil import utc_now_iso
 from backend.web.metrics import Metrics
 from backend.web.prebuilt import serialize_answer
 from backend.web.responses import UNKNOWN
+
+log = logging.getLogger(__name__)
 
 UPLOAD_URL_PREFIX = "upload:sha256:"
 
@@ -35,7 +41,8 @@ def upload_cache_key(sha256_hex: str) -> str:
 
 class AnalysisService:
     def __init__(self, *, settings: Settings, store: Store, executor: Executor, counters: BufferedCounters,
-                 metrics: Metrics, claims: Claims):
+                 metrics: Metrics, claims: Claims, near_cache: NearCache | None = None,
+                 row_changes: RedisAnalysisInvalidation | None = None):
         self.settings = settings
         self.store = store
         self.executor = executor
@@ -43,6 +50,27 @@ class AnalysisService:
         self.metrics = metrics
         self.flights = SingleFlight()  # single flight among this process's threads
         self.claims = claims  # and across processes
+        self.near_cache = near_cache  # rows of recent hits; only where row_changes tells every process of changes
+        self.row_changes = row_changes
+        if near_cache is not None and row_changes is not None:
+            row_changes.listen(lambda analysis_id: near_cache.forget_ids([analysis_id]),
+                               forget_all=near_cache.forget_all)
+
+    def rows_changed(self, analysis_ids: Iterable[int] | None) -> None:
+        """Analyses with these ids (None: all of them) were changed or deleted, and the change is committed:
+        every process forgets what it keeps of them, this one at once. If Redis cannot be told, the others see
+        the change within the near cache's max_age (logged)."""
+        if self.row_changes is None:
+            return
+        try:
+            if analysis_ids is None:
+                self.row_changes.announce_all()
+            else:
+                self.row_changes.announce(analysis_ids)
+        except SharedStateUnavailable:
+            log.warning("could not announce changed analyses %s; other hosts see the change within %g s",
+                        "all" if analysis_ids is None else list(analysis_ids),
+                        self.near_cache.max_age if self.near_cache else 0)
 
     def analyze_upload(self, data: bytes | bytearray, *, title: str | None, artist: str | None,
                        sha256: str | None = None) -> tuple[Row, bool]:
@@ -131,12 +159,16 @@ class AnalysisService:
         self.metrics.cache.labels("hit" if hit else "miss").inc()
 
     def _lookup(self, cache_key: str, title: str | None, artist: str | None) -> Row | None:
-        with self.store.single_read() as conn:
-            row = self.store.find_analysis_by_cache_key(conn, cache_key)
+        def read() -> Row | None:
+            with self.store.single_read() as conn:
+                return self.store.find_analysis_by_cache_key(conn, cache_key)
+
+        row = read() if self.near_cache is None else self.near_cache.get_or_load(cache_key, read)
         if row is not None and ((title and row["title"] == UNKNOWN) or (artist and row["artist"] == UNKNOWN)):
             with self.store.connection(write=True) as conn:
                 self.store.fill_unknown_metadata(conn, row["id"], title, artist, UNKNOWN)
                 row = self.store.find_analysis_by_id(conn, row["id"])
+            self.rows_changed([row["id"]])
         return row
 
     def _keep_answer(self, row: Row) -> None:
@@ -145,6 +177,7 @@ class AnalysisService:
         if row["response_json"] is None:
             with self.store.connection(write=True) as conn:
                 self.store.store_response_json(conn, row, serialize_answer(row))
+            self.rows_changed([row["id"]])  # kept copies lack the answer: read it once more
 
     def _run(self, data: bytes) -> JobResult:
         """The analysis of `data`; raises ExecutorError (the pool could not run it) or the JobFailure's error."""

@@ -1,14 +1,18 @@
 """Shared state on Redis, for several hosts behind a load balancer (ESSENTIA_REDIS_URL): the rate limiter, the
-daily quota, the hit/miss tally, single flight across hosts (claims) and key-cache invalidation.
+daily quota (and the two as one Admission), the hit/miss tally, single flight across hosts (claims), and the
+invalidation of what processes keep (key caches, near caches of analysis rows).
 
 Every object takes a key prefix, so that several servers (or tests) can share one Redis. Every call that needs
 Redis and cannot reach it raises SharedStateUnavailable, which the web layer answers with 503 JSON and
 Retry-After; redis-py reconnects by itself on the next call, so service resumes without a restart.
 
-Costs per request, in Redis round trips: rate limit 1 (one EVALSHA), quota 1 (2 more once per key and day after
-Redis lost the key), tally 1 per hit or miss, claims 2 per miss (claim, release), key invalidation 0 (a message
-per change, pushed to every process); and per process every ESSENTIA_STATS_FLUSH_SECONDS, 4 to write the counts
-(batch lock, two GETDEL, unlock). Redis must not evict these keys: run it with `maxmemory-policy noeviction`.
+Costs per request, in Redis round trips: a keyed request's rate limit + quota 1 (one EVALSHA; 2 more once per key
+and day, or after Redis lost the count), a request without a key 1 (the rate limit) or 0 (no limit), tally 0 (hits
+and misses are sent once per ESSENTIA_STATS_FLUSH_SECONDS per process), claims 2 per miss (claim, release),
+invalidations 0 (a message per change, pushed to every process); and per process every
+ESSENTIA_STATS_FLUSH_SECONDS, 1 to send its counts and 4 to write them (batch lock, two GETDEL, unlock); /stats
+asks every process for its counts (one message, one answer each). Redis must not evict these keys: run it with
+`maxmemory-policy noeviction`.
 """
 from __future__ import annotations
 
@@ -811,35 +815,62 @@ class RedisClaims:
                     log.warning("could not renew claim %s: %s", key, error)
 
 
-# -- key-cache invalidation ------------------------------------------------------------------------------------
+# -- invalidation: API keys, analysis rows -------------------------------------------------------------------
 
 
-class RedisKeyInvalidation:
-    """Tells every process on every host that an API key changed (deactivated, deleted, new limit), so that its
-    key cache (and the quota's copy of the key's limit) forgets it at once instead of trusting it for the rest of
-    the cache TTL. A message costs nothing per request; a process that was disconnected may have missed some, so
-    on each (re)connection it forgets everything it cached. Either way a changed key is refused everywhere within
-    the TTL at the latest; with Redis up, within milliseconds (benchmarks/perf_hosts.py --roles)."""
+class RedisInvalidation:
+    """Tells every process on every host that some records changed (by id), or all of them, so that what it
+    keeps of them is forgotten at once. A message costs nothing per request; a process that was disconnected
+    may have missed some, so on each (re)connection it forgets everything. The topic names what changed."""
 
-    TOPIC = "keys"
+    TOPIC = ""
+    _ALL = "*"
 
     def __init__(self, events: RedisEvents):
         self._events = events
-        self._here: list[Callable[[int], None]] = []
+        self._here: list[tuple[Callable[[int], None], Callable[[], None]]] = []
 
     def listen(self, forget_id: Callable[[int], None], forget_all: Callable[[], None]) -> None:
-        """Call `forget_id(key_id)` for each key changed anywhere, `forget_all()` after each (re)connection."""
-        self._here.append(forget_id)
-        self._events.subscribe(self.TOPIC, lambda message: forget_id(int(message)))
+        """Call `forget_id(id)` for each record changed anywhere, `forget_all()` when all changed and after each
+        (re)connection."""
+        self._here.append((forget_id, forget_all))
+        self._events.subscribe(self.TOPIC, lambda message: forget_all() if message == self._ALL
+                               else forget_id(int(message)))
         self._events.on_connect(forget_all)
         self._events.start()
 
-    def announce(self, key_ids: Iterable[int]) -> None:
-        """Tell every process that these keys changed: this one at once, the others through Redis."""
-        for key_id in key_ids:
-            for forget_id in self._here:
-                forget_id(int(key_id))
-            self._events.publish(self.TOPIC, str(int(key_id)))
+    def announce(self, ids: Iterable[int]) -> None:
+        """Tell every process that these records changed: this one at once, the others through Redis."""
+        for record_id in ids:
+            for forget_id, _ in self._here:
+                forget_id(int(record_id))
+            self._events.publish(self.TOPIC, str(int(record_id)))
+
+    def announce_all(self) -> None:
+        """Tell every process that every record changed."""
+        for _, forget_all in self._here:
+            forget_all()
+        self._events.publish(self.TOPIC, self._ALL)
+
+    @property
+    def connected(self) -> bool:
+        """Whether this process hears the messages now (what it keeps may be trusted only then)."""
+        return self._events.connected.is_set()
 
     def close(self) -> None:
         self._events.close()
+
+
+class RedisKeyInvalidation(RedisInvalidation):
+    """API keys (deactivated, deleted, new limit): every key cache, and the quota's copy of the key's limit,
+    forgets the key. A changed key is refused everywhere within the cache's TTL at the latest; with Redis up,
+    within milliseconds (benchmarks/perf_hosts.py --roles)."""
+
+    TOPIC = "keys"
+
+
+class RedisAnalysisInvalidation(RedisInvalidation):
+    """Analysis rows (corrected, deleted, cleared, re-analyzed, metadata filled in): every process's near cache
+    (backend/runtime/nearcache.py) forgets the row."""
+
+    TOPIC = "analyses"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from typing import Iterator
 
-from flask import Blueprint, Response, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 
 from backend.service import url_cache_key
 from backend.storage import SORT_NAMES, get_store
@@ -72,6 +72,11 @@ def _export_document(rows) -> Iterator[str]:
     yield '], "total_songs": ' + str(count) + "}"
 
 
+def _analysis_service():
+    """Told of every change to a stored analysis once it is committed, so that no host keeps the old row."""
+    return current_app.extensions["essentia"].analysis
+
+
 @bp.delete("/cache/<int:analysis_id>")
 @require_api_key(admin=True)
 def delete_cached(analysis_id: int):
@@ -80,6 +85,7 @@ def delete_cached(analysis_id: int):
         deleted = store.delete_analysis(conn, analysis_id)
     if not deleted:
         raise ApiError(404, "not_found", f"No cached song has id {analysis_id}.")
+    _analysis_service().rows_changed([analysis_id])
     return jsonify(success=True, message=f"Deleted cached song {analysis_id}.")
 
 
@@ -89,6 +95,7 @@ def clear_cache():
     store = get_store()
     with store.connection(write=True) as conn:
         removed = store.clear_analyses(conn)
+    _analysis_service().rows_changed(None)
     return jsonify(success=True, message=f"Cleared the cache: {removed} songs removed.", removed=removed)
 
 
@@ -104,6 +111,7 @@ def verify():
         row = _find_song(store, conn, body)
         row = store.verify_analysis(conn, row["id"], manual_bpm=manual_bpm, manual_key=manual_key,
                                     bpm_notes=notes, verified_at=utc_now_iso())
+    _analysis_service().rows_changed([row["id"]])
     return jsonify(success=True, message=f"Song {row['id']} marked as verified.", song=cache_row(row))
 
 
