@@ -103,16 +103,23 @@ def bench_redis_roles(tmp: Path, redis_url: str = DEFAULT_REDIS_URL, *, calls: i
     """Per role operation: µs per call as a host sees it (round trip included) and Redis's own CPU µs per call
     (INFO commandstats; other clients of the same Redis add to it, so run this on a quiet one), plus how fast a
     changed key reaches another process's key cache."""
-    from backend.runtime.redis_state import RedisClaims, RedisEvents, RedisQuota, RedisRateLimiter, RedisTally, connect
+    from backend.runtime.redis_state import (RedisAdmission, RedisClaims, RedisEvents, RedisQuota, RedisRateLimiter,
+                                             RedisTally, connect)
     from backend.storage.sqlite import SQLiteStore
     from backend.web.auth import StoreQuotaRecords
 
     prefix = f"essentia-bench:{uuid.uuid4().hex[:8]}:"
     client = connect(redis_url)
+    store = SQLiteStore(str(tmp / "roles.db"), 1)
+    store.migrate()
+    with store.connection(write=True) as conn:  # active keys without a daily limit, for the admission
+        key_ids = [store.insert_key(conn, name=f"k{n}", email=None, key_hash=f"{n:064x}", key_prefix="ess_x",
+                                    is_admin=False, daily_limit=0, created_at="2026-01-01T00:00:00Z")
+                   for n in range(100)]
     limiter = RedisRateLimiter(10**9, 60.0, client=client, prefix=prefix)
-    quota = RedisQuota(client=client, prefix=prefix, flush_seconds=3600,
-                       records=StoreQuotaRecords(SQLiteStore(str(tmp / "roles.db"), 1)))
-    tally = RedisTally(client=client, prefix=prefix)
+    quota = RedisQuota(client=client, prefix=prefix, flush_seconds=3600, records=StoreQuotaRecords(store))
+    admission = RedisAdmission(limiter, quota, client=client)
+    tally = RedisTally(client=client, prefix=prefix, flush_seconds=3600)  # as served: sent in batches
     claims = RedisClaims(client=client, prefix=prefix, events=RedisEvents(client=client, prefix=prefix))
     day = time.strftime("%Y-%m-%d", time.gmtime())
 
@@ -123,6 +130,8 @@ def bench_redis_roles(tmp: Path, redis_url: str = DEFAULT_REDIS_URL, *, calls: i
     operations = {
         "rate_limit_hit": (lambda i: limiter.hit(f"key:{i % 100}"), ["evalsha"]),
         "quota_consume": (lambda i: quota.count(i % 100, day, 0), ["evalsha"]),
+        "admission_rate_limit_and_quota": (lambda i: admission.admit(f"key:{i % 100}", key_ids[i % 100]),
+                                           ["evalsha"]),
         "tally_add": (lambda i: tally.add("hits"), ["incrby"]),
         "claim_and_release": (claim_and_release, ["set", "evalsha"]),
     }

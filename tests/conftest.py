@@ -71,6 +71,16 @@ def create_key(app, *args: str) -> str:
     return match.group(1)
 
 
+def deactivated_and_deleted_keys(app) -> tuple[int, int]:
+    """Create two keys through the CLI, deactivate the first and delete the second; their ids."""
+    create_key(app, "alice")
+    create_key(app, "bob")
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["keys", "deactivate", "1"]).exit_code == 0
+    assert runner.invoke(args=["keys", "delete", "2", "--yes"]).exit_code == 0
+    return 1, 2
+
+
 # -- audio, synthesized once per session ------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")

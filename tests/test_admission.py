@@ -16,7 +16,7 @@ from backend.runtime.ratelimit import RateLimiter, SharedRateLimiter
 from backend.runtime.redis_state import RedisAdmission
 from backend.runtime.sharedtable import SharedTable
 from backend.web.auth import StoreQuota
-from tests.conftest import create_key
+from tests.conftest import create_key, deactivated_and_deleted_keys
 
 
 @pytest.fixture(params=["memory + store", "shared table", "redis"])
@@ -61,11 +61,7 @@ def test_a_request_the_limiter_refuses_is_not_counted_against_the_quota(admissio
 
 def test_a_changed_key_is_refused_and_still_counted_by_the_limiter(admission_and_app):
     admission, app = admission_and_app
-    create_key(app, "alice")
-    create_key(app, "bob")
-    runner = app.test_cli_runner()
-    assert runner.invoke(args=["keys", "deactivate", "1"]).exit_code == 0
-    assert runner.invoke(args=["keys", "delete", "2", "--yes"]).exit_code == 0
+    deactivated_and_deleted_keys(app)
     assert admission.admit("key:1", 1).quota.refusal == QUOTA_KEY_INACTIVE
     assert admission.admit("key:2", 2).quota.refusal == QUOTA_KEY_UNKNOWN
     assert [admission.admit("key:1", 1).rate.remaining for _ in range(2)] == [1, 0]

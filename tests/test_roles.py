@@ -22,7 +22,7 @@ from backend.runtime.redis_state import (RedisClaims, RedisEvents, RedisQuota, R
 from backend.runtime.sharedtable import SharedTable
 from backend.runtime.tally import LocalTally, SharedTally
 from backend.web.auth import StoreQuota
-from tests.conftest import create_key, settings_for
+from tests.conftest import create_key, deactivated_and_deleted_keys, settings_for
 
 
 def _redis(request) -> dict:
@@ -143,11 +143,7 @@ def test_quota_counts_to_the_limit_then_refuses_as_exhausted(quota_and_app):
 
 def test_quota_tells_a_deactivated_key_from_a_deleted_one(quota_and_app):
     quota, app = quota_and_app
-    create_key(app, "alice")
-    create_key(app, "bob")
-    runner = app.test_cli_runner()
-    assert runner.invoke(args=["keys", "deactivate", "1"]).exit_code == 0
-    assert runner.invoke(args=["keys", "delete", "2", "--yes"]).exit_code == 0
+    deactivated_and_deleted_keys(app)
     assert quota.consume(1).refusal == QUOTA_KEY_INACTIVE
     assert quota.consume(2).refusal == QUOTA_KEY_UNKNOWN
     assert not quota.consume(1).allowed and not quota.consume(2).allowed
