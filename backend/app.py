@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from flask import Flask, current_app, g, request
 
 from backend.config import Settings
-from backend.roles import Admission, Claims, Executor, Limiter, Quota, Store, Tally
+from backend.roles import Admission, Claims, Executor, Invalidation, Limiter, Quota, Store, Tally
 from backend.runtime.admission import LimiterThenQuota
 from backend.runtime.claims import ContentClaims, SingleProcessClaims
 from backend.runtime.executor import AnalysisExecutor
@@ -56,8 +56,8 @@ class Roles:
     admission: Admission  # the two above, asked together by the request guard
     tally: Tally
     claims: Claims
-    key_changes: RedisKeyInvalidation | None = None  # tells every host that a key changed (with Redis)
-    row_changes: RedisAnalysisInvalidation | None = None  # ... that an analysis row changed (with Redis)
+    key_changes: Invalidation | None = None  # tells every host that a key changed (with Redis)
+    row_changes: Invalidation | None = None  # ... that an analysis row changed (with Redis)
 
 
 @dataclass
@@ -74,7 +74,7 @@ class Services:
     executor: Executor
     analysis: AnalysisService
     started_at: float
-    key_changes: RedisKeyInvalidation | None = None
+    key_changes: Invalidation | None = None
 
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:

@@ -16,6 +16,8 @@ Settings, and the rest of the code sees only these protocols:
   Claims    which process analyzes a      SingleProcessClaims (one process), ContentClaims (memory-mapped table),
             song (single flight across    RedisClaims (a lease across hosts)
             processes)
+  Invalidation  records changed, told to  RedisKeyInvalidation (API keys), RedisAnalysisInvalidation (analysis
+            every process                 rows: the near caches); none without Redis
   Store     the database                  SQLiteStore (ESSENTIA_DB_PATH), PostgresStore (ESSENTIA_DATABASE_URL),
                                           backend/storage/
 
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import math
 from contextlib import AbstractContextManager
-from typing import (TYPE_CHECKING, Any, Hashable, Iterable, Iterator, Mapping, NamedTuple, Protocol, Sequence,
+from typing import (TYPE_CHECKING, Any, Callable, Hashable, Iterable, Iterator, Mapping, NamedTuple, Protocol, Sequence,
                     runtime_checkable)
 
 if TYPE_CHECKING:
@@ -184,6 +186,28 @@ class Claims(Protocol):
     def wait(self, key: str, seconds: float) -> None:
         """Block until the claim on `key` may have ended, or at most `seconds`; implementations that cannot be
         told return after a short poll interval."""
+        ...
+
+
+@runtime_checkable
+class Invalidation(Protocol):
+    """Tells every process that records changed, so that what it keeps of them (a key cache, a near cache) is
+    forgotten: the announcing process at once, the others when the message arrives."""
+
+    def listen(self, forget_id: Callable[[int], None], forget_all: Callable[[], None]) -> None:
+        """Call `forget_id(id)` for each record changed anywhere; `forget_all()` when all changed, and whenever
+        messages may have been missed."""
+        ...
+
+    def announce(self, ids: Iterable[int]) -> None:
+        ...
+
+    def announce_all(self) -> None:
+        ...
+
+    @property
+    def connected(self) -> bool:
+        """Whether this process hears the messages now (what it keeps may be trusted only then)."""
         ...
 
 

@@ -1,8 +1,8 @@
 """Cache-or-analyze: what /analyze and /analyze_data do between parsing the request and writing the response.
 
 A hit costs one indexed SELECT, or none when the row is in this process's near cache (several hosts on Redis:
-every change to a row is announced, see backend/runtime/nearcache.py). A miss fetches (URL) or takes the bytes (upload), runs decode + analysis in the
-executor, and stores the result. Concurrent misses for the same cache key share one analysis (single flight).
+every change to a row is announced, see backend/runtime/nearcache.py). A miss fetches (URL) or takes the bytes
+(upload), runs decode + analysis in the executor, and stores the result. Concurrent misses for the same cache key share one analysis (single flight).
 """
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from typing import Any, Callable, Iterable
 
 from backend.audio.fetch import fetch_url, normalize_url
 from backend.config import Settings
-from backend.roles import Claims, Executor, Store
+from backend.roles import Claims, Executor, Invalidation, Store
 from backend.runtime.claims import SingleFlight
 from backend.runtime.executor import JobFailure, JobResult
 from backend.runtime.nearcache import NearCache
-from backend.runtime.redis_state import RedisAnalysisInvalidation, SharedStateUnavailable
+from backend.runtime.redis_state import SharedStateUnavailable
 from backend.storage import Row
 from backend.storage.counters import BufferedCounters
 from backend.timeutil import utc_now_iso
@@ -42,7 +42,7 @@ def upload_cache_key(sha256_hex: str) -> str:
 class AnalysisService:
     def __init__(self, *, settings: Settings, store: Store, executor: Executor, counters: BufferedCounters,
                  metrics: Metrics, claims: Claims, near_cache: NearCache | None = None,
-                 row_changes: RedisAnalysisInvalidation | None = None):
+                 row_changes: Invalidation | None = None):
         self.settings = settings
         self.store = store
         self.executor = executor

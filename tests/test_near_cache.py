@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from backend.roles import Invalidation
 from backend.runtime.nearcache import NearCache
 from tests.conftest import create_key
 
@@ -111,6 +112,13 @@ def test_a_title_filled_in_on_one_host_is_served_by_the_other(two_hosts, song_12
 
 def test_without_redis_there_is_no_near_cache(make_app):
     assert make_app().extensions["essentia"].analysis.near_cache is None
+
+
+def test_both_invalidations_satisfy_the_protocol(two_hosts):
+    services = two_hosts[0].extensions["essentia"]
+    assert isinstance(services.key_changes, Invalidation)
+    assert isinstance(services.analysis.row_changes, Invalidation)
+    assert services.analysis.row_changes.connected
 
 
 # -- the cache itself ---------------------------------------------------------------------------------------------
