@@ -2,7 +2,8 @@
 
 A hit costs one indexed SELECT, or none when the row is in this process's near cache (several hosts on Redis:
 every change to a row is announced, see backend/runtime/nearcache.py). A miss fetches (URL) or takes the bytes
-(upload), runs decode + analysis in the executor, and stores the result. Concurrent misses for the same cache key share one analysis (single flight).
+(upload), runs decode + analysis in the executor, and stores the result. Concurrent misses for the same cache
+key share one analysis (single flight).
 """
 from __future__ import annotations
 
@@ -62,15 +63,15 @@ class AnalysisService:
         the change within the near cache's max_age (logged)."""
         if self.row_changes is None:
             return
+        ids = None if analysis_ids is None else list(analysis_ids)
         try:
-            if analysis_ids is None:
+            if ids is None:
                 self.row_changes.announce_all()
             else:
-                self.row_changes.announce(analysis_ids)
+                self.row_changes.announce(ids)
         except SharedStateUnavailable:
             log.warning("could not announce changed analyses %s; other hosts see the change within %g s",
-                        "all" if analysis_ids is None else list(analysis_ids),
-                        self.near_cache.max_age if self.near_cache else 0)
+                        "(all)" if ids is None else ids, self.near_cache.max_age if self.near_cache else 0)
 
     def analyze_upload(self, data: bytes | bytearray, *, title: str | None, artist: str | None,
                        sha256: str | None = None) -> tuple[Row, bool]:
