@@ -13,12 +13,14 @@ Pipeline (all on the shared front end's onset bands, 86 frames/s):
    agree on (Peeters' combination; the comb versions in the manner of Percival & Tzanetakis' enhanced ACF).
 2. Candidates (`candidates`). The strongest peaks of both saliences and their metrical relatives (x1/3 .. x3).
 3. The metrical level (`level_features`, `LevelModel`). A conditional logit (softmax over each clip's
-   candidates) over a few interpretable cues per candidate: the periodicity at the level (ACF, DFT, their combs,
+   candidates) whose score is a linear term plus six tanh units over a few interpretable cues per candidate: the periodicity at the level (ACF, DFT, their combs,
    kick band vs hi-hat band), at the sub-beat (half period) and the balance against the double and half tempo,
    a log-normal tempo prior (log2 tempo and its square: the fitted centre and width), onsets per beat (and its
    square), syncopation at 1.5 beats, ternary bar evidence, and the prior's interaction with how percussive the
-   clip is (struck, spiky onsets vs legato strings). The weights, feature means and scales live in
-   models/tempo_level.json, fitted by benchmarks/fit_tempo.py on a rendered training set with grouped
+   clip is (struck, spiky onsets vs legato strings). The hidden units let cues combine (a linear score cannot
+   say "fast and drumless and dense figuration means the eighths, not the beat"); in cross-validation they lifted
+   leave-one-style-out Acc1 from 73 to 82 % (benchmarks/ANALYSIS_RESULTS.md). The weights, feature means and
+   scales live in models/tempo_level.json, fitted by benchmarks/fit_tempo.py on a rendered training set with grouped
    cross-validation (its figures are in that file's "fit" record and in benchmarks/ANALYSIS_RESULTS.md).
 4. Precision: the chosen period is refined on the ACF peak at 4 (or 3, 2) beats with parabolic interpolation.
 
@@ -319,16 +321,24 @@ def level_features(per: Periodicity, bpms: list[float] | np.ndarray) -> np.ndarr
 
 @dataclass(frozen=True)
 class LevelModel:
-    """The fitted level decision: softmax over candidates of (standardised features) . weights, then calibration
-    of the top probability into P(correct) with the pulse strength."""
+    """The fitted level decision: a score per candidate from its standardised features (a linear term plus a
+    small hidden layer of tanh units, so cues can combine: e.g. sub-bass and hi-hat rolls move the tempo prior
+    differently than either alone), a softmax over the clip's candidates, then calibration of the top
+    probability into P(correct) with the pulse strength."""
 
     mean: np.ndarray
     scale: np.ndarray
-    weights: np.ndarray
+    weights: np.ndarray                    # (features,) linear term
     calibration: tuple[float, float, float]  # a, b, c in sigmoid(a * logit(p) + b * log(clarity) + c)
+    hidden: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # W (units, features), b (units,), v (units,)
 
     def scores(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean) / self.scale) @ self.weights
+        z = (x - self.mean) / self.scale
+        s = z @ self.weights
+        if self.hidden is not None:
+            w_in, bias, w_out = self.hidden
+            s = s + np.tanh(z @ w_in.T + bias) @ w_out
+        return s
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         s = self.scores(x)
@@ -349,8 +359,11 @@ def load_model(path: str | None = None) -> LevelModel:
     if tuple(data["features"]) != FEATURES:
         raise ValueError(f"{path or MODEL_PATH}: features {data['features']} do not match {FEATURES}")
     cal = data["calibration"]
+    hidden = data.get("hidden")
     return LevelModel(mean=np.array(data["mean"]), scale=np.array(data["scale"]), weights=np.array(data["weights"]),
-                      calibration=(float(cal["a"]), float(cal["b"]), float(cal["c"])))
+                      calibration=(float(cal["a"]), float(cal["b"]), float(cal["c"])),
+                      hidden=None if hidden is None else (np.array(hidden["W"]), np.array(hidden["b"]),
+                                                          np.array(hidden["v"])))
 
 
 def _refine(acf: np.ndarray, period: float) -> float:
