@@ -50,9 +50,7 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 wsgi_app = "backend.app:create_app()"
 bind = [f"[{_settings.host}]:{_settings.port}" if ":" in _settings.host else f"{_settings.host}:{_settings.port}"]
 workers = _settings.http_processes
-# gthread, answering a keep-alive connection's next request on the same thread when it comes at once (three thread
-# wake-ups fewer per request: backend/web/httpworker.py)
-worker_class = "backend.web.httpworker.LingeringThreadWorker"
+worker_class = "gthread"
 threads = _settings.http_threads
 timeout = 120            # a worker silent this long is restarted (covers a slow warm-up on a busy machine)
 graceful_timeout = 30

@@ -3,15 +3,13 @@ hashed (SHA-256) piece by piece as it arrives, so that a repeat upload costs one
 cache lookup needs nothing else. Nothing is decoded here: the bytes reach the decoder only on a cache miss.
 
 Under gunicorn the body is read from the connection's socket with recv_into, past gunicorn's own buffering (which
-copies every piece several times over: 4-5 ms of a 488 KB repeat upload's CPU went there), in one call that waits
-for the whole length (MSG_WAITALL), then hashed. Anything else (another
+copies every piece several times over: 4-5 ms of a 488 KB repeat upload's CPU went there). Anything else (another
 WSGI server, the test client, a chunked body, a multipart form's file) is read from its stream in large pieces,
 with readinto where the stream has it.
 """
 from __future__ import annotations
 
 import hashlib
-import socket
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -128,9 +126,7 @@ def _receive_from_socket(sock, early: bytes, length: int) -> ReceivedAudio:
     view[:len(early)] = early
     filled = len(early)
     while filled < length:
-        # MSG_WAITALL: the kernel gathers the rest before returning, so the thread comes back (and takes the GIL)
-        # once, not once per segment that arrives: each return was a wait for the GIL behind the other threads.
-        count = sock.recv_into(view[filled:], length - filled, socket.MSG_WAITALL)
+        count = sock.recv_into(view[filled:], length - filled)
         if not count:
             raise ApiError(400, "incomplete_body", "The request body ended before its Content-Length.")
         digest.update(view[filled:filled + count])
