@@ -10,6 +10,7 @@ import os
 import threading
 from typing import Callable, Iterator
 
+from backend.runtime.claims import process_alive
 from backend.runtime.sharedtable import SharedTable
 
 
@@ -94,16 +95,6 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class SharedTally:
     """The same counts, exact across the HTTP processes of a host, without a lock between processes per count.
 
@@ -181,7 +172,7 @@ class SharedTally:
                 total += pending
                 if take and pending:
                     counts.counts[index + len(_NAMES)] += pending
-                if take and pid != os.getpid() and counts.settled() and not _alive(pid):
+                if take and pid != os.getpid() and counts.settled() and not process_alive(pid):
                     os.unlink(os.path.join(self._folder, file_name))
                     with _MAPPED_LOCK:
                         _MAPPED.pop(os.path.join(self._folder, file_name)).close()
