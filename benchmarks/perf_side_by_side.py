@@ -47,7 +47,8 @@ def _servers(tmp: Path, name: str, checkout: Path, level: str, clip: bytes, url:
             ("url", name, dev_port, dev.pid, ("/analyze", url_request(url)[2], "application/json", {}))]
 
 
-def run(checkouts: dict[str, Path], levels: list[str], rounds: int, seconds: float, tmp: Path) -> dict[str, Any]:
+def run(checkouts: dict[str, Path], levels: list[str], rounds: int, seconds: float, tmp: Path,
+        kinds: tuple[str, ...] = PHASES) -> dict[str, Any]:
     clip = make_clip(*SONGS[0])
     clip_server = ClipServer({"preview.m4a": clip})
     processes: list = []
@@ -58,7 +59,7 @@ def run(checkouts: dict[str, Path], levels: list[str], rounds: int, seconds: flo
             for level in levels:
                 phases += _servers(tmp, f"{name}-{level}", checkout, level, clip, clip_server.url("preview.m4a"),
                                    processes)
-        phases.sort(key=lambda phase: PHASES.index(phase[0]))
+        phases = sorted((phase for phase in phases if phase[0] in kinds), key=lambda phase: PHASES.index(phase[0]))
         loads = []
         for number in range(rounds):
             loads.append(os.getloadavg())
@@ -95,11 +96,13 @@ def main() -> None:
     parser.add_argument("--log-levels", default="WARNING")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--phases", default=",".join(PHASES), help=f"some of {', '.join(PHASES)}")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     checkouts = {name: Path(path).resolve() for name, path in (item.split("=", 1) for item in args.checkout)}
     with tempfile.TemporaryDirectory(prefix="essentia-side-by-side-") as tmp:
-        out = run(checkouts, args.log_levels.split(","), args.rounds, args.seconds, Path(tmp))
+        out = run(checkouts, args.log_levels.split(","), args.rounds, args.seconds, Path(tmp),
+                  tuple(args.phases.split(",")))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
 
