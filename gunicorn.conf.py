@@ -78,6 +78,8 @@ def post_worker_init(worker):
     # waiting behind it: the largest single cause of the hit latency tail (PERFORMANCE_OPTIMIZATIONS.md).
     gc.freeze()
     services.counters.start_background_flush()
+    from backend.web.hooks import request_log  # here, not at the top: the master need not import Flask
+    request_log(worker.wsgi).start_background_flush()  # the request's thread no longer formats and writes its line
     if hasattr(services.quota, "start_background_flush"):  # the shared-table quota writes in batches
         services.quota.start_background_flush()
 
@@ -87,6 +89,8 @@ def worker_exit(server, worker):
     if services is not None:
         services.counters.flush()
         services.quota.flush()
+        from backend.web.hooks import request_log
+        request_log(worker.wsgi).flush()
         services.executor.shutdown()
 
 

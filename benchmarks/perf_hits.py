@@ -259,12 +259,12 @@ def breakdown(tmp: Path, clip: bytes, quick: bool) -> dict[str, Any]:
 # -- 7b. wrk over HTTP ----------------------------------------------------------------------------------------
 
 
-def create_key_cli(env: dict[str, str], name: str, *flags: str) -> str:
-    """Create an API key with the real `flask --app backend keys create` and return the printed secret."""
+def create_key_cli(env: dict[str, str], name: str, *flags: str, checkout: Path = ROOT) -> str:
+    """Create an API key with the real `flask --app backend keys create` (of `checkout`) and return the secret."""
     import re
 
     created = subprocess.run([sys.executable, "-m", "flask", "--app", "backend", "keys", "create", name, *flags],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                             cwd=checkout, env=env, capture_output=True, text=True, timeout=120)
     if created.returncode != 0:
         raise RuntimeError(created.stderr)
     return re.search(r"^(ess_\S+)$", created.stdout, re.MULTILINE).group(1)

@@ -159,9 +159,9 @@ class ClipServer:
 
 
 def start_gunicorn(tmp: Path, name: str = "gunicorn", *, env: dict[str, str] | None = None,
-                   command: list[str] | None = None) -> tuple[subprocess.Popen, int, Path]:
+                   command: list[str] | None = None, checkout: Path = ROOT) -> tuple[subprocess.Popen, int, Path]:
     """gunicorn with gunicorn.conf.py (or `command`'s arguments instead, "{port}" in them replaced) on a free port,
-    development mode, its database in `tmp`; `env` adds or overrides variables."""
+    development mode, its database in `tmp`; `env` adds or overrides variables; `checkout` is the tree served."""
     port = free_port()
     full_env = {**os.environ, "ESSENTIA_PORT": str(port), "ESSENTIA_HOST": "127.0.0.1",
                 "ESSENTIA_DB_PATH": str(tmp / "served.db"), "ESSENTIA_ALLOW_LOOPBACK_URLS": "1",
@@ -171,7 +171,7 @@ def start_gunicorn(tmp: Path, name: str = "gunicorn", *, env: dict[str, str] | N
     log_path = tmp / f"{name}.log"
     arguments = [part.replace("{port}", str(port)) for part in command or ["-c", "gunicorn.conf.py"]]
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "gunicorn", *arguments], cwd=ROOT, env=full_env,
+        process = subprocess.Popen([sys.executable, "-m", "gunicorn", *arguments], cwd=checkout, env=full_env,
                                    stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     return process, port, log_path
 

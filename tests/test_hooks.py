@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import os
 import re
 
@@ -40,6 +41,27 @@ def test_one_structured_log_line_per_request_with_key_prefix_only(make_app, capl
     assert line["request_id"] == "req-1" and line["endpoint"] == "/stats" and line["status"] == 200
     assert line["latency_ms"] >= 0 and line["key"] == secret[:12]
     assert secret not in caplog.text
+
+
+def test_queued_log_lines_are_written_by_the_flush_with_their_requests_time(make_app, caplog):
+    from backend.web.hooks import request_log
+
+    app = make_app()
+    lines = request_log(app)
+    lines.flush_seconds = 3600  # the background thread exists but does not write during the test
+    lines.start_background_flush()
+    with caplog.at_level(logging.INFO, logger="essentia.requests"):
+        before = time.time()
+        for number in range(3):
+            app.test_client().get("/health", headers={"X-Request-ID": f"queued-{number}"})
+        after = time.time()
+        assert not [r for r in caplog.records if r.name == "essentia.requests"]  # the requests wrote nothing
+        time.sleep(0.05)
+        lines.flush()
+    records = [r for r in caplog.records if r.name == "essentia.requests"]
+    assert [json.loads(r.getMessage())["request_id"] for r in records] == ["queued-0", "queued-1", "queued-2"]
+    assert all(before <= r.created <= after for r in records)  # when each request finished, not when written
+    assert json.loads(records[0].getMessage())["endpoint"] == "/health"
 
 
 @pytest.mark.parametrize("headers", [

@@ -6,6 +6,7 @@ import fcntl
 import multiprocessing
 import os
 import signal
+import struct
 import time
 
 import pytest
@@ -180,6 +181,81 @@ def test_hit_counts_of_all_processes_add_up_until_taken(tmp_path):
     assert tally.read("hits") == 1000 and tally.read("misses") == 0
     assert tally.take("hits") == 1000  # what a flush writes to the database...
     assert tally.read("hits") == 0     # ...is no longer pending
+
+
+def _count_hits_and_report(path: str, times: int, done) -> None:
+    _count_hits(path, times)
+    done.put(os.getpid())
+
+
+def test_counts_of_processes_that_exited_are_taken_once_and_their_files_removed(tmp_path):
+    path = str(tmp_path / "counters")
+    done = FORK.Queue()
+    workers = [FORK.Process(target=_count_hits_and_report, args=(path, 100, done)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert sorted(done.get(timeout=10) for _ in workers) == sorted(worker.pid for worker in workers)
+    tally = SharedTally(SharedTable(path, slots=16))
+    tally.add("hits", 5)  # this process's own count, next to theirs
+    assert tally.take("hits") == 305
+    assert tally.take("hits") == 0
+    left = [name for name in os.listdir(tmp_path) if ".pid-" in name]
+    assert left == [f"counters.pid-{os.getpid()}"]  # the exited ones are gone; this process's stays
+
+
+def _write_counts(path: str, hits_added: int, hits_taken: int) -> None:
+    """A counts file as SharedTally lays it out (int64 hits, misses added; hits, misses taken)."""
+    with open(path, "wb") as f:
+        f.write(struct.pack("=4q", hits_added, 0, hits_taken, 0))
+
+
+def _take_and_report(path: str, results) -> None:
+    results.put(SharedTally(SharedTable(path, slots=16)).take("hits"))
+
+
+def test_a_new_file_under_an_old_name_is_read_afresh(tmp_path):
+    # A process exits; another takes its counts and removes its file; a later process that gets the same pid
+    # makes a new file under the same name. A reader that had mapped the old file must read the new one.
+    gone = FORK.Process(target=lambda: None)
+    gone.start()
+    gone.join(10)
+    name = str(tmp_path / f"counters.pid-{gone.pid}")
+    _write_counts(name, 5, 0)
+    tally = SharedTally(SharedTable(tmp_path / "counters", slots=16))
+    assert tally.read("hits") == 5  # mapped here
+    results = FORK.Queue()
+    taker = FORK.Process(target=_take_and_report, args=(str(tmp_path / "counters"), results))
+    taker.start()
+    taker.join(30)
+    assert results.get(timeout=10) == 5 and not os.path.exists(name)
+    _write_counts(name, 7, 0)
+    assert tally.read("hits") == 7 and tally.take("hits") == 7
+
+
+def _add_many(path: str, times: int) -> None:
+    tally = SharedTally(SharedTable(path, slots=16))
+    for _ in range(times):
+        tally.add("hits")
+        tally.add("misses", 2)
+
+
+def test_counts_taken_while_processes_add_lose_and_repeat_nothing(tmp_path):
+    path = str(tmp_path / "counters")
+    tally = SharedTally(SharedTable(path, slots=16))
+    workers = [FORK.Process(target=_add_many, args=(path, 3000)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    hits = misses = 0
+    while any(worker.is_alive() for worker in workers):
+        hits += tally.take("hits")
+        misses += tally.take("misses")
+    for worker in workers:
+        worker.join(60)
+    hits += tally.take("hits")
+    misses += tally.take("misses")
+    assert (hits, misses) == (9000, 18000)
 
 
 def test_a_table_whose_folder_is_gone_is_not_brought_back(tmp_path):

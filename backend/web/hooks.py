@@ -3,12 +3,14 @@ and, in development mode (no keys), refusal of cross-site and DNS-rebinding requ
 developer visits cannot drive the local server."""
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import logging
 import os
 import re
 import secrets
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -45,7 +47,57 @@ def new_request_id() -> str:
     return f"{_id_prefix}{next(_id_counter):016x}"
 
 
+class RequestLog:
+    """The one JSON line per request. Written by the request's thread until `start_background_flush` (gunicorn's
+    workers): then the thread only queues the line's fields, and a background thread formats and writes the
+    queued lines every `flush_seconds`, each with its request's own time. Measured in process, the line cost a
+    repeat upload 74 µs of its thread's CPU at INFO (24 µs building the JSON, 50 µs in logging's record, format
+    and write), 9 % of the request; queued, about 1 µs. Lines not yet written when a process is killed (at most
+    `flush_seconds` of them) are lost; a normal exit writes them (gunicorn.conf.py worker_exit)."""
+
+    def __init__(self, logger: logging.Logger, *, flush_seconds: float = 0.25, max_queued: int = 100_000):
+        self._logger = logger
+        self.flush_seconds = flush_seconds
+        self._max_queued = max_queued
+        self._queued: collections.deque[tuple[float, dict]] = collections.deque()
+        self._background = False
+        self._flush_lock = threading.Lock()
+
+    def enabled(self) -> bool:
+        return self._logger.isEnabledFor(logging.INFO)
+
+    def write(self, fields: dict) -> None:
+        if self._background and len(self._queued) < self._max_queued:
+            self._queued.append((time.time(), fields))  # deque.append is atomic: no lock on the request's path
+        else:
+            self._logger.info(json.dumps(fields, ensure_ascii=False))
+
+    def flush(self) -> None:
+        """Write every queued line, oldest first, stamped with the time its request finished."""
+        with self._flush_lock:
+            while self._queued:
+                created, fields = self._queued.popleft()
+                record = self._logger.makeRecord(self._logger.name, logging.INFO, __file__, 0,
+                                                 json.dumps(fields, ensure_ascii=False), None, None)
+                record.relativeCreated -= (record.created - created) * 1000
+                record.created, record.msecs = created, (created % 1) * 1000
+                self._logger.handle(record)
+
+    def start_background_flush(self) -> None:
+        """Queue lines from now on and write them from a daemon thread of this process (after gunicorn's fork)."""
+        from backend.runtime.periodic import every
+
+        if self.flush_seconds > 0 and not self._background:
+            self._background = True
+            every(self.flush_seconds, self.flush, name="request-log-flush")
+
+
+def request_log(app: Flask) -> RequestLog:
+    return app.extensions["essentia.request_log"]
+
+
 def register_request_hooks(app: Flask) -> None:
+    app.extensions["essentia.request_log"] = RequestLog(log)
     app.before_request(_start_request)
     app.after_request(_finish_request)
 
@@ -95,9 +147,10 @@ def _finish_request(response):
     endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
     current_app.extensions["essentia"].metrics.observe_request(endpoint, request.method, response.status_code,
                                                                elapsed)
-    if not log.isEnabledFor(logging.INFO):
+    lines = request_log(current_app)
+    if not lines.enabled():
         return response  # formatting the line costs more than the rest of a cache hit's bookkeeping
-    log.info(json.dumps({
+    lines.write({
         "request_id": request_id,
         "method": request.method,
         "endpoint": request.path,
@@ -105,5 +158,5 @@ def _finish_request(response):
         "latency_ms": round(elapsed * 1000, 2),
         "key": key.prefix if key is not None else None,
         "client": request.remote_addr,
-    }, ensure_ascii=False))
+    })
     return response
