@@ -33,6 +33,7 @@ from backend.timeutil import utc_today
 
 log = logging.getLogger(__name__)
 
+
 class QuotaTicket(NamedTuple):
     """What the store said of a key, read before the table's lock (TableQuota.prepare)."""
 
