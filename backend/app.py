@@ -15,7 +15,7 @@ from flask import Flask, current_app, g, request
 
 from backend.config import Settings
 from backend.roles import Admission, Claims, Executor, Invalidation, Limiter, Quota, Store, Tally
-from backend.runtime.admission import LimiterThenQuota
+from backend.runtime.admission import LimiterThenQuota, TableAdmission
 from backend.runtime.claims import ContentClaims, SingleProcessClaims
 from backend.runtime.executor import AnalysisExecutor
 from backend.runtime.poolservice import PoolClient
@@ -135,9 +135,10 @@ def build_roles(settings: Settings, store: Store) -> Roles:
     memory-mapped table and the host's pool service) and several hosts (ESSENTIA_REDIS_URL: Redis)."""
     if settings.redis_url:
         return _redis_roles(settings, store)
-    limiter, quota = _rate_limiter(settings), _quota(settings, store)
+    limiter = _rate_limiter(settings)
+    quota = _quota(settings, store, lock_of=limiter.table if isinstance(limiter, SharedRateLimiter) else None)
     return Roles(executor=_executor(settings), rate_limiter=limiter, quota=quota,
-                 admission=LimiterThenQuota(limiter, quota), tally=_tally(settings), claims=_claims(settings))
+                 admission=_admission(limiter, quota), tally=_tally(settings), claims=_claims(settings))
 
 
 def _redis_roles(settings: Settings, store: Store) -> Roles:
@@ -187,14 +188,22 @@ def _rate_limiter(settings: Settings) -> Limiter | None:
     return RateLimiter(settings.rate_limit)
 
 
-def _quota(settings: Settings, store: Store) -> Quota:
+def _admission(limiter: Limiter | None, quota: Quota) -> Admission:
+    """Limiter and quota both in shared tables on one lock: one flock per keyed request; otherwise one, then the
+    other."""
+    if isinstance(limiter, SharedRateLimiter) and isinstance(quota, TableQuota):
+        return TableAdmission(limiter, quota)
+    return LimiterThenQuota(limiter, quota)
+
+
+def _quota(settings: Settings, store: Store, *, lock_of: SharedTable | None = None) -> Quota:
     """One process: the store's conditional upsert per request. Several HTTP processes on one host: counted in the
     shared table, written in batches (backend/runtime/quota.py: as exact, without a write transaction per request).
     A shared database (ESSENTIA_DATABASE_URL) may serve several hosts, and the table is one host's: without Redis
-    they keep the store's quota."""
+    they keep the store's quota. `lock_of`: the limiter's table, whose lock the quota's table shares (TableAdmission)."""
     if not settings.shared_state_dir or settings.database_url:
         return StoreQuota(store)
-    return TableQuota(store, _shared_table(settings, "quota", SHARED_QUOTA_SLOTS),
+    return TableQuota(store, _shared_table(settings, "quota", SHARED_QUOTA_SLOTS, lock_of=lock_of),
                       flush_seconds=settings.stats_flush_seconds)
 
 
@@ -210,8 +219,8 @@ def _claims(settings: Settings) -> Claims:
     return ContentClaims(_shared_table(settings, "claims", SHARED_CLAIM_SLOTS))
 
 
-def _shared_table(settings: Settings, name: str, slots: int) -> SharedTable:
-    return SharedTable(Path(settings.shared_state_dir) / name, slots=slots)
+def _shared_table(settings: Settings, name: str, slots: int, *, lock_of: SharedTable | None = None) -> SharedTable:
+    return SharedTable(Path(settings.shared_state_dir) / name, slots=slots, lock_of=lock_of)
 
 
 def _flush_at_exit(buffer_ref: "weakref.ref[BufferedCounters | Quota]") -> None:

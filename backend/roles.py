@@ -10,7 +10,8 @@ Settings, and the rest of the code sees only these protocols:
   Quota     a key's daily allowance       StoreQuota (the store's daily_usage table), TableQuota (memory-mapped
                                           table, written to the store in batches), RedisQuota
   Admission rate limit + quota of one     LimiterThenQuota (any Limiter and Quota, one after the other),
-            request, decided together     RedisAdmission (both in one Redis round trip)
+            request, decided together     TableAdmission (shared tables, one flock), RedisAdmission (both in one
+                                          Redis round trip)
   Tally     hit/miss counts not yet       LocalTally (in memory), SharedTally (memory-mapped table), RedisTally
             written to the store
   Claims    which process analyzes a      SingleProcessClaims (one process), ContentClaims (memory-mapped table),

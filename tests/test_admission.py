@@ -5,12 +5,13 @@ that stays exact when Redis loses its data."""
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import pytest
 import redis
 
 from backend.roles import QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, Admission
-from backend.runtime.admission import LimiterThenQuota
+from backend.runtime.admission import LimiterThenQuota, TableAdmission
 from backend.runtime.quota import TableQuota
 from backend.runtime.ratelimit import RateLimiter, SharedRateLimiter
 from backend.runtime.redis_state import RedisAdmission
@@ -19,7 +20,7 @@ from backend.web.auth import StoreQuota
 from tests.conftest import create_key, deactivated_and_deleted_keys
 
 
-@pytest.fixture(params=["memory + store", "shared table", "redis"])
+@pytest.fixture(params=["memory + store", "shared table", "shared tables on one lock", "redis"])
 def admission_and_app(request, make_app, tmp_path):
     """An Admission with a rate limit of 3 per minute, and the production app whose store holds the keys."""
     if request.param == "redis":
@@ -30,9 +31,19 @@ def admission_and_app(request, make_app, tmp_path):
     store = app.extensions["essentia"].store
     if request.param == "memory + store":
         return LimiterThenQuota(RateLimiter(3, 60.0), StoreQuota(store)), app
-    table = SharedTable(tmp_path / "shared", slots=64)
-    return LimiterThenQuota(SharedRateLimiter(3, 60.0, table=table),
-                            TableQuota(store, table, flush_seconds=0.0)), app
+    if request.param == "shared table":
+        table = SharedTable(tmp_path / "shared", slots=64)
+        return LimiterThenQuota(SharedRateLimiter(3, 60.0, table=table),
+                                TableQuota(store, table, flush_seconds=0.0)), app
+    return _table_admission(store, tmp_path, limit=3), app
+
+
+def _table_admission(store, tmp_path, *, limit: int) -> TableAdmission:
+    """As build_roles makes it under gunicorn: two tables, the quota's on the limiter's lock."""
+    limits = SharedTable(tmp_path / "rate-limits", slots=64)
+    return TableAdmission(SharedRateLimiter(limit, 60.0, table=limits),
+                          TableQuota(store, SharedTable(tmp_path / "quota", slots=64, lock_of=limits),
+                                     flush_seconds=0.0))
 
 
 def test_every_admission_satisfies_the_protocol(admission_and_app):
@@ -81,6 +92,63 @@ def test_without_a_rate_limit_only_the_quota_counts(make_app):
     first, second = admission.admit("key:1", 1), admission.admit("key:1", 1)
     assert first.rate is None and first.quota.allowed
     assert second.quota.refusal == QUOTA_EXHAUSTED
+
+
+# -- on the shared tables of one host -----------------------------------------------------------------------------
+
+class FlockCounter:
+    """Counts the exclusive flocks the shared tables take, by wrapping the fcntl module they call."""
+
+    def __init__(self, monkeypatch):
+        import backend.runtime.sharedtable as sharedtable
+        self.taken = 0
+        real = sharedtable.fcntl
+
+        def flock(fd, operation):
+            self.taken += operation == real.LOCK_EX
+            return real.flock(fd, operation)
+
+        monkeypatch.setattr(sharedtable, "fcntl", SimpleNamespace(flock=flock, LOCK_EX=real.LOCK_EX,
+                                                                  LOCK_UN=real.LOCK_UN))
+
+
+def test_a_keyed_request_takes_the_shared_tables_lock_once(make_app, tmp_path, monkeypatch):
+    app = make_app(production=True)
+    create_key(app, "alice", "--daily-limit", "100")
+    store = app.extensions["essentia"].store
+    admission = _table_admission(store, tmp_path, limit=100)
+    assert admission.admit("key:1", 1).quota.allowed  # maps the files and starts the key's day from the store
+    counter = FlockCounter(monkeypatch)
+    for _ in range(5):
+        assert admission.admit("key:1", 1).quota.allowed
+    assert counter.taken == 5
+    # The same tables asked one after the other (what build_roles gave before) take two.
+    quota = TableQuota(store, admission._quota.table, flush_seconds=0.0)
+    LimiterThenQuota(admission._limiter, quota).admit("key:1", 1)
+    assert counter.taken == 7
+
+
+def test_a_keys_first_request_of_the_day_reads_the_store_outside_the_lock(make_app, tmp_path, monkeypatch):
+    app = make_app(production=True)
+    create_key(app, "alice", "--daily-limit", "3")
+    store = app.extensions["essentia"].store
+    admission = _table_admission(store, tmp_path, limit=100)
+    limits = admission._limiter.table
+    held_while_reading = []
+
+    def usage_today(*args):
+        held_while_reading.append(limits._lock_owner._depth)
+        return 2  # two counted today already (by requests before a restart)
+    monkeypatch.setattr(store, "usage_today", usage_today)
+    assert [admission.admit("key:1", 1).quota.allowed for _ in range(2)] == [True, False]
+    assert held_while_reading == [0]  # read once, with the table's lock free
+
+
+def test_table_admission_wants_tables_on_one_lock(make_app, tmp_path):
+    store = make_app(production=True).extensions["essentia"].store
+    with pytest.raises(ValueError):
+        TableAdmission(SharedRateLimiter(3, 60.0, table=SharedTable(tmp_path / "a", slots=64)),
+                       TableQuota(store, SharedTable(tmp_path / "b", slots=64)))
 
 
 # -- on Redis -----------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from backend.app import build_roles
+from backend.runtime.admission import LimiterThenQuota, TableAdmission
 from backend.storage.sqlite import SQLiteStore
 from backend.roles import (QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, Claims, Executor, Limiter,
                            Quota, Tally)
@@ -175,6 +176,15 @@ def test_several_http_processes_get_the_shared_table_implementations(tmp_path):
     assert isinstance(roles.tally, SharedTally)
     assert isinstance(roles.claims, ContentClaims)
     assert isinstance(roles.quota, TableQuota)
+    assert isinstance(roles.admission, TableAdmission)  # both under one flock per keyed request
+    assert roles.quota.table.shares_lock_with(roles.rate_limiter.table)
+
+
+def test_several_http_processes_without_a_rate_limit_ask_the_quota_alone(tmp_path):
+    settings = settings_for(tmp_path, rate_limit=0, shared_state_dir=str(tmp_path / "shared"))
+    roles = build_roles(settings, SQLiteStore(settings.db_path, 1))
+    assert isinstance(roles.quota, TableQuota)
+    assert isinstance(roles.admission, LimiterThenQuota)
 
 
 def test_several_http_processes_on_a_shared_database_keep_the_stores_quota(tmp_path):

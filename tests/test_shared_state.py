@@ -268,3 +268,30 @@ def test_a_table_whose_folder_is_gone_is_not_brought_back(tmp_path):
     with pytest.raises(FileNotFoundError):
         SharedRateLimiter(1, 60.0, table=SharedTable(folder / "limits", slots=16)).hit("addr:1")
     assert not folder.exists()
+
+
+def _read_then_write_across_two_tables(folder: str, times: int) -> None:
+    first = SharedTable(folder + "/first", slots=64)
+    second = SharedTable(folder + "/second", slots=64, lock_of=first)
+    never_free = dict(is_free=lambda number, count: False, eviction_rank=lambda number, count: 0.0)
+    for _ in range(times):
+        with first.held():  # a read and a later write of the other table, with nothing between them
+            seen = []
+            second.update("n", lambda number, count, found: seen.append(count), **never_free)
+            second.update("n", lambda number, count, found: (0.0, seen[0] + 1), **never_free)
+            first.update("n", lambda number, count, found: (0.0, count + 1), **never_free)
+
+
+def test_tables_on_one_lock_change_together_across_processes(tmp_path):
+    workers = [FORK.Process(target=_read_then_write_across_two_tables, args=(str(tmp_path), 3000)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    counts = []
+    for name in ("first", "second"):
+        table = SharedTable(tmp_path / name, slots=64)
+        table.update("n", lambda number, count, found: counts.append(count), is_free=lambda n, c: False,
+                     eviction_rank=lambda n, c: 0.0)
+    assert counts == [12_000, 12_000]  # no increment lost, though each took two updates of `second`

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from backend.roles import QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, QuotaDecision, Store
 from backend.runtime.periodic import every
@@ -32,6 +32,16 @@ from backend.runtime.sharedtable import SharedTable
 from backend.timeutil import utc_today
 
 log = logging.getLogger(__name__)
+
+
+class QuotaTicket(NamedTuple):
+    """What the store said of a key, read before the table's lock (TableQuota.prepare)."""
+
+    key_id: int
+    day: str
+    limit: int | None                # 0 or None: no daily limit
+    refusal: QuotaDecision | None    # the key is unknown or inactive: nothing to count
+
 
 _DAY_SCALE = 1 << 24  # the record's float holds day number * _DAY_SCALE + pending (exact: far below 2**53)
 
@@ -55,23 +65,43 @@ class TableQuota:
         self._flush_lock = threading.Lock()
 
     def consume(self, key_id: int) -> QuotaDecision:
+        ticket = self.prepare(key_id)
+        decision = self.try_count(ticket)
+        return decision if decision is not None else self.count_seeded(ticket)
+
+    # consume() in three steps, so that TableAdmission can run the middle one under the lock it holds for the rate
+    # limit: the store's reads stay outside any lock of the table.
+
+    def prepare(self, key_id: int) -> QuotaTicket:
+        """Read the key from the store (an indexed read, no lock): a changed limit or key applies at once."""
         day = self._today()
         with self._store.single_read() as conn:
             key = self._store.get_key(conn, key_id)
         if key is None:
-            return QuotaDecision(False, QUOTA_KEY_UNKNOWN)
+            return QuotaTicket(key_id, day, 0, QuotaDecision(False, QUOTA_KEY_UNKNOWN))
         if not key["active"]:
-            return QuotaDecision(False, QUOTA_KEY_INACTIVE, key["daily_limit"])
-        limit = key["daily_limit"]
-        allowed = self._count(key_id, day, limit, seed=None)
-        if allowed is None:  # no record yet: start from what the store has counted today
-            with self._store.single_read() as conn:
-                seed = self._store.usage_today(conn, key_id, day)
-            allowed = self._count(key_id, day, limit, seed=seed)
+            return QuotaTicket(key_id, day, 0, QuotaDecision(False, QUOTA_KEY_INACTIVE, key["daily_limit"]))
+        return QuotaTicket(key_id, day, key["daily_limit"], None)
+
+    def try_count(self, ticket: QuotaTicket) -> QuotaDecision | None:
+        """Count one request in the table (one update), or None when the key has no record there yet today."""
+        if ticket.refusal is not None:
+            return ticket.refusal
+        return self._decision(ticket, self._count(ticket.key_id, ticket.day, ticket.limit, seed=None))
+
+    def count_seeded(self, ticket: QuotaTicket) -> QuotaDecision:
+        """Start the key's record from what the store has counted today (read before the table's lock), and count."""
+        with self._store.single_read() as conn:
+            seed = self._store.usage_today(conn, ticket.key_id, ticket.day)
+        return self._decision(ticket, self._count(ticket.key_id, ticket.day, ticket.limit, seed=seed))
+
+    def _decision(self, ticket: QuotaTicket, allowed: bool | None) -> QuotaDecision | None:
+        if allowed is None:
+            return None
         if not allowed:
-            return QuotaDecision(False, QUOTA_EXHAUSTED, limit)
+            return QuotaDecision(False, QUOTA_EXHAUSTED, ticket.limit)
         with self._touched_lock:
-            self._touched.add((key_id, day))
+            self._touched.add((ticket.key_id, ticket.day))
         return QuotaDecision(True)
 
     def _count(self, key_id: int, day: str, limit: int, *, seed: int | None) -> bool | None:

@@ -12,6 +12,8 @@ Why it is safe:
 - Memory is fixed by the slot count, whatever the number of distinct keys: callers decide what a free slot is
   (an expired window, a released claim) and which live record to evict when a probe run is full.
 - A record written half-way by a process that died mid-update is at worst one stale or lost count.
+- Tables whose records must change together (a request's rate-limit window and its key's quota) can share one
+  lock (`lock_of`): `held()` then covers updates of both under one flock instead of one each.
 """
 from __future__ import annotations
 
@@ -38,13 +40,16 @@ def key_hash(key: str) -> int:
 class SharedTable:
     """Records keyed by a string's 64-bit hash, in a file every process of the server maps."""
 
-    def __init__(self, path: str | os.PathLike, slots: int = 1 << 17):
+    def __init__(self, path: str | os.PathLike, slots: int = 1 << 17, *, lock_of: SharedTable | None = None):
+        """`lock_of`: take that table's lock (its thread lock and the flock of its file) instead of one's own."""
         if slots <= 0 or slots & (slots - 1):
             raise ValueError("slots must be a power of two")
         self.path = str(path)
         self.slots = slots
         self._size = _HEADER.size + slots * _RECORD.size
-        self._thread_lock = threading.Lock()
+        self._lock_owner: SharedTable = lock_of._lock_owner if lock_of is not None else self
+        self._thread_lock = threading.RLock()  # reentrant: updates run inside a held() of the same thread
+        self._depth = 0                        # nesting of held() by the thread that holds the lock (owner only)
         self._pid: int | None = None
         self._fd = -1
         self._map: mmap.mmap | None = None
@@ -78,15 +83,30 @@ class SharedTable:
         self._fd, self._map, self._pid = fd, mapped, os.getpid()
         return mapped
 
+    def shares_lock_with(self, other: SharedTable) -> bool:
+        return self._lock_owner is other._lock_owner
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold this table's lock for a block: every update in it, of this table or of one sharing its lock, by
+        this thread, takes no further lock. The flock is taken once, by the outermost held()."""
+        owner = self._lock_owner
+        with owner._thread_lock:
+            if owner._depth == 0:
+                owner._attach()
+                fcntl.flock(owner._fd, fcntl.LOCK_EX)
+            owner._depth += 1
+            try:
+                yield
+            finally:
+                owner._depth -= 1
+                if owner._depth == 0:
+                    fcntl.flock(owner._fd, fcntl.LOCK_UN)
+
     @contextmanager
     def _locked(self) -> Iterator[mmap.mmap]:
-        with self._thread_lock:
-            mapped = self._attach()
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-            try:
-                yield mapped
-            finally:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        with self.held():
+            yield self._attach()  # a table on another's lock maps its own file (its init takes that file's flock)
 
     def update(self, key: str, change: Callable[[float, int, bool], tuple[float, int] | None],
                is_free: Callable[[float, int], bool], eviction_rank: Callable[[float, int], float]) -> None:
@@ -140,7 +160,7 @@ class SharedTable:
             return total
 
     def close(self) -> None:
-        with self._thread_lock:
+        with self._lock_owner._thread_lock:
             if self._map is not None and self._pid == os.getpid():
                 self._map.close()
                 os.close(self._fd)
