@@ -494,7 +494,8 @@ def _dnb(c: Composer) -> None:
     c.plan_loop(c.chord_beats(2.7, (4, 8)))
     c.bass(2, int(c.rng.choice([38, 39, 87])), [(0.0, 1.4), (2.5, 1.4)], low=28, vel=100)
     c.block_chords(1, int(c.rng.choice([89, 90, 95, 50])), low=55, high=76, voices=3, vel=55, suspensions=False)
-    c.drums(drumkit.DNB if c.rng.random() < 0.6 else drumkit.DNB_AMEN)
+    grooves = (drumkit.DNB, drumkit.DNB_AMEN, drumkit.DNB_ROLLER, drumkit.DNB_STEPPER)
+    c.drums(grooves[int(c.rng.integers(len(grooves)))])
     if c.rng.random() < 0.5:
         c.melody(0, int(c.rng.choice([81, 80, 4])), cells=[[2, 2], [1, 1, 2], [4]], start_bar=4)
 
@@ -546,8 +547,8 @@ def _hiphop(c: Composer) -> None:
     else:
         c.sub_808()
     c.block_chords(1, int(c.rng.choice([4, 5, 48, 0, 11])), low=55, high=74, voices=3, vel=60)
-    c.drums(drumkit.BOOM_BAP if c.rng.random() < 0.6 else drumkit.HIPHOP_16, swing=c.rng.random() < 0.5,
-            crash_every=0)
+    grooves = (drumkit.BOOM_BAP, drumkit.HIPHOP_16, drumkit.HIPHOP_SPARSE, drumkit.HIPHOP_SHUFFLE)
+    c.drums(grooves[int(c.rng.integers(len(grooves)))], swing=c.rng.random() < 0.5, crash_every=0)
 
 
 def _trap(c: Composer) -> None:
@@ -605,7 +606,8 @@ def _bossa(c: Composer) -> None:
            vel=82)
     c.melody(0, int(c.rng.choice([73, 65, 53, 11])), cells=[[1.5, 0.5, 2], [1, 1, 1, 1], [0.5, 1, 0.5, 2], [4]],
              start_bar=2, rest_prob=0.1)
-    c.drums(drumkit.BOSSA, vel_scale=0.75, fills=False, crash_every=0)
+    c.drums(drumkit.BOSSA if c.rng.random() < 0.5 else drumkit.BOSSA_RIDE, vel_scale=0.75, fills=False,
+            crash_every=0)
 
 
 def _synthpop(c: Composer) -> None:

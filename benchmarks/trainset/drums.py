@@ -31,6 +31,10 @@ WALTZ = {KICK: "x...........", CLOSED_HAT: "....x...x...", TAMBOURINE: "....o...
 SWING = {RIDE: "x..x.xx..x.x", PEDAL_HAT: "...x.....x..", KICK: "o..o..o..o.."}
 DNB = {KICK: "x.........x.....", SNARE: "....X.o.....X..o", CLOSED_HAT: "x.x.x.x.x.x.x.x."}
 DNB_AMEN = {KICK: "x.x.......xx....", SNARE: "....X..o.o..X..o", RIDE: "x.x.x.x.x.x.x.x."}
+# a roller: the two-step under a 16th shaker, ghost snares; and a straight stepper with the ride in 8ths
+DNB_ROLLER = {KICK: "x.........x.....", SNARE: "....X..o.o..X...", SHAKER: "xoxoxoxoxoxoxoxo"}
+DNB_STEPPER = {KICK: "x.....x...x.....", SNARE: "....X.......X..o", RIDE: "x.x.x.x.x.x.x.x.",
+               PEDAL_HAT: "..x...x...x...x."}
 HOUSE = {KICK: "X...X...X...X...", CLAP: "....x.......x...", OPEN_HAT: "..x...x...x...x.",
          CLOSED_HAT: "oooooooooooooooo"}
 FUNK = {KICK: "x.....x...x..x..", SNARE: "....X..o.o..X..o", CLOSED_HAT: "XoxoXoxoXoxoXoxo"}
@@ -38,7 +42,11 @@ FUNK = {KICK: "x.....x...x..x..", SNARE: "....X..o.o..X..o", CLOSED_HAT: "XoxoXo
 DEMBOW = {KICK: "x...x...x...x...", SNARE: "...x..x....x..x.", CLOSED_HAT: "x.x.x.x.x.x.x.x."}
 BOOM_BAP = {KICK: "x.....x...x.....", SNARE: "....X.......X...", CLOSED_HAT: "x.x.x.x.x.x.x.x."}
 HIPHOP_16 = {KICK: "x......xx.x.....", SNARE: "....X.......X...", CLOSED_HAT: "xoxoxoxoxoxoxoxo"}
+# sparse hip-hop: no hats, a rim on the off-beats; and a shuffle with triplet hats (12 steps: triplet 8ths)
+HIPHOP_SPARSE = {KICK: "x.......xx......", SNARE: "....X.......X...", SIDE_STICK: "..o...o...o...o."}
+HIPHOP_SHUFFLE = {KICK: "x.....x.x...", SNARE: "...X.....X..", CLOSED_HAT: "x.xx.xx.xx.x"}
 BOSSA = {SIDE_STICK: "x..x..x...x..x..", KICK: "x..xx...x..xx...", SHAKER: "xoxoxoxoxoxoxoxo"}
+BOSSA_RIDE = {SIDE_STICK: "x..x..x...x..x..", KICK: "x..xx...x..xx...", RIDE: "x.x.x.x.x.x.x.x."}
 SYNTHPOP = {KICK: "x...x...x...x...", CLAP: "....x.......x...", CLOSED_HAT: "xoxoxoxoxoxoxoxo"}
 TRAP = {KICK: "x......x..x.....", CLAP: "....X.......X...", CLOSED_HAT: "xoxoxoxoxoxoxoxo"}
 
