@@ -15,7 +15,8 @@ The dev corpus (--dev, default ../shared/corpus) is never fitted on: it is score
 Method: for every clip the front end is computed once and its onset bands cached (/tmp/tempo-features/*.npz);
 candidates and their feature rows (backend.analysis.tempo.level_features) are computed once per clip. The level
 model is a conditional logit (softmax over a clip's candidates, L2-regularised, standardised features) whose score
-is a linear term plus a few tanh units (`--hidden`), fitted with scipy's L-BFGS. Cross-validation refits it per fold: 5 folds of whole songs, and leave-one-style-out. Calibration
+is a linear term plus a few tanh units (`--hidden`), fitted with scipy's L-BFGS. Cross-validation refits it per
+fold: 5 folds of whole songs, and leave-one-style-out. Calibration
 (bpm_confidence) is a logistic map of the top softmax probability and the pulse strength fitted on the song-fold
 predictions. Accuracy: Acc1 = within 4% of the annotated tempo, Acc1-or-alt also accepts an annotated
 alternative, Acc2 also accepts x2, x1/2, x3, x1/3.
@@ -225,27 +226,16 @@ def standardise(samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
     return allx.mean(axis=0), np.maximum(allx.std(axis=0), 1e-6)
 
 
-@dataclass
-class Weights:
-    """A fitted scorer on standardised features: linear term `w` plus, if `hidden` is set, tanh units."""
-
-    w: np.ndarray
-    hidden: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # W (units, features), b, v
-
-    def scores(self, z: np.ndarray) -> np.ndarray:
-        s = z @ self.w
-        if self.hidden is not None:
-            w_in, bias, w_out = self.hidden
-            s = s + np.tanh(z @ w_in.T + bias) @ w_out
-        return s
-
-
 def fit_weights(samples: list[Sample], mean: np.ndarray, scale: np.ndarray, l2: float = L2,
-                hidden: int = HIDDEN) -> Weights:
-    """Conditional-logit weights: minimise the mean negative log softmax probability of each clip's correct
-    candidate plus l2 * |every weight|^2 (clips without a correct candidate carry no information and are
-    skipped). All clips' candidates are stacked in one matrix; the per-clip softmax uses segment reductions."""
+                hidden: int = HIDDEN) -> tempo.LevelModel:
+    """The level model on features standardised by `mean` and `scale` (its calibration left neutral: that is
+    fitted afterwards on cross-validated predictions). The weights minimise the mean negative log softmax
+    probability of each clip's correct candidate plus l2 * |every weight|^2 (clips without a correct candidate
+    carry no information and are skipped). All clips' candidates are stacked in one matrix; the per-clip softmax
+    uses segment reductions."""
     usable = [s for s in samples if s.target >= 0 and len(s.hyps) > 1]
+    if not usable:  # e.g. a fold left with beatless clips only: nothing to learn, every candidate scores alike
+        return tempo.LevelModel(mean=mean, scale=scale, weights=np.zeros(mean.size), calibration=(1.0, 0.0, 0.0))
     z = np.concatenate([(s.x - mean) / scale for s in usable])
     sizes = np.array([len(s.hyps) for s in usable])
     starts = np.r_[0, np.cumsum(sizes)[:-1]]
@@ -255,7 +245,8 @@ def fit_weights(samples: list[Sample], mean: np.ndarray, scale: np.ndarray, l2: 
     n_in = hidden * dim
 
     def unpack(p: np.ndarray):
-        return p[:dim], p[dim:dim + n_in].reshape(hidden, dim), p[dim + n_in:dim + n_in + hidden], p[dim + n_in + hidden:]
+        return (p[:dim], p[dim:dim + n_in].reshape(hidden, dim), p[dim + n_in:dim + n_in + hidden],
+                p[dim + n_in + hidden:])
 
     def loss(p: np.ndarray) -> tuple[float, np.ndarray]:
         w, w_in, bias, w_out = unpack(p)
@@ -273,16 +264,16 @@ def fit_weights(samples: list[Sample], mean: np.ndarray, scale: np.ndarray, l2: 
         return value, grad
 
     rng = np.random.default_rng(SEED)
-    start = np.concatenate([np.zeros(dim), rng.normal(0.0, 0.3, n_in), np.zeros(hidden), rng.normal(0.0, 0.3, hidden)])
+    start = np.concatenate([np.zeros(dim), rng.normal(0.0, 0.3, n_in), np.zeros(hidden),
+                            rng.normal(0.0, 0.3, hidden)])
     res = minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": 1000})
     w, w_in, bias, w_out = unpack(res.x)
-    return Weights(w, (w_in, bias, w_out) if hidden else None)
+    return tempo.LevelModel(mean=mean, scale=scale, weights=w, calibration=(1.0, 0.0, 0.0),
+                            hidden=(w_in, bias, w_out) if hidden else None)
 
 
-def predict(s: Sample, mean: np.ndarray, scale: np.ndarray, w: Weights) -> tuple[int, float]:
-    sc = w.scores((s.x - mean) / scale)
-    p = np.exp(sc - sc.max())
-    p /= p.sum()
+def predict(s: Sample, model: tempo.LevelModel) -> tuple[int, float]:
+    p = model.probabilities(s.x)
     i = int(np.argmax(p))
     return i, float(p[i])
 
@@ -314,10 +305,10 @@ def cross_validate(samples: list[Sample], by: str, l2: float = L2, hidden: int =
         if not tr:  # a single style cannot be held out from itself
             continue
         mean, scale = standardise(tr)
-        w = fit_weights(tr, mean, scale, l2, hidden)
+        model = fit_weights(tr, mean, scale, l2, hidden)
         for i in test:
             s = samples[i]
-            j, p = predict(s, mean, scale, w)
+            j, p = predict(s, model)
             rows.append({"name": s.name, "style": s.style, "excerpt": s.excerpt, "p": p, "truth": s.bpm,
                          "clarity": float(s.clarity[j]), "bpm": float(s.refined[j]), "recall": s.target >= 0,
                          **flags(float(s.refined[j]), s)})
@@ -396,10 +387,10 @@ def dev_samples(corpus: Path) -> list[Sample]:
     return out
 
 
-def score_fixed(samples: list[Sample], mean, scale, w) -> tuple[dict, list[dict]]:
+def score_fixed(samples: list[Sample], model: tempo.LevelModel) -> tuple[dict, list[dict]]:
     rows = []
     for s in samples:
-        j, p = predict(s, mean, scale, w)
+        j, p = predict(s, model)
         rows.append({"name": s.name, "style": s.style, "excerpt": s.excerpt, "p": p, "bpm": float(s.refined[j]),
                      "truth": s.bpm, "clarity": float(s.clarity[j]), "recall": s.target >= 0,
                      **flags(float(s.refined[j]), s)})
@@ -506,18 +497,18 @@ def main(argv: list[str] | None = None) -> int:
               f"mean conf {r['mean_confidence'] if r['mean_confidence'] is None else round(r['mean_confidence'], 3)}")
 
     mean, scale = standardise(samples)
-    w = fit_weights(samples, mean, scale, args.l2, args.hidden)
-    fit_in, _ = score_fixed(samples, mean, scale, w)
+    final = fit_weights(samples, mean, scale, args.l2, args.hidden)
+    fit_in, _ = score_fixed(samples, final)
     print_summary("In-sample (final model on its own training data)", {k: v for k, v in fit_in.items()
                                                                        if k != "by_style"})
     dev = None
     if args.dev and (args.dev / "truth.json").is_file():
-        dev, dev_rows = score_fixed(dev_samples(args.dev), mean, scale, w)
+        dev, dev_rows = score_fixed(dev_samples(args.dev), final)
         print_summary("Dev corpus (validation, never fitted)", dev)
         for r in dev_rows:
             if not r["acc1"]:
                 print(f"    miss {r['name']} ({r['style']}): truth {r['truth']:.1f}, got {r['bpm']:.1f}")
-    for name, weight, m, sc in zip(tempo.FEATURES, w.w, mean, scale):  # the linear term
+    for name, weight, m, sc in zip(tempo.FEATURES, final.weights, mean, scale):  # the linear term
         print(f"    {name:20s} w={weight:+.3f}  (mean {m:+.3f}, scale {sc:.3f})")
 
     if args.before:
@@ -534,10 +525,11 @@ def main(argv: list[str] | None = None) -> int:
                   "calibration_table": table}
     if args.write:
         model = {"features": list(tempo.FEATURES), "mean": mean.round(6).tolist(), "scale": scale.round(6).tolist(),
-                 "weights": w.w.round(6).tolist(), "calibration": dict(zip("abc", (round(v, 6) for v in cal))),
+                 "weights": final.weights.round(6).tolist(),
+                 "calibration": dict(zip("abc", (round(v, 6) for v in cal))),
                  "fit": fit_record}
-        if w.hidden is not None:
-            w_in, bias, w_out = w.hidden
+        if final.hidden is not None:
+            w_in, bias, w_out = final.hidden
             model["hidden"] = {"W": w_in.round(6).tolist(), "b": bias.round(6).tolist(), "v": w_out.round(6).tolist()}
         tempo.MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)
         tempo.MODEL_PATH.write_text(json.dumps(model, indent=1) + "\n")

@@ -13,15 +13,16 @@ Pipeline (all on the shared front end's onset bands, 86 frames/s):
    agree on (Peeters' combination; the comb versions in the manner of Percival & Tzanetakis' enhanced ACF).
 2. Candidates (`candidates`). The strongest peaks of both saliences and their metrical relatives (x1/3 .. x3).
 3. The metrical level (`level_features`, `LevelModel`). A conditional logit (softmax over each clip's
-   candidates) whose score is a linear term plus six tanh units over a few interpretable cues per candidate: the periodicity at the level (ACF, DFT, their combs,
-   kick band vs hi-hat band), at the sub-beat (half period) and the balance against the double and half tempo,
-   a log-normal tempo prior (log2 tempo and its square: the fitted centre and width), onsets per beat (and its
-   square), syncopation at 1.5 beats, ternary bar evidence, and the prior's interaction with how percussive the
-   clip is (struck, spiky onsets vs legato strings). The hidden units let cues combine (a linear score cannot
-   say "fast and drumless and dense figuration means the eighths, not the beat"); in cross-validation they lifted
-   leave-one-style-out Acc1 from 73 to 82 % (benchmarks/ANALYSIS_RESULTS.md). The weights, feature means and
-   scales live in models/tempo_level.json, fitted by benchmarks/fit_tempo.py on a rendered training set with grouped
-   cross-validation (its figures are in that file's "fit" record and in benchmarks/ANALYSIS_RESULTS.md).
+   candidates) whose score is a linear term plus six tanh units over a few interpretable cues per candidate:
+   the periodicity at the level (ACF, DFT, their combs, kick band vs hi-hat band), at the sub-beat (half period)
+   and the balance against the double and half tempo, a log-normal tempo prior (log2 tempo and its square: the
+   fitted centre and width), onsets per beat (and its square), syncopation at 1.5 beats, ternary bar evidence,
+   and the prior's interaction with how percussive the clip is (struck, spiky onsets vs legato strings). The
+   hidden units let cues combine (a linear score cannot say "fast and drumless and dense figuration means the
+   eighths, not the beat"); on the 336-song training set they lifted leave-one-style-out Acc1 from 73 to 82 %
+   (benchmarks/ANALYSIS_RESULTS.md). The weights, feature means and scales live in models/tempo_level.json,
+   fitted by benchmarks/fit_tempo.py on a rendered training set with grouped cross-validation (its figures are
+   in that file's "fit" record and in benchmarks/ANALYSIS_RESULTS.md).
 4. Precision: the chosen period is refined on the ACF peak at 4 (or 3, 2) beats with parabolic interpolation.
 
 Confidence. Every candidate's `score` is the calibrated probability that it is the annotated tempo (the level a
