@@ -39,7 +39,6 @@ from backend.web.metrics import Metrics
 # Shared tables' sizes: clients tracked at once by the rate limiter (24 bytes each: 3 MiB), analyses in flight.
 SHARED_LIMITER_SLOTS = 1 << 17
 SHARED_CLAIM_SLOTS = 1 << 12
-SHARED_TALLY_SLOTS = 16  # "hits" and "misses"
 SHARED_QUOTA_SLOTS = 1 << 14  # keys counted per day at once (24 bytes each: 384 KiB)
 # The near cache of hit rows on a shared store (with Redis): rows kept per HTTP process (a row is ~6-7 KB with its
 # chart data: ~14 MB), and the longest a row is kept if a change could not be announced.
@@ -210,7 +209,7 @@ def _quota(settings: Settings, store: Store, *, lock_of: SharedTable | None = No
 def _tally(settings: Settings) -> Tally:
     if not settings.shared_state_dir:
         return LocalTally()  # one process: its own counts are all there is
-    return SharedTally(_shared_table(settings, "counters", SHARED_TALLY_SLOTS))
+    return SharedTally(Path(settings.shared_state_dir) / "counters")
 
 
 def _claims(settings: Settings) -> Claims:

@@ -46,7 +46,7 @@ def tally(request, tmp_path) -> Tally:
         return LocalTally()
     if request.param == "redis":
         return RedisTally(**_redis(request))
-    return SharedTally(SharedTable(tmp_path / "counters", slots=16))
+    return SharedTally(tmp_path / "counters")
 
 
 @pytest.fixture(params=["one process", "shared table", "redis"])

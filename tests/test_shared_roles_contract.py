@@ -39,7 +39,7 @@ def build_tally(kind: str, place: str):
     if kind == "memory":
         return LocalTally()
     if kind == "shared-table":
-        return SharedTally(SharedTable(os.path.join(place, "tally"), slots=16))
+        return SharedTally(os.path.join(place, "tally"))
     url, prefix = place.split("|")
     return RedisTally(client=connect(url), prefix=prefix)
 

@@ -165,7 +165,7 @@ def test_table_rejects_a_size_that_is_not_a_power_of_two(tmp_path):
 
 
 def _count_hits(path: str, times: int) -> None:
-    tally = SharedTally(SharedTable(path, slots=16))
+    tally = SharedTally(path)
     for _ in range(times):
         tally.add("hits")
 
@@ -177,7 +177,7 @@ def test_hit_counts_of_all_processes_add_up_until_taken(tmp_path):
         worker.start()
     for worker in workers:
         worker.join(60)
-    tally = SharedTally(SharedTable(path, slots=16))
+    tally = SharedTally(path)
     assert tally.read("hits") == 1000 and tally.read("misses") == 0
     assert tally.take("hits") == 1000  # what a flush writes to the database...
     assert tally.read("hits") == 0     # ...is no longer pending
@@ -197,7 +197,7 @@ def test_counts_of_processes_that_exited_are_taken_once_and_their_files_removed(
     for worker in workers:
         worker.join(60)
     assert sorted(done.get(timeout=10) for _ in workers) == sorted(worker.pid for worker in workers)
-    tally = SharedTally(SharedTable(path, slots=16))
+    tally = SharedTally(path)
     tally.add("hits", 5)  # this process's own count, next to theirs
     assert tally.take("hits") == 305
     assert tally.take("hits") == 0
@@ -212,7 +212,7 @@ def _write_counts(path: str, hits_added: int, hits_taken: int) -> None:
 
 
 def _take_and_report(path: str, results) -> None:
-    results.put(SharedTally(SharedTable(path, slots=16)).take("hits"))
+    results.put(SharedTally(path).take("hits"))
 
 
 def test_a_new_file_under_an_old_name_is_read_afresh(tmp_path):
@@ -223,7 +223,7 @@ def test_a_new_file_under_an_old_name_is_read_afresh(tmp_path):
     gone.join(10)
     name = str(tmp_path / f"counters.pid-{gone.pid}")
     _write_counts(name, 5, 0)
-    tally = SharedTally(SharedTable(tmp_path / "counters", slots=16))
+    tally = SharedTally(tmp_path / "counters")
     assert tally.read("hits") == 5  # mapped here
     results = FORK.Queue()
     taker = FORK.Process(target=_take_and_report, args=(str(tmp_path / "counters"), results))
@@ -235,7 +235,7 @@ def test_a_new_file_under_an_old_name_is_read_afresh(tmp_path):
 
 
 def _add_many(path: str, times: int) -> None:
-    tally = SharedTally(SharedTable(path, slots=16))
+    tally = SharedTally(path)
     for _ in range(times):
         tally.add("hits")
         tally.add("misses", 2)
@@ -243,7 +243,7 @@ def _add_many(path: str, times: int) -> None:
 
 def test_counts_taken_while_processes_add_lose_and_repeat_nothing(tmp_path):
     path = str(tmp_path / "counters")
-    tally = SharedTally(SharedTable(path, slots=16))
+    tally = SharedTally(path)
     workers = [FORK.Process(target=_add_many, args=(path, 3000)) for _ in range(3)]
     for worker in workers:
         worker.start()
@@ -261,7 +261,7 @@ def test_counts_taken_while_processes_add_lose_and_repeat_nothing(tmp_path):
 def test_a_table_whose_folder_is_gone_is_not_brought_back(tmp_path):
     # An HTTP worker exiting after its server's shared-state folder was removed must not recreate the folder.
     folder = tmp_path / "essentia-shared-gone"
-    tally = SharedTally(SharedTable(folder / "counters", slots=16))
+    tally = SharedTally(folder / "counters")
     assert tally.take("hits") == 0  # nothing to take, and no error in an exiting worker's last flush
     with tally.batch() as held:  # the flush's cross-process lock: nobody is left to keep apart from
         assert held

@@ -1,6 +1,6 @@
 """Hit and miss counts not yet written to the database, kept where every HTTP process of a server can add to
-and read them: LocalTally when one process serves, SharedTally (a file per process, read by all) when several do. BufferedCounters
-(backend/storage/counters.py) takes them out in batches and writes them."""
+and read them: LocalTally when one process serves, SharedTally (a file per process, read by all) when several
+do. BufferedCounters (backend/storage/counters.py) takes them out in batches and writes them."""
 from __future__ import annotations
 
 import contextlib
@@ -11,7 +11,6 @@ import threading
 from typing import Callable, Iterator
 
 from backend.runtime.claims import process_alive
-from backend.runtime.sharedtable import SharedTable
 
 
 class LocalTally:
@@ -98,7 +97,7 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 class SharedTally:
     """The same counts, exact across the HTTP processes of a host, without a lock between processes per count.
 
-    Each process adds to counts of its own (a file beside the table: `<table>.pid-<pid>`), under a lock of its own
+    Each process adds to counts of its own (a file `<path>.pid-<pid>`), under a lock of its own
     threads only: a hit used to take the table's flock, and a holder descheduled inside it stalled every process's
     hits (PERFORMANCE_OPTIMIZATIONS.md, section 8). Reading and taking, once per flush and per /stats, go over every
     process's file under the tally's flock: what each has added minus what was taken from it. A file whose process
@@ -106,9 +105,11 @@ class SharedTally:
     it instead, counts and all, which is as exact).
     """
 
-    def __init__(self, table: SharedTable):
-        self.table = table  # where the files live (its path), and the batch lock's file
-        self._folder, base = os.path.split(table.path)
+    def __init__(self, path: str | os.PathLike):
+        """`path`: the files' common name in the host's shared-state folder (`<path>.pid-<pid>`, `<path>.tally`,
+        `<path>.batch`)."""
+        self.path = str(path)
+        self._folder, base = os.path.split(self.path)
         self._prefix = base + ".pid-"
         self._own_file: tuple[int, _CountsFile] | None = None  # (fork generation, this process's file)
 
@@ -139,7 +140,7 @@ class SharedTally:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """The tally's flock, between processes and threads alike (a descriptor per call)."""
-        fd = os.open(self.table.path + ".tally", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path + ".tally", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -180,12 +181,12 @@ class SharedTally:
 
     @contextlib.contextmanager
     def batch(self, *, wait: bool = True) -> Iterator[bool]:
-        """An exclusive lock on a file beside the table, held by one process of the host at a time (the kernel
+        """An exclusive lock on a file beside the counts, held by one process of the host at a time (the kernel
         drops it if the holder dies). Opened per call: a descriptor inherited across fork shares its lock."""
         try:
-            fd = os.open(self.table.path + ".batch", os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(self.path + ".batch", os.O_RDWR | os.O_CREAT, 0o600)
         except FileNotFoundError:
-            # the server is being torn down and its folder is gone: there is no table left to take counts from,
+            # the server is being torn down and its folder is gone: there are no files left to take counts from,
             # so no other process to keep apart from (the flush still writes this process's usage rows)
             yield True
             return
