@@ -88,8 +88,6 @@ def test_fast_metal_is_not_halved():
     assert offered(res, 92.5)
 
 
-@pytest.mark.xfail(strict=True, reason="known limit: chords on every beat with arpeggio eighths at 60 are read "
-                   "at 120; the rendered ballads are right 81-94 % of the time in cross-validation")
 def test_slow_ballad_is_not_doubled():
     """Piano chords on every beat at 60 with soft arpeggio eighths: tapped at 60, not at the eighths' 120."""
     res = perform_audio_analysis(synth.ballad(60), SR)
