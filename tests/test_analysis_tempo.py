@@ -132,7 +132,7 @@ def test_committed_level_model_matches_the_features_and_is_small():
     hidden = data.get("hidden", {"W": [], "b": [], "v": []})
     numbers = (len(data["mean"]) + len(data["scale"]) + len(data["weights"]) + len(data["calibration"])
                + sum(len(row) for row in hidden["W"]) + len(hidden["b"]) + len(hidden["v"]))
-    assert numbers < 300
+    assert numbers < 400  # a few hundred: readable, and nothing a CPU notices (8 units: 316)
     model = tempo.load_model()
     assert all(np.isfinite(model.weights))
     if model.hidden is not None:
