@@ -70,7 +70,7 @@ def clip_features(audio: Path, cache: Path) -> chroma_mod.PitchFrames | None:
                                           frame_rate=float(z["frame_rate"]),
                                           sustained_share=float(z["sustained_share"]))
     sr = ANALYSIS_SAMPLE_RATE
-    y = decode_audio(audio.read_bytes(), target_sr=sr).samples
+    y = decode_audio(audio.read_bytes(), target_sr=sr).mono()  # the downmix the analysis makes
     S = frontend.stft_magnitude(y)
     pf = chroma_mod.pitch_frames(S, frontend.bin_frequencies(sr), sr / frontend.HOP)
     cache.mkdir(parents=True, exist_ok=True)
