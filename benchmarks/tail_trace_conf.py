@@ -42,26 +42,27 @@ def _trace_gc() -> None:
 
 
 def _trace_table_locks() -> None:
-    import fcntl
     from contextlib import contextmanager
 
     from backend.runtime import sharedtable
 
+    held = sharedtable.SharedTable.held
+
     @contextmanager
-    def locked(self):
+    def traced(self):
+        # Only the outermost held() of a thread takes the locks: nested ones would count a zero wait.
+        outermost = not self._lock_owner._thread_lock._is_owned()
         asked = time.perf_counter()
-        with self._thread_lock:
-            mapped = self._attach()
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        with held(self):
             got = time.perf_counter()
             try:
-                yield mapped
+                yield
             finally:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-                _TRACE["lock_wait"].append(got - asked)
-                _TRACE["lock_hold"].append(time.perf_counter() - got)
+                if outermost:
+                    _TRACE["lock_wait"].append(got - asked)
+                    _TRACE["lock_hold"].append(time.perf_counter() - got)
 
-    sharedtable.SharedTable._locked = locked
+    sharedtable.SharedTable.held = traced
 
 
 def _trace_hand_offs(worker) -> None:
