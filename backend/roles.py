@@ -211,6 +211,10 @@ class Invalidation(Protocol):
         """Whether this process hears the messages now (what it keeps may be trusted only then)."""
         ...
 
+    def close(self) -> None:
+        """Stop listening and let go of what listening holds (a subscriber thread, a mapped file)."""
+        ...
+
 
 # -- the store ---------------------------------------------------------------------------------------------------
 

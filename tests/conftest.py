@@ -43,8 +43,9 @@ def make_app(tmp_path, request):
         services = app.extensions["essentia"]
         services.executor.shutdown()
         services.store.close()
-        if services.key_changes is not None:
-            services.key_changes.close()
+        for changes in (services.key_changes, services.analysis.row_changes):
+            if changes is not None:
+                changes.close()
 
 
 @pytest.fixture

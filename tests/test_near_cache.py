@@ -1,23 +1,27 @@
-"""The near cache of hit rows (backend/runtime/nearcache.py): with Redis, a repeat hit is answered without asking
-the store, and a change made on one host (a correction, a deletion, a cleared cache, metadata filled in) is seen
-by every other host as soon as its message arrives. Two apps on one store and one Redis prefix stand in for two
-hosts."""
+"""The near cache of hit rows (backend/runtime/nearcache.py): a repeat hit is answered without asking the store, and
+a change made by one process (a correction, a deletion, a cleared cache, metadata filled in) is seen by every
+other. Two apps stand in for two processes: on one store and one Redis prefix (two hosts), or on one SQLite file
+(two HTTP processes of one host, told by the change counter beside the file)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 
 import pytest
 
 from backend.roles import Invalidation
+from backend.runtime.filechanges import FileInvalidation
 from backend.runtime.nearcache import NearCache
 from tests.conftest import create_key
 
 
-@pytest.fixture
+@pytest.fixture(params=["redis", "sqlite-file"])
 def two_hosts(make_app, request):
-    """(host A, host B, admin key): production apps on one store and one Redis prefix."""
+    """(app A, app B, admin key): production apps sharing a store, with Redis or on one SQLite file alone."""
     def host():
+        if request.param == "sqlite-file":
+            return make_app(production=True)
         return make_app(production=True, redis_url=request.getfixturevalue("redis_url"),
                         redis_prefix=request.getfixturevalue("redis_prefix"))
 
@@ -110,15 +114,93 @@ def test_a_title_filled_in_on_one_host_is_served_by_the_other(two_hosts, song_12
     _until(lambda: _by_hash(host_b, key, song_120_a_minor).get_json()["title"] == "Night Drive")
 
 
-def test_without_redis_there_is_no_near_cache(make_app):
-    assert make_app().extensions["essentia"].analysis.near_cache is None
+def test_on_postgresql_without_redis_there_is_no_near_cache(make_app):
+    """Several hosts may share the database, and nothing would tell them of each other's changes."""
+    assert make_app(store="postgresql").extensions["essentia"].analysis.near_cache is None
 
 
-def test_both_invalidations_satisfy_the_protocol(two_hosts):
+def test_the_invalidations_satisfy_the_protocol(two_hosts):
     services = two_hosts[0].extensions["essentia"]
-    assert isinstance(services.key_changes, Invalidation)
+    if services.key_changes is not None:
+        assert isinstance(services.key_changes, Invalidation)
     assert isinstance(services.analysis.row_changes, Invalidation)
     assert services.analysis.row_changes.connected
+
+
+def test_rows_analyzed_again_by_the_cli_are_read_again_by_the_server(make_app, monkeypatch, tmp_path,
+                                                                     song_120_a_minor):
+    """The CLI opens the same SQLite file, so its changes are counted beside it too."""
+    server, cli_app = make_app(production=True), make_app(production=True)
+    key = create_key(server, "admin", "--admin")
+    assert _upload(server, key, song_120_a_minor).status_code == 200
+    reads = StoreReads(server, monkeypatch)
+    assert _by_hash(server, key, song_120_a_minor).status_code == 200
+    assert _by_hash(server, key, song_120_a_minor).status_code == 200
+    assert reads.count == 1  # kept after the first hit
+    clip = tmp_path / "song.wav"
+    clip.write_bytes(song_120_a_minor)
+    result = cli_app.test_cli_runner().invoke(args=["analyze", "--force", str(clip)])
+    assert result.exit_code == 0, result.output
+    assert _by_hash(server, key, song_120_a_minor).status_code == 200
+    assert reads.count == 2  # the row analyzed again was read again, not served from what was kept
+
+
+# -- the change counter beside a SQLite file -----------------------------------------------------------------------
+
+def test_a_change_counted_by_one_process_makes_another_forget_everything(tmp_path):
+    path = tmp_path / "db-changes"
+    here, there = FileInvalidation(path), FileInvalidation(path)
+    forgotten = []
+    here.listen(lambda analysis_id: None, forget_all=lambda: forgotten.append("all"))
+    assert here.connected and forgotten == ["all"]  # the first look starts from nothing kept
+    there.announce([7])
+    assert forgotten == ["all"]  # heard on the next look, not before
+    assert here.connected and forgotten == ["all", "all"]
+    assert here.connected and forgotten == ["all", "all"]  # once per change
+
+
+def test_changes_counted_in_forked_processes_all_count(tmp_path):
+    path = tmp_path / "db-changes"
+    counter = FileInvalidation(path)
+    counter.listen(lambda analysis_id: None, forget_all=lambda: None)
+    pids = []
+    for _ in range(4):
+        pid = os.fork()
+        if pid == 0:  # the child maps the file itself, as a gunicorn worker does after the fork
+            try:
+                for _ in range(50):
+                    counter.announce_all()
+            finally:
+                os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        assert os.waitpid(pid, 0)[1] == 0
+    assert FileInvalidation(path)._count() == 200  # no add lost another's
+
+
+def test_a_row_read_while_another_process_counted_a_change_is_not_kept(tmp_path):
+    """Asking the counter may make the cache forget; asked while the row is being kept, it must not deadlock."""
+    path = tmp_path / "db-changes"
+    here, there = FileInvalidation(path), FileInvalidation(path)
+    cache = NearCache(max_rows=10, max_age=60.0, usable=lambda: here.connected)
+    here.listen(cache.forget_ids, forget_all=cache.forget_all)
+
+    def read_during_a_change():
+        there.announce_all()
+        return _row(1, bpm=100.0)
+
+    assert cache.get_or_load("k", read_during_a_change)["bpm"] == 100.0
+    assert len(cache) == 0
+    assert cache.get_or_load("k", lambda: _row(1, bpm=101.0))["bpm"] == 101.0
+    assert cache.get_or_load("k", lambda: _row(1, bpm=102.0))["bpm"] == 101.0  # kept now
+
+
+def test_an_unreadable_counter_keeps_nothing(tmp_path):
+    counter = FileInvalidation(tmp_path / "missing-folder" / "db-changes")
+    assert not counter.connected
+    cache = NearCache(max_rows=10, max_age=60.0, usable=lambda: counter.connected)
+    assert cache.get_or_load("k", lambda: _row(1)) == _row(1)
+    assert len(cache) == 0
 
 
 # -- the cache itself ---------------------------------------------------------------------------------------------

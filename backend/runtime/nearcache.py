@@ -53,8 +53,11 @@ class NearCache:
         return row
 
     def _keep(self, cache_key: str, row: Row, generation: int, expires: float) -> None:
+        # Asked before the lock: asking may make this cache forget (a change counter that moved), which takes it.
+        if not self._usable():
+            return
         with self._lock:
-            if generation != self._generation or not self._usable():
+            if generation != self._generation:
                 return
             self._rows[cache_key] = (expires, row)
             self._rows.move_to_end(cache_key)
