@@ -56,8 +56,8 @@ class Roles:
     admission: Admission  # the two above, asked together by the request guard
     tally: Tally
     claims: Claims
-    key_changes: Invalidation | None = None  # tells every host that a key changed (with Redis)
-    row_changes: Invalidation | None = None  # ... that an analysis row changed (Redis, or beside the SQLite file)
+    key_changes: Invalidation | None = None  # tells every process that a key changed (Redis, or beside the SQLite file)
+    row_changes: Invalidation | None = None  # ... that an analysis row changed (likewise)
 
 
 @dataclass
@@ -136,18 +136,21 @@ def build_roles(settings: Settings, store: Store) -> Roles:
     if settings.redis_url:
         return _redis_roles(settings, store)
     limiter = _rate_limiter(settings)
-    quota = _quota(settings, store, lock_of=limiter.table if isinstance(limiter, SharedRateLimiter) else None)
+    key_changes = _file_changes(settings, "key-changes")
+    quota = _quota(settings, store, lock_of=limiter.table if isinstance(limiter, SharedRateLimiter) else None,
+                   key_changes=key_changes)
     return Roles(executor=_executor(settings), rate_limiter=limiter, quota=quota,
                  admission=_admission(limiter, quota), tally=_tally(settings), claims=_claims(settings),
-                 row_changes=_file_changes(settings))
+                 key_changes=key_changes, row_changes=_file_changes(settings, "changes"))
 
 
-def _file_changes(settings: Settings) -> Invalidation | None:
-    """On a SQLite file, every process that opens it (HTTP workers, the CLI) counts row changes in a file beside
-    it. PostgreSQL without Redis may be shared by several hosts, which no file reaches: no near cache there."""
+def _file_changes(settings: Settings, suffix: str) -> Invalidation | None:
+    """On a SQLite file, every process that opens it (HTTP workers, the CLI) counts changes in files beside it:
+    `-changes` for analysis rows, `-key-changes` for keys. PostgreSQL without Redis may be shared by several hosts,
+    which no file reaches: nothing is kept there."""
     if settings.database_url or settings.db_path == ":memory:":
         return None
-    return FileInvalidation(f"{settings.db_path}-changes")
+    return FileInvalidation(f"{settings.db_path}-{suffix}")
 
 
 def _redis_roles(settings: Settings, store: Store) -> Roles:
@@ -206,7 +209,8 @@ def _admission(limiter: Limiter | None, quota: Quota) -> Admission:
     return LimiterThenQuota(limiter, quota)
 
 
-def _quota(settings: Settings, store: Store, *, lock_of: SharedTable | None = None) -> Quota:
+def _quota(settings: Settings, store: Store, *, lock_of: SharedTable | None = None,
+           key_changes: Invalidation | None = None) -> Quota:
     """One process: the store's conditional upsert per request. Several HTTP processes on one host: counted in the
     shared table, written in batches (backend/runtime/quota.py: as exact, without a write transaction per request).
     A shared database (ESSENTIA_DATABASE_URL) may serve several hosts, and the table is one host's: without Redis
@@ -214,7 +218,7 @@ def _quota(settings: Settings, store: Store, *, lock_of: SharedTable | None = No
     if not settings.shared_state_dir or settings.database_url:
         return StoreQuota(store)
     return TableQuota(store, _shared_table(settings, "quota", SHARED_QUOTA_SLOTS, lock_of=lock_of),
-                      flush_seconds=settings.stats_flush_seconds)
+                      flush_seconds=settings.stats_flush_seconds, key_changes=key_changes)
 
 
 def _tally(settings: Settings) -> Tally:

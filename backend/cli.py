@@ -19,8 +19,9 @@ def _store():
 
 
 def _announce_key_change(key_id: int) -> str:
-    """Tell every running host at once (with Redis); returns a note for the operator on how soon it applies
-    (empty without Redis: the store's quota check sees a change at the next request)."""
+    """Tell every running server at once (with Redis, or through the change counter beside a SQLite file); returns
+    a note for the operator on how soon it applies (empty on PostgreSQL without Redis: the store's quota check sees
+    a change at the next request)."""
     services = current_app.extensions["essentia"]
     ttl = services.settings.key_cache_ttl
     if services.key_changes is None:
@@ -29,7 +30,7 @@ def _announce_key_change(key_id: int) -> str:
         services.key_changes.announce([key_id])
     except SharedStateUnavailable:
         return f" Redis did not answer: running hosts apply it within {ttl:g} s."
-    return " Every running host applies it now."
+    return " Every running server applies it now."
 
 
 def _key_row_or_exit(conn, key_id: int):

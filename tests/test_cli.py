@@ -100,9 +100,23 @@ def test_deactivate_and_activate(make_app):
     assert client.get("/cache", headers={"X-API-Key": secret}).status_code == 200
 
 
-def test_deactivate_tells_how_long_a_running_server_may_still_accept_the_key(app):
+def test_deactivate_tells_that_running_servers_apply_it_now(app):
     create_key(app, "alice")
-    assert "300 s" in ok(app, "keys", "deactivate", "1")
+    assert "Every running server applies it now" in ok(app, "keys", "deactivate", "1")
+
+
+def test_a_limit_set_with_the_cli_applies_at_once_to_a_server_that_kept_the_key(make_app, tmp_path):
+    """Under gunicorn the quota keeps each key's state until a `keys` command counts a change beside the file."""
+    server = make_app(production=True, shared_state_dir=str(tmp_path / "shared"))
+    (tmp_path / "shared").mkdir()
+    cli_app = make_app(production=True)
+    secret = create_key(cli_app, "alice")
+    client = server.test_client()
+    assert client.get("/cache", headers={"X-API-Key": secret}).status_code == 200  # the state is kept now
+    ok(cli_app, "keys", "limit", "1", "1")
+    assert client.get("/cache", headers={"X-API-Key": secret}).get_json()["error"] == "daily_quota_exceeded"
+    ok(cli_app, "keys", "deactivate", "1")
+    assert client.get("/cache", headers={"X-API-Key": secret}).get_json()["error"] == "inactive_api_key"
 
 
 def test_limit(app):

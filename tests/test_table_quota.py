@@ -91,3 +91,43 @@ def test_a_failed_write_keeps_the_counts_for_the_next_flush(make_app, tmp_path, 
     monkeypatch.undo()
     quota.flush()
     assert _usage_today(store, 1, utc_today()) == 4
+
+
+def test_a_key_state_is_kept_until_a_change_is_counted(make_app, tmp_path, monkeypatch):
+    """With the change counter, the key is read once, not per request; a counted change makes it read again, and
+    a state read while a change was being counted is not kept."""
+    from backend.runtime.filechanges import FileInvalidation
+
+    store = store_with_key(make_app, 0)
+    quota = TableQuota(store, SharedTable(tmp_path / "quota", slots=64),
+                       key_changes=FileInvalidation(tmp_path / "key-changes"))
+    cli = FileInvalidation(tmp_path / "key-changes")  # another process, e.g. the `keys` command
+    reads = []
+    get_key = store.get_key
+
+    def counted_get_key(conn, key_id):
+        reads.append(key_id)
+        return get_key(conn, key_id)
+
+    monkeypatch.setattr(store, "get_key", counted_get_key)
+    assert all(quota.consume(1).allowed for _ in range(5))
+    assert len(reads) == 1
+    with store.connection(write=True) as conn:
+        store.set_key_active(conn, 1, False)
+    cli.announce([1])
+    assert not quota.consume(1).allowed and len(reads) == 2
+
+    def get_key_during_a_change(conn, key_id):
+        reads.append(key_id)
+        row = get_key(conn, key_id)
+        if key_id == 1:
+            cli.announce([1])  # the key changes while this process reads it,
+            quota.consume(2)   # and another thread of this process catches up with the count meanwhile
+        return row
+
+    cli.announce([1])
+    monkeypatch.setattr(store, "get_key", get_key_during_a_change)
+    quota.consume(1)
+    monkeypatch.setattr(store, "get_key", counted_get_key)
+    quota.consume(1)
+    assert reads.count(1) == 4  # the state read during the change was not kept: read again

@@ -31,7 +31,7 @@ class FileInvalidation:
         self._pid: int | None = None
         self._map: mmap.mmap | None = None
         self._seen: int | None = None
-        self._forget_all: Callable[[], None] | None = None
+        self._listeners: list[Callable[[], None]] = []  # forget_all of each listener
         self._attach_lock = threading.Lock()
 
     def _mapped(self) -> mmap.mmap:
@@ -59,8 +59,8 @@ class FileInvalidation:
         return _COUNTER.unpack_from(self._mapped(), 0)[0]
 
     def listen(self, forget_id: Callable[[int], None], forget_all: Callable[[], None]) -> None:
-        """Every change is heard as a change to all rows (`forget_id` is not needed)."""
-        self._forget_all = forget_all
+        """Every change is heard as a change to all records (`forget_id` is not needed)."""
+        self._listeners.append(forget_all)
         self._catch_up()
 
     def announce(self, ids: Iterable[int]) -> None:
@@ -81,8 +81,7 @@ class FileInvalidation:
         except (OSError, ValueError):
             log.warning("could not count a change in %s; other processes see it within the near cache's age",
                         self.path, exc_info=True)
-            if self._forget_all is not None:
-                self._forget_all()  # this process at least
+            self._forget()  # this process at least
             return
         self._catch_up()  # this process forgets at once
 
@@ -105,7 +104,10 @@ class FileInvalidation:
         except (OSError, ValueError):
             return False
         if count != self._seen:
-            if self._forget_all is not None:
-                self._forget_all()  # before _seen moves: no other thread may take the new count as caught up early
+            self._forget()  # before _seen moves: no other thread may take the new count as caught up early
             self._seen = count
         return True
+
+    def _forget(self) -> None:
+        for forget_all in list(self._listeners):
+            forget_all()

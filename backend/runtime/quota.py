@@ -15,8 +15,10 @@ Why it stays exact (on one host, which is where the shared table lives; several 
   on the day it counts (its `used` may be ahead of a commit in flight); records of past days with nothing pending
   are free. Only a probe run full of live records (16 neighbours, in a table of 16,384: thousands of keys active
   at once) could evict one; the count of that key then restarts from the store.
-- The limit and the key's state are read from the store on every request (an indexed read, no transaction), so
-  a changed limit or a deactivated key applies at once, as before.
+- The limit and the key's state are read from the store (an indexed read, no transaction), so a changed limit or
+  a deactivated key applies at once, as before. With `key_changes` (the change counter beside a SQLite file,
+  which every `keys` command of the CLI moves), each process keeps what it read per key until the counter moves,
+  and asks the counter before each request instead of the store.
 What a hard kill of a process can lose is what it had not flushed yet for keys no other process touched since:
 at most `flush_seconds` of counts in daily_usage; enforcement itself never loses them (they stay in the table).
 """
@@ -26,7 +28,8 @@ import logging
 import threading
 from typing import Callable, NamedTuple
 
-from backend.roles import QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, QuotaDecision, Store
+from backend.roles import (QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, Invalidation, QuotaDecision,
+                           Store)
 from backend.runtime.periodic import every
 from backend.runtime.sharedtable import SharedTable
 from backend.timeutil import utc_today
@@ -43,6 +46,8 @@ class QuotaTicket(NamedTuple):
     refusal: QuotaDecision | None    # the key is unknown or inactive: nothing to count
 
 
+MAX_KEPT_KEYS = 10_000  # key states kept per process (a few bytes each); past it they are read again
+
 _DAY_SCALE = 1 << 24  # the record's float holds day number * _DAY_SCALE + pending (exact: far below 2**53)
 
 
@@ -55,11 +60,16 @@ class TableQuota:
     """The Quota role in a SharedTable (one host), flushed to the store every `flush_seconds` (see module doc)."""
 
     def __init__(self, store: Store, table: SharedTable, *, flush_seconds: float = 2.0,
-                 today: Callable[[], str] = utc_today):
+                 today: Callable[[], str] = utc_today, key_changes: Invalidation | None = None):
         self._store = store
         self.table = table
         self.flush_seconds = flush_seconds
         self._today = today
+        self._key_changes = key_changes
+        self._key_states: dict[int, tuple[bool, int] | None] = {}  # key id -> (active, daily limit), None: no key
+        self._key_generation = 0  # moved by every forget: a state read before it is not kept
+        if key_changes is not None:
+            key_changes.listen(self.forget_key, forget_all=self.forget_all_keys)
         self._touched: set[tuple[int, str]] = set()  # (key id, day) this process counted since its last flush
         self._touched_lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -73,15 +83,38 @@ class TableQuota:
     # limit: the store's reads stay outside any lock of the table.
 
     def prepare(self, key_id: int) -> QuotaTicket:
-        """Read the key from the store (an indexed read, no lock): a changed limit or key applies at once."""
+        """The key's state, read from the store or kept since the last change counted (no lock of the table)."""
         day = self._today()
+        state = self._key_state(key_id)
+        if state is None:
+            return QuotaTicket(key_id, day, 0, QuotaDecision(False, QUOTA_KEY_UNKNOWN))
+        active, daily_limit = state
+        if not active:
+            return QuotaTicket(key_id, day, 0, QuotaDecision(False, QUOTA_KEY_INACTIVE, daily_limit))
+        return QuotaTicket(key_id, day, daily_limit, None)
+
+    def _key_state(self, key_id: int) -> tuple[bool, int] | None:
+        changes = self._key_changes
+        fresh = changes is not None and changes.connected  # asking may forget every kept state
+        if fresh and key_id in self._key_states:
+            return self._key_states[key_id]
+        generation = self._key_generation
         with self._store.single_read() as conn:
             key = self._store.get_key(conn, key_id)
-        if key is None:
-            return QuotaTicket(key_id, day, 0, QuotaDecision(False, QUOTA_KEY_UNKNOWN))
-        if not key["active"]:
-            return QuotaTicket(key_id, day, 0, QuotaDecision(False, QUOTA_KEY_INACTIVE, key["daily_limit"]))
-        return QuotaTicket(key_id, day, key["daily_limit"], None)
+        state = None if key is None else (bool(key["active"]), key["daily_limit"])
+        if fresh and changes.connected and generation == self._key_generation:
+            if len(self._key_states) >= MAX_KEPT_KEYS:
+                self._key_states.clear()
+            self._key_states[key_id] = state
+        return state
+
+    def forget_key(self, key_id: int) -> None:
+        self._key_generation += 1
+        self._key_states.pop(key_id, None)
+
+    def forget_all_keys(self) -> None:
+        self._key_generation += 1
+        self._key_states.clear()
 
     def try_count(self, ticket: QuotaTicket) -> QuotaDecision | None:
         """Count one request in the table (one update), or None when the key has no record there yet today."""
