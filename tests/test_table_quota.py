@@ -99,8 +99,9 @@ def test_a_key_state_is_kept_until_a_change_is_counted(make_app, tmp_path, monke
     from backend.runtime.filechanges import FileInvalidation
 
     store = store_with_key(make_app, 0)
+    now = [0.0]
     quota = TableQuota(store, SharedTable(tmp_path / "quota", slots=64),
-                       key_changes=FileInvalidation(tmp_path / "key-changes"))
+                       key_changes=FileInvalidation(tmp_path / "key-changes"), clock=lambda: now[0])
     cli = FileInvalidation(tmp_path / "key-changes")  # another process, e.g. the `keys` command
     reads = []
     get_key = store.get_key
@@ -131,3 +132,8 @@ def test_a_key_state_is_kept_until_a_change_is_counted(make_app, tmp_path, monke
     monkeypatch.setattr(store, "get_key", counted_get_key)
     quota.consume(1)
     assert reads.count(1) == 4  # the state read during the change was not kept: read again
+    quota.consume(1)
+    assert reads.count(1) == 4
+    now[0] = 61.0  # a change no counter told (an edit in SQL) is seen within a minute
+    quota.consume(1)
+    assert reads.count(1) == 5

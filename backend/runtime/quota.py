@@ -17,8 +17,8 @@ Why it stays exact (on one host, which is where the shared table lives; several 
   at once) could evict one; the count of that key then restarts from the store.
 - The limit and the key's state are read from the store (an indexed read, no transaction), so a changed limit or
   a deactivated key applies at once, as before. With `key_changes` (the change counter beside a SQLite file,
-  which every `keys` command of the CLI moves), each process keeps what it read per key until the counter moves,
-  and asks the counter before each request instead of the store.
+  which every `keys` command of the CLI moves), each process keeps what it read per key until the counter moves
+  (at most KEY_STATE_SECONDS, for a change made in SQL), and asks the counter before each request, not the store.
 What a hard kill of a process can lose is what it had not flushed yet for keys no other process touched since:
 at most `flush_seconds` of counts in daily_usage; enforcement itself never loses them (they stay in the table).
 """
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable, NamedTuple
 
 from backend.roles import (QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, Invalidation, QuotaDecision,
@@ -47,6 +48,7 @@ class QuotaTicket(NamedTuple):
 
 
 MAX_KEPT_KEYS = 10_000  # key states kept per process (a few bytes each); past it they are read again
+KEY_STATE_SECONDS = 60.0  # the longest a key state is kept: bounds a change no counter told (an edit in SQL)
 
 _DAY_SCALE = 1 << 24  # the record's float holds day number * _DAY_SCALE + pending (exact: far below 2**53)
 
@@ -60,13 +62,16 @@ class TableQuota:
     """The Quota role in a SharedTable (one host), flushed to the store every `flush_seconds` (see module doc)."""
 
     def __init__(self, store: Store, table: SharedTable, *, flush_seconds: float = 2.0,
-                 today: Callable[[], str] = utc_today, key_changes: Invalidation | None = None):
+                 today: Callable[[], str] = utc_today, key_changes: Invalidation | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self._store = store
         self.table = table
         self.flush_seconds = flush_seconds
         self._today = today
         self._key_changes = key_changes
-        self._key_states: dict[int, tuple[bool, int] | None] = {}  # key id -> (active, daily limit), None: no key
+        self._clock = clock
+        # key id -> (kept until, (active, daily limit) or None for no such key)
+        self._key_states: dict[int, tuple[float, tuple[bool, int] | None]] = {}
         self._key_generation = 0  # moved by every forget: a state read before it is not kept
         if key_changes is not None:
             key_changes.listen(self.forget_key, forget_all=self.forget_all_keys)
@@ -96,8 +101,10 @@ class TableQuota:
     def _key_state(self, key_id: int) -> tuple[bool, int] | None:
         changes = self._key_changes
         fresh = changes is not None and changes.connected  # asking may forget every kept state
-        if fresh and key_id in self._key_states:
-            return self._key_states[key_id]
+        now = self._clock()
+        kept = self._key_states.get(key_id) if fresh else None
+        if kept is not None and kept[0] > now:
+            return kept[1]
         generation = self._key_generation
         with self._store.single_read() as conn:
             key = self._store.get_key(conn, key_id)
@@ -105,7 +112,7 @@ class TableQuota:
         if fresh and changes.connected and generation == self._key_generation:
             if len(self._key_states) >= MAX_KEPT_KEYS:
                 self._key_states.clear()
-            self._key_states[key_id] = state
+            self._key_states[key_id] = (now + KEY_STATE_SECONDS, state)
         return state
 
     def forget_key(self, key_id: int) -> None:
