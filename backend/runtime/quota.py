@@ -31,6 +31,7 @@ from typing import Callable, NamedTuple
 
 from backend.roles import (QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, Invalidation, QuotaDecision,
                            Store)
+from backend.runtime.keystates import KeyState, KeyStates
 from backend.runtime.periodic import every
 from backend.runtime.sharedtable import SharedTable
 from backend.timeutil import utc_today
@@ -47,7 +48,6 @@ class QuotaTicket(NamedTuple):
     refusal: QuotaDecision | None    # the key is unknown or inactive: nothing to count
 
 
-MAX_KEPT_KEYS = 10_000  # key states kept per process (a few bytes each); past it they are read again
 KEY_STATE_SECONDS = 60.0  # the longest a key state is kept: bounds a change no counter told (an edit in SQL)
 
 _DAY_SCALE = 1 << 24  # the record's float holds day number * _DAY_SCALE + pending (exact: far below 2**53)
@@ -68,13 +68,11 @@ class TableQuota:
         self.table = table
         self.flush_seconds = flush_seconds
         self._today = today
-        self._key_changes = key_changes
-        self._clock = clock
-        # key id -> (kept until, (active, daily limit) or None for no such key)
-        self._key_states: dict[int, tuple[float, tuple[bool, int] | None]] = {}
-        self._key_generation = 0  # moved by every forget: a state read before it is not kept
+        # Without a change counter nothing is kept: every request reads the key (so a change applies at once).
+        heard = (lambda: key_changes.connected) if key_changes is not None else (lambda: False)
+        self._key_states = KeyStates(self._read_key, ttl=KEY_STATE_SECONDS, fresh=heard, clock=clock)
         if key_changes is not None:
-            key_changes.listen(self.forget_key, forget_all=self.forget_all_keys)
+            key_changes.listen(self._key_states.forget, forget_all=self._key_states.forget_all)
         self._touched: set[tuple[int, str]] = set()  # (key id, day) this process counted since its last flush
         self._touched_lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -90,7 +88,7 @@ class TableQuota:
     def prepare(self, key_id: int) -> QuotaTicket:
         """The key's state, read from the store or kept since the last change counted (no lock of the table)."""
         day = self._today()
-        state = self._key_state(key_id)
+        state = self._key_states.get(key_id)
         if state is None:
             return QuotaTicket(key_id, day, 0, QuotaDecision(False, QUOTA_KEY_UNKNOWN))
         active, daily_limit = state
@@ -98,30 +96,10 @@ class TableQuota:
             return QuotaTicket(key_id, day, 0, QuotaDecision(False, QUOTA_KEY_INACTIVE, daily_limit))
         return QuotaTicket(key_id, day, daily_limit, None)
 
-    def _key_state(self, key_id: int) -> tuple[bool, int] | None:
-        changes = self._key_changes
-        fresh = changes is not None and changes.connected  # asking may forget every kept state
-        now = self._clock()
-        kept = self._key_states.get(key_id) if fresh else None
-        if kept is not None and kept[0] > now:
-            return kept[1]
-        generation = self._key_generation
+    def _read_key(self, key_id: int) -> KeyState | None:
         with self._store.single_read() as conn:
             key = self._store.get_key(conn, key_id)
-        state = None if key is None else (bool(key["active"]), key["daily_limit"])
-        if fresh and changes.connected and generation == self._key_generation:
-            if len(self._key_states) >= MAX_KEPT_KEYS:
-                self._key_states.clear()
-            self._key_states[key_id] = (now + KEY_STATE_SECONDS, state)
-        return state
-
-    def forget_key(self, key_id: int) -> None:
-        self._key_generation += 1
-        self._key_states.pop(key_id, None)
-
-    def forget_all_keys(self) -> None:
-        self._key_generation += 1
-        self._key_states.clear()
+        return None if key is None else (bool(key["active"]), key["daily_limit"])
 
     def try_count(self, ticket: QuotaTicket) -> QuotaDecision | None:
         """Count one request in the table (one update), or None when the key has no record there yet today."""

@@ -36,6 +36,7 @@ from redis.retry import Retry
 
 from backend.roles import (QUOTA_EXHAUSTED, QUOTA_KEY_INACTIVE, QUOTA_KEY_UNKNOWN, AdmissionDecision, QuotaDecision,
                            RateDecision)
+from backend.runtime.keystates import KeyStates
 from backend.timeutil import utc_today
 from backend.web.errors import ServiceError
 
@@ -276,10 +277,10 @@ class RedisQuota:
         self._script = client.register_script(_QUOTA_LUA)
         self._records = records
         self.flush_seconds = flush_seconds
-        self.key_ttl = key_ttl
         self._today = today
         self._lock = threading.Lock()
-        self._limits: dict[int, tuple[float, int]] = {}  # key id -> (trusted until, daily limit) of active keys
+        self._key_states = KeyStates(records.key_state, ttl=key_ttl,  # only active keys' states are kept
+                                     keep=lambda state: state is not None and state[0])
         self._floors: dict[tuple[int, str], int] = {}   # highest count seen per (key id, day): this host's floor
         self._unwritten: dict[tuple[int, str], int] = {}  # counts not yet written to the store
         self._flusher = _DaemonThread(self._flush_forever, "quota-flush")
@@ -300,18 +301,12 @@ class RedisQuota:
     def usable(self, key_id: int) -> QuotaDecision:
         """Whether the key may be counted at all: a refusal (key deleted or inactive), or allowed with its daily
         limit. From this process's copy of the key's state, read from the store once per key_ttl."""
-        now = time.monotonic()
-        known = self._limits.get(key_id)
-        if known is not None and known[0] > now:
-            return QuotaDecision(True, None, known[1])
-        state = self._records.key_state(key_id)
+        state = self._key_states.get(key_id)
         if state is None:
             return QuotaDecision(False, QUOTA_KEY_UNKNOWN)
         active, daily_limit = state
         if not active:
             return QuotaDecision(False, QUOTA_KEY_INACTIVE, daily_limit)
-        with self._lock:
-            self._limits[key_id] = (now + self.key_ttl, daily_limit)
         return QuotaDecision(True, None, daily_limit)
 
     def call(self, key_id: int, limit: int, day: str | None = None) -> QuotaCall:
@@ -331,13 +326,11 @@ class RedisQuota:
 
     def forget_key(self, key_id: int) -> None:
         """The key changed (deactivated, deleted, new limit): read its state from the store on its next use."""
-        with self._lock:
-            self._limits.pop(key_id, None)
+        self._key_states.forget(key_id)
 
     def forget_all_keys(self) -> None:
         """Key changes may have been missed (no connection for a while): read every key's state again."""
-        with self._lock:
-            self._limits.clear()
+        self._key_states.forget_all()
 
     def count(self, key_id: int, day: str, limit: int) -> int | None:
         """Count one request of key `key_id` on `day` against `limit` (0 = unlimited); the new count, or None
