@@ -41,8 +41,8 @@ from backend.web.metrics import Metrics
 SHARED_LIMITER_SLOTS = 1 << 17
 SHARED_CLAIM_SLOTS = 1 << 12
 SHARED_QUOTA_SLOTS = 1 << 14  # keys counted per day at once (24 bytes each: 384 KiB)
-# The near cache of hit rows on a shared store (with Redis): rows kept per HTTP process (a row is ~6-7 KB with its
-# chart data: ~14 MB), and the longest a row is kept if a change could not be announced.
+# The near cache of hit rows (with Redis, or on a SQLite file): rows kept per HTTP process (a row is ~6-7 KB with
+# its chart data: ~14 MB), and the longest a row is kept if a change could not be announced.
 NEAR_CACHE_ROWS = 2048
 NEAR_CACHE_SECONDS = 60.0
 

@@ -18,7 +18,8 @@ Settings, and the rest of the code sees only these protocols:
             song (single flight across    RedisClaims (a lease across hosts)
             processes)
   Invalidation  records changed, told to  RedisKeyInvalidation (API keys), RedisAnalysisInvalidation (analysis
-            every process                 rows: the near caches); none without Redis
+            every process                 rows: the near caches), FileInvalidation (a counter beside the SQLite
+                                          file); none on PostgreSQL without Redis
   Store     the database                  SQLiteStore (ESSENTIA_DB_PATH), PostgresStore (ESSENTIA_DATABASE_URL),
                                           backend/storage/
 

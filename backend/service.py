@@ -1,9 +1,9 @@
 """Cache-or-analyze: what /analyze and /analyze_data do between parsing the request and writing the response.
 
-A hit costs one indexed SELECT, or none when the row is in this process's near cache (several hosts on Redis:
-every change to a row is announced, see backend/runtime/nearcache.py). A miss fetches (URL) or takes the bytes
-(upload), runs decode + analysis in the executor, and stores the result. Concurrent misses for the same cache
-key share one analysis (single flight).
+A hit costs one indexed SELECT, or none when the row is in this process's near cache (with Redis or on a SQLite
+file, where every change to a row reaches every process: backend/runtime/nearcache.py). A miss fetches (URL) or
+takes the bytes (upload), runs decode + analysis in the executor, and stores the result. Concurrent misses for the
+same cache key share one analysis (single flight).
 """
 from __future__ import annotations
 

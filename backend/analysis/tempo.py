@@ -13,7 +13,7 @@ Pipeline (all on the shared front end's onset bands, 86 frames/s):
    agree on (Peeters' combination; the comb versions in the manner of Percival & Tzanetakis' enhanced ACF).
 2. Candidates (`candidates`). The strongest peaks of both saliences and their metrical relatives (x1/3 .. x3).
 3. The metrical level (`level_features`, `LevelModel`). A conditional logit (softmax over each clip's
-   candidates) whose score is a linear term plus six tanh units over a few interpretable cues per candidate:
+   candidates) whose score is a linear term plus a few tanh units over interpretable cues per candidate:
    the periodicity at the level (ACF, DFT, their combs, kick band vs hi-hat band), at the sub-beat (half period)
    and the balance against the double and half tempo, a log-normal tempo prior (log2 tempo and its square: the
    fitted centre and width), onsets per beat (and its square), syncopation at 1.5 beats, ternary bar evidence,

@@ -2,8 +2,9 @@
 counter in a small memory-mapped file beside the database, `<database>-changes`, the way SQLite keeps its own
 `-wal` and `-shm` files there.
 
-A process that commits a change to analysis rows adds one to the counter. A process about to serve from its near
-cache first compares the counter with the value it last saw (an 8-byte read from shared memory, well under a
+One counter per kind of record: `-changes` for analysis rows, `-key-changes` for API keys. A process that
+commits a change adds one to the counter. A process about to serve from its near cache (or its kept key states)
+first compares the counter with the value it last saw (an 8-byte read from shared memory, well under a
 microsecond, no lock) and forgets every kept row when it moved. So a change is seen by every process from its next
 request on, whoever made it. Changes are rare (corrections, deletions, a cleared cache, metadata filled in), so
 forgetting all rows on any change costs no more than one re-read of each row that is asked for again.
@@ -46,7 +47,7 @@ class FileInvalidation:
                     fcntl.flock(fd, fcntl.LOCK_EX)
                     try:
                         if os.fstat(fd).st_size != _COUNTER.size:
-                            os.ftruncate(fd, _COUNTER.size)  # a new (or foreign) file: a new count, every reader forgets
+                            os.ftruncate(fd, _COUNTER.size)  # a new or foreign file: a new count, all forget
                         self._map = mmap.mmap(fd, _COUNTER.size)
                     finally:
                         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -79,7 +80,7 @@ class FileInvalidation:
             finally:
                 os.close(fd)
         except (OSError, ValueError):
-            log.warning("could not count a change in %s; other processes see it within the near cache's age",
+            log.warning("could not count a change in %s; other processes see it when what they keep expires",
                         self.path, exc_info=True)
             self._forget()  # this process at least
             return

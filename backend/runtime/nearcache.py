@@ -1,6 +1,7 @@
-"""A per-process copy of recently hit analysis rows, so that a cache hit on a shared store (PostgreSQL) need not
-ask the database; used only where every change to a row is announced to every process (with Redis:
-backend/runtime/redis_state.py RedisAnalysisInvalidation), which makes it forget that row.
+"""A per-process copy of recently hit analysis rows, so that a cache hit need not ask the database; used only where
+every change to a row is announced to every process, which makes it forget that row (with Redis:
+backend/runtime/redis_state.py RedisAnalysisInvalidation; on a SQLite file: backend/runtime/filechanges.py, whose
+counter is read before each use, so there a change is seen at the process's next request).
 
 How stale an answer can be:
 - after a change committed on any host, until its message reaches this process (the changing process forgets
