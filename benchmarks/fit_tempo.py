@@ -1,7 +1,7 @@
 """Fit the tempo level model (backend/analysis/models/tempo_level.json) and report grouped cross-validation.
 
     nice python benchmarks/fit_tempo.py [--trainset DIR] [--synth-loops N] [--write] [--cv-json FILE]
-                                         [--dev DIR] [--before REF]
+                                         [--dev DIR] [--before REF] [--seeds 1,0,2] [--without PREFIX,...]
 
 Training material:
 - the rendered training set (benchmarks/crossval.py: manifest.json with song and style per clip), every clip also
@@ -16,7 +16,9 @@ Method: for every clip the front end is computed once and its onset bands cached
 candidates and their feature rows (backend.analysis.tempo.level_features) are computed once per clip. The level
 model is a conditional logit (softmax over a clip's candidates, L2-regularised, standardised features) whose score
 is a linear term plus a few tanh units (`--hidden`), fitted with scipy's L-BFGS. Cross-validation refits it per
-fold: 5 folds of whole songs, and leave-one-style-out. Calibration
+fold: 5 folds of whole songs, and leave-one-style-out; `--seeds` repeats it for several random starts of the
+hidden layer and prints their mean (one start's figures move by a clip or two), `--without` leaves features out
+to measure what they bring. Calibration
 (bpm_confidence) is a logistic map of the top softmax probability and the pulse strength fitted on the song-fold
 predictions. Accuracy: Acc1 = within 4% of the annotated tempo, Acc1-or-alt also accepts an annotated
 alternative, Acc2 also accepts x2, x1/2, x3, x1/3.
