@@ -279,8 +279,8 @@ def stage_times(corpus: Path, items: list[dict], runs: int = 5) -> dict[str, flo
             S = frontend.stft_magnitude(y)
             marks.append(("STFT (2048/256)", time.perf_counter()))
             fe = frontend.compute_front_end(y, sr)  # includes its own STFT; the STFT time is subtracted below
-            marks.append(("front end without STFT (mel, flux, power)", time.perf_counter()))
-            t = tempo.estimate_tempo(fe.onset_bands, fe.onset, fe.frame_rate)
+            marks.append(("front end without STFT (mel, flux, power, harmonic change)", time.perf_counter()))
+            t = tempo.estimate_tempo(fe.onset_bands, fe.onset, fe.frame_rate, harmonic=fe.harmonic_change)
             marks.append(("tempo", time.perf_counter()))
             freqs = frontend.bin_frequencies(sr)
             key.estimate_key(fe.S, freqs)
@@ -292,7 +292,7 @@ def stage_times(corpus: Path, items: list[dict], runs: int = 5) -> dict[str, flo
             descriptors.spectral_centroid(fe.S, freqs, fe.frame_rms)
             marks.append(("descriptors", time.perf_counter()))
             durations = {name: (t1 - t0) * 1000 for (_, t0), (name, t1) in zip(marks, marks[1:])}
-            durations["front end without STFT (mel, flux, power)"] -= durations["STFT (2048/256)"]
+            durations["front end without STFT (mel, flux, power, harmonic change)"] -= durations["STFT (2048/256)"]
             del S
             for name, ms in durations.items():
                 per_stage.setdefault(name, []).append(ms)

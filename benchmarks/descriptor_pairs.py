@@ -222,7 +222,7 @@ def cues_of(audio: np.ndarray) -> descriptors.Cues:
     mono = audio.mean(axis=0)
     x = frontend.resample(mono - mono.mean(), RATE, ANALYSIS_SAMPLE_RATE)
     fe = frontend.compute_front_end(x, ANALYSIS_SAMPLE_RATE)
-    t = tempo.estimate_tempo(fe.onset_bands, fe.onset, fe.frame_rate)
+    t = tempo.estimate_tempo(fe.onset_bands, fe.onset, fe.frame_rate, harmonic=fe.harmonic_change)
     return descriptors.measure_cues(fe, x, loudness.integrated_loudness(audio, RATE), t.pulse_clarity, t.bpm)
 
 

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from backend.analysis import ANALYSIS_SAMPLE_RATE, perform_audio_analysis, tempo
+from backend.analysis import ANALYSIS_SAMPLE_RATE, frontend, perform_audio_analysis, tempo
 from tests import synth
 
 SR = ANALYSIS_SAMPLE_RATE
@@ -132,9 +132,37 @@ def test_committed_level_model_matches_the_features_and_is_small():
     hidden = data.get("hidden", {"W": [], "b": [], "v": []})
     numbers = (len(data["mean"]) + len(data["scale"]) + len(data["weights"]) + len(data["calibration"])
                + sum(len(row) for row in hidden["W"]) + len(hidden["b"]) + len(hidden["v"]))
-    assert numbers < 400  # a few hundred: readable, and nothing a CPU notices (8 units: 316)
+    assert numbers < 500  # a few hundred: readable, and nothing a CPU notices (10 units over 34 cues: 465)
     model = tempo.load_model()
     assert all(np.isfinite(model.weights))
     if model.hidden is not None:
         assert all(np.all(np.isfinite(part)) for part in model.hidden)
         assert model.hidden[0].shape == (len(model.hidden[2]), len(tempo.FEATURES))
+
+
+def test_harmonic_change_marks_new_chords_not_restruck_ones():
+    """The chord-change envelope (the drumless cue of the level decision) peaks on the bar lines of a ballad whose
+    chords are struck on every beat but change once a bar; the other beats and the arpeggio eighths stay low."""
+    bpm = 60
+    fe = frontend.compute_front_end(synth.ballad(bpm, seconds=16), SR)
+    h = fe.harmonic_change
+    beat = 60.0 / bpm * fe.frame_rate
+
+    def peak(b: float) -> float:
+        c = int(round(b * beat))
+        return float(h[max(c - 4, 0):c + 5].max())
+
+    # bars 2-4 begin on a new chord (IV, V, I); the next bar repeats I, so beat 16 is not a change
+    bar_lines = [peak(b) for b in (4, 8, 12)]
+    other_beats = [peak(b) for b in range(1, 16) if b % 4] + [peak(16)]
+    eighths = [peak(b + 0.5) for b in range(15)]
+    assert min(bar_lines) > 2 * max(other_beats + eighths), (bar_lines, other_beats, eighths)
+
+
+def test_harmonic_change_is_faint_for_drums_alone():
+    """Drums have no chords: their envelope stays far below the level from which the tempo model trusts chord
+    changes, while the same beat with chords changing every bar reaches it."""
+    drums = frontend.compute_front_end(synth.drum_pattern(96, seconds=12), SR).harmonic_change
+    song = frontend.compute_front_end(synth.song(96, "C", "major", seconds=12), SR).harmonic_change
+    assert drums.mean() < tempo.HARMONIC_TRUSTED_LEVEL / 4
+    assert song.mean() > tempo.HARMONIC_TRUSTED_LEVEL

@@ -191,7 +191,7 @@ def _analyse(y, sr: int, detail: bool) -> AnalysisResult:
     if too_short:
         tempo = tempo_mod.TempoEstimate(bpm=None, confidence=0.0)
     else:
-        tempo = tempo_mod.estimate_tempo(fe.onset_bands, fe.onset, fe.frame_rate)
+        tempo = tempo_mod.estimate_tempo(fe.onset_bands, fe.onset, fe.frame_rate, harmonic=fe.harmonic_change)
     k = key_mod.estimate_key(fe.S, freqs)
 
     cues = descriptors.measure_cues(fe, x, lufs, tempo.pulse_clarity, tempo.bpm)

@@ -27,6 +27,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from .frontend import erode_frames
+
 #: Frequency range of the peaks: 35 Hz reaches the low E of a bass guitar (41 Hz) with its main lobe; above 5 kHz
 #: there are few partials that are not cymbals.
 FMIN_HZ = 35.0
@@ -66,18 +68,6 @@ def estimate_tuning(f: np.ndarray, mag: np.ndarray) -> float:
     return float(np.angle(z) / (2 * np.pi))
 
 
-def _eroded(X: np.ndarray, reach: int) -> np.ndarray:
-    """Minimum over each frame and `reach` frames either side (edges use the frames that exist)."""
-    out = X.copy()
-    n = X.shape[1]
-    for k in range(1, reach + 1):
-        if k >= n:
-            break
-        np.minimum(out[:, k:], X[:, :-k], out=out[:, k:])
-        np.minimum(out[:, :-k], X[:, k:], out=out[:, :-k])
-    return out
-
-
 def _peaks(X: np.ndarray, lo: int, df: float, floor: np.ndarray):
     """Local maxima along frequency of X (rows are bins lo-1.., columns frames) above `floor` (per frame), with
     parabolic refinement on log magnitudes. Returns (frame index, frequency in Hz, magnitude)."""
@@ -100,7 +90,7 @@ def pitch_frames(S: np.ndarray, freqs: np.ndarray, frame_rate: float) -> PitchFr
     sel = np.flatnonzero((freqs >= FMIN_HZ) & (freqs <= FMAX_HZ))
     lo, hi = max(int(sel[0]), 1), min(int(sel[-1]), S.shape[0] - 2)
     X = np.ascontiguousarray(S[lo - 1:hi + 2, ::FRAME_STEP])
-    H = _eroded(X, SUSTAIN_REACH)
+    H = erode_frames(X, SUSTAIN_REACH)
     df = float(freqs[1] - freqs[0])
     floor = np.maximum(H.max(axis=0) * FRAME_PEAK_FLOOR, float(X.max()) * PEAK_FLOOR)
     frames, f, mag = _peaks(H, lo, df, floor)
