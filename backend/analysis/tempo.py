@@ -21,8 +21,9 @@ Pipeline (all on the shared front end's onset bands, 86 frames/s):
    where the harmony moves (frontend.harmonic_change, Goto's chord-change cue for drumless music): chord and
    bass-note changes recurring at 1, 2 and 4 beats and at half a beat, falling on or off the beat grid, and how
    many there are per beat, counted in proportion to how pitched the clip is (drums alone have no chords to
-   follow). Onsets alone cannot tell a slow piece with running eighths from a fast one; its chords change on
-   its beats and bars, not on every eighth. The hidden units let cues combine (a linear score cannot say "fast
+   follow; the clip's level is not a cue of its own: as one, it made drum-only decisions depend on the random
+   start). Onsets alone cannot tell a slow piece with running eighths from a fast one; its chords change on its
+   beats and bars, not on every eighth. The hidden units let cues combine (a linear score cannot say "fast
    and drumless and dense figuration means the eighths, not the beat"); on the 336-song training set they lifted
    leave-one-style-out Acc1 from 73 to 82 %, and the harmonic-change cues lifted the 592-clip set's song folds
    from 95.4 to 97.0 % and its held-out styles from 72.3 to 75.9 % (benchmarks/ANALYSIS_RESULTS.md). The
@@ -298,8 +299,7 @@ FEATURES = (
     "hats_per_beat", "hats_per_beat_sq",                   # onsets per beat in the hi-hat band (log2), squared
     "harm_acf", "harm_acf_2", "harm_acf_4", "harm_acf_half",  # chord changes recurring at 1, 2, 4, 1/2 beats
     "harm_off_ratio", "harm_per_beat",                     # changes off the beat grid vs on it; changes per beat
-    "harm_level",                                          # how pitched and moving the clip is: whether the
-)                                                          # hidden units can trust the chord-change cues
+)
 
 
 def level_features(per: Periodicity, bpms: list[float] | np.ndarray) -> np.ndarray:
@@ -351,8 +351,7 @@ def level_features(per: Periodicity, bpms: list[float] | np.ndarray) -> np.ndarr
     trust = min(per.harmonic_level / HARMONIC_TRUSTED_LEVEL, 1.0)
     cols += [_at(per.harmonic_acf, k * lag) for k in (1.0, 2.0, 4.0, 0.5)]
     cols += [np.clip(h_pulses[:, 1] / np.maximum(h_pulses[:, 0], 0.05), -1.0, 2.0),
-             trust * np.log2(max(per.harmonic_rate, 0.1) * 60.0 / t),
-             np.full(t.size, np.log(max(per.harmonic_level, HARMONIC_TRUSTED_LEVEL / 4)))]
+             trust * np.log2(max(per.harmonic_rate, 0.1) * 60.0 / t)]
     return np.stack(cols, axis=1)
 
 
