@@ -59,7 +59,8 @@ EXCERPTS = (6.0, 12.0)
 #: L2 penalty on the standardised weights and hidden tanh units beside the linear term (0: the plain conditional
 #: logit) and the number of units, chosen with the harmonic-change cues on the 592-clip set (2026-11-30, fourth
 #: session) by the song-fold Acc1 averaged over three random starts (`--seeds 0,1,2`), leave-one-style-out beside
-#: it: 10 units at 0.003 gave 96.9 / 75.6 % (with the clip's harmonic level as a cue, since dropped), 8 at 0.003
+#: it: 10 units at 0.003 gave 96.9 / 75.6 % with the clip's harmonic level as a cue, and 96.8 / 76.2 without it
+#: (the committed cues), 8 at 0.003
 #: (the previous choice) 96.9 / 75.7, 10 at 0.005 96.4 / 74.6 (the last two before the cues were made neutral for
 #: unpitched clips); without the harmonic-change cues, 8 at 0.003 gave 95.4 / 72.3.
 L2 = 0.003
@@ -408,8 +409,7 @@ def dev_samples(corpus: Path) -> list[Sample]:
         if not e.get("primary", True):
             continue
         s = make_sample(cached_bands(str(corpus / e["file"])), name=e["file"], song=e["file"], style=e["style"],
-                        bpm=float(e["bpm"]),
-                        alts=[float(a) for a in e.get("alt_bpm", [])])
+                        bpm=float(e["bpm"]), alts=[float(a) for a in e.get("alt_bpm", [])])
         if s:
             out.append(s)
     return out

@@ -188,9 +188,9 @@ def harmonic_change(S: np.ndarray, sr: int) -> np.ndarray:
     after = csum[:, hi] - csum[:, idx]
     norm = np.linalg.norm(before, axis=0) * np.linalg.norm(after, axis=0)
     cos = np.einsum("ij,ij->j", before, after) / np.maximum(norm, 1e-9)
-    # scaled by how pitched the neighbourhood is, so unpitched material gives a small envelope (its mean tells
-    # the tempo model how far to trust it)
-    pitched = np.sqrt(np.linalg.norm(before, axis=0) * np.linalg.norm(after, axis=0)) / (2.0 * w)
+    # scaled by how pitched the neighbourhood is (the geometric mean of the two spans' weighted chroma per frame),
+    # so unpitched material gives a small envelope (its mean tells the tempo model how far to trust it)
+    pitched = np.sqrt(norm) / (2.0 * w)
     return np.where(norm > 1e-9, (1.0 - cos) * pitched, 0.0).astype(np.float32)
 
 

@@ -26,7 +26,8 @@ Pipeline (all on the shared front end's onset bands, 86 frames/s):
    beats and bars, not on every eighth. The hidden units let cues combine (a linear score cannot say "fast
    and drumless and dense figuration means the eighths, not the beat"); on the 336-song training set they lifted
    leave-one-style-out Acc1 from 73 to 82 %, and the harmonic-change cues lifted the 592-clip set's song folds
-   from 95.4 to 97.0 % and its held-out styles from 72.3 to 75.9 % (benchmarks/ANALYSIS_RESULTS.md). The
+   from 95.4 to 96.8 % and its held-out styles from 72.3 to 76.2 % (means of three random starts;
+   benchmarks/ANALYSIS_RESULTS.md). The
    weights, feature means and scales live in models/tempo_level.json, fitted by benchmarks/fit_tempo.py on a
    rendered training set with grouped cross-validation (its figures are in that file's "fit" record and in
    benchmarks/ANALYSIS_RESULTS.md).
@@ -138,10 +139,10 @@ class Periodicity:
     frame_rate: float
     envelope: np.ndarray   # mean of the active bands' normalised envelopes (for pulse trains)
     backbeat: np.ndarray   # (lags,) kick-to-snare cross-correlation (see _backbeat)
-    harmonic_acf: np.ndarray  # (lags,) jitter-tolerant ACF of the harmonic-change envelope (zeros without one)
-    harmonic_env: np.ndarray  # normalised harmonic-change envelope (chord and bass-note changes)
+    harmonic_acf: np.ndarray  # (lags,) jitter-tolerant ACF of the harmonic-change envelope, times the trust
+    harmonic_env: np.ndarray  # normalised harmonic-change envelope (chord and bass-note changes), times the trust
     harmonic_rate: float      # harmonic changes per second
-    harmonic_level: float     # mean of the harmonic-change envelope: ~0 for drums alone, more with moving chords
+    harmonic_trust: float     # 0..1: how far the chord-change cues count (0 for drums alone, 1 with moving chords)
 
     def pulse_train(self, bpm: float, env: np.ndarray | None = None) -> tuple[float, float]:
         """(on, off): the mean envelope on a beat grid of `bpm` at its best phase, and on the grid shifted by half
@@ -203,7 +204,8 @@ def periodicity(onset_bands: np.ndarray, onset: np.ndarray, frame_rate: float,
     if harmonic is not None and harmonic.size == n and np.std(harmonic) > 1e-9:
         h_env, h_level = normalised_envelope(harmonic.astype(np.float64), frame_rate), float(np.mean(harmonic))
     # the ACF does not know how loud its envelope was: the faint chroma wobble of drums alone (a kick's thump,
-    # a tom) would look like chord changes, so the periodicity counts in proportion to how pitched the clip is
+    # a tom) would look like chord changes, so every chord-change cue counts in proportion to how pitched the
+    # clip is, and drums alone are decided as before
     trust = min(h_level / HARMONIC_TRUSTED_LEVEL, 1.0)
     h_acf = trust * maximum_filter1d(autocorrelation(h_env, max_lag), size=3)
     per = Periodicity(acfs=acfs, acf=raw[active].mean(axis=0), dfts=dfts, dft_bpm=dft_bpm, active=active,
@@ -214,7 +216,7 @@ def periodicity(onset_bands: np.ndarray, onset: np.ndarray, frame_rate: float,
                       envelope=envs[active].mean(axis=0), backbeat=_backbeat(envs, max_lag),
                       harmonic_acf=h_acf, harmonic_env=trust * h_env,
                       harmonic_rate=onset_rate(harmonic, frame_rate) if h_env.any() else 0.0,
-                      harmonic_level=h_level)
+                      harmonic_trust=trust)
     acf_grid, dft_grid = per.acf_at(_GRID), per.dft_at(_GRID)
     comb = np.maximum(per.acf_comb_at(_GRID), 0.0) * per.dft_comb_at(_GRID)
     return Periodicity(**{**per.__dict__, "acf_grid": acf_grid, "dft_grid": dft_grid,
@@ -347,11 +349,9 @@ def level_features(per: Periodicity, bpms: list[float] | np.ndarray) -> np.ndarr
     cols += [_at(per.backbeat, lag), _at(per.backbeat, 2.0 * lag), hats * lt, hats * lt ** 2, kpb, kpb ** 2, hpb,
              hpb ** 2]
     h_pulses = np.array([per.pulse_train(b, per.harmonic_env) for b in t]).reshape(-1, 2)
-    # without pitch, every chord-change cue sits at one neutral value, so drums alone are decided as before
-    trust = min(per.harmonic_level / HARMONIC_TRUSTED_LEVEL, 1.0)
     cols += [_at(per.harmonic_acf, k * lag) for k in (1.0, 2.0, 4.0, 0.5)]
     cols += [np.clip(h_pulses[:, 1] / np.maximum(h_pulses[:, 0], 0.05), -1.0, 2.0),
-             trust * np.log2(max(per.harmonic_rate, 0.1) * 60.0 / t)]
+             per.harmonic_trust * np.log2(max(per.harmonic_rate, 0.1) * 60.0 / t)]
     return np.stack(cols, axis=1)
 
 
