@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 
@@ -19,6 +20,7 @@ from backend.runtime.redis_state import (RedisClaims, RedisEvents, RedisQuota, R
                                          connect)
 from backend.runtime.sharedtable import SharedTable
 from backend.runtime.tally import LocalTally, SharedTally
+from backend.timeutil import utc_now
 from backend.web.auth import StoreQuota, StoreQuotaRecords
 
 FORK = multiprocessing.get_context("fork")
@@ -245,7 +247,9 @@ def test_redis_waiters_wake_when_the_claim_is_released(place_for):
 
 # -- quota -------------------------------------------------------------------------------------------------------
 
-DAY = "2026-11-30"
+#: Tomorrow (UTC): a day that has not ended, since Redis keeps a day's count only until that day ends (a fixed
+#: date here made these tests fail from the day after it on).
+DAY = (utc_now() + timedelta(days=1)).strftime("%Y-%m-%d")
 
 
 @pytest.fixture
