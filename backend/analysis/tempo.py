@@ -27,7 +27,9 @@ Pipeline (all on the shared front end's onset bands, 86 frames/s):
    and drumless and dense figuration means the eighths, not the beat"); on the 336-song training set they lifted
    leave-one-style-out Acc1 from 73 to 82 %, and the harmonic-change cues lifted the 592-clip set's song folds
    from 95.4 to 96.8 % and its held-out styles from 72.3 to 76.2 % (means of three random starts;
-   benchmarks/ANALYSIS_RESULTS.md). The
+   benchmarks/ANALYSIS_RESULTS.md). The committed network is three 10-unit networks fitted from different random
+   starts and averaged (30 units, each output weight a third), because a single start's decisions on borderline
+   drum-only and slow material moved with the start. The
    weights, feature means and scales live in models/tempo_level.json, fitted by benchmarks/fit_tempo.py on a
    rendered training set with grouped cross-validation (its figures are in that file's "fit" record and in
    benchmarks/ANALYSIS_RESULTS.md).

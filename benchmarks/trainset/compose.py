@@ -644,6 +644,16 @@ STYLES: dict[str, tuple] = {
     "synthpop": (_synthpop, (108, 132), 4, None),
 }
 KEYLESS_STYLES = {"percussion"}
+#: style -> the wider tempo range the style is still played at (generate.py --wide-tempo). The ranges above are
+#: each style's centre; a model fitted on them alone can learn "this style, this tempo" and read an unusually slow
+#: ballad or fast rock song an octave off, so part of the training set is composed across these.
+WIDE_TEMPO: dict[str, tuple[int, int]] = {
+    "ballad": (55, 95), "strings": (45, 100), "chorale": (45, 95), "piano_solo": (50, 170),
+    "guitar_folk": (70, 150), "pop": (80, 150), "rock": (80, 175), "punk": (140, 220), "metal": (120, 210),
+    "waltz": (72, 200), "swing": (90, 240), "dnb": (155, 185), "house": (110, 135), "funk": (85, 130),
+    "reggaeton": (80, 110), "hiphop": (65, 100), "trap": (60, 85), "percussion": (70, 160),
+    "baroque": (55, 130), "bossa": (100, 160), "synthpop": (95, 140),
+}
 #: Styles annotated at a multiple of the tempo they are composed at (the dev corpus's convention for trap).
 ANNOTATED_TEMPO_FACTOR = {"trap": 2.0}
 

@@ -1,10 +1,11 @@
 """Write the training set: composed songs rendered to 30-s clips, and manifest.json describing them.
 
     nice .venv/bin/python -m benchmarks.trainset.generate --out /tmp/essentia-trainset [--songs N] [--seed S]
-        [--renderings R] [--jobs J]
+        [--renderings R] [--jobs J] [--styles S,...] [--keep] [--wide-tempo]
 
 Songs are spread evenly over the styles of compose.STYLES; within a style, keys step through all 24 (a fifth and
-a mode change apart from one song to the next) and tempos through the style's range by the golden ratio. Each
+a mode change apart from one song to the next) and tempos through the style's range by the golden ratio (its
+usual centre, or with --wide-tempo the wider range it is still played at, compose.WIDE_TEMPO). Each
 song is rendered R times (a different soundfont, mix, room, mastering, loudness and encoder each time).
 
 Every run writes its clips into a fresh generation directory under --out and replaces manifest.json atomically
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.crossval import DEFAULT_TRAINSET_DIR
-from benchmarks.trainset.compose import STYLES, annotated_tempo, compose
+from benchmarks.trainset.compose import STYLES, WIDE_TEMPO, annotated_tempo, compose
 from benchmarks.trainset.render import CLIP_SECONDS, SOUNDFONTS, draw_rendering, render_clip
 
 MODES = ("major", "minor")
@@ -35,10 +36,11 @@ FORMAT_WEIGHTS = {"m4a": 0.5, "mp3": 0.35, "wav": 0.15}
 GOLDEN = 0.6180339887498949
 
 
-def plan(n_songs: int, seed: int, styles: list[str] | None = None, first: dict[str, int] | None = None) -> list[dict]:
+def plan(n_songs: int, seed: int, styles: list[str] | None = None, first: dict[str, int] | None = None,
+         wide_tempo: bool = False) -> list[dict]:
     """What to compose: style, key and tempo of every song, deterministic in the arguments. `styles` limits the
     styles (default all); `first` numbers each style's songs from that index on (to add to an existing set), and
-    the key and tempo sequences continue from there."""
+    the key and tempo sequences continue from there; `wide_tempo` draws tempos from compose.WIDE_TEMPO."""
     styles = sorted(styles or STYLES)
     first = first or {}
     rng = np.random.default_rng(seed)
@@ -49,7 +51,7 @@ def plan(n_songs: int, seed: int, styles: list[str] | None = None, first: dict[s
         style = styles[s_idx]
         k = i // len(styles) + first.get(style, 0)
         key_index = (7 * k + 11 * sorted(STYLES).index(style)) % 24  # stride 7: all 24 keys, modes alternating
-        lo, hi = STYLES[style][1]
+        lo, hi = WIDE_TEMPO[style] if wide_tempo else STYLES[style][1]
         bpm = round(lo + (hi - lo) * ((phase[style] + k * GOLDEN) % 1.0))
         songs.append({"index": i, "style": style, "song": f"{style}-{k:03d}", "tonic": key_index // 2,
                       "mode": MODES[key_index % 2], "bpm": float(bpm), "seed": seed * 100_000 + i})
@@ -124,10 +126,12 @@ def write_manifest(out: Path, entries: list[dict]) -> None:
 
 
 def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int = 2,
-             styles: list[str] | None = None, keep: bool = False, budget_minutes: float | None = None) -> list[dict]:
+             styles: list[str] | None = None, keep: bool = False, budget_minutes: float | None = None,
+             wide_tempo: bool = False) -> list[dict]:
     """Render `n_songs` new songs into a fresh generation directory and make them the manifest (with `keep`,
     the current manifest's entries too, the new songs numbered after the existing ones of their style). With
-    `budget_minutes`, no song starts after that time: the manifest gets the songs finished by then."""
+    `budget_minutes`, no song starts after that time: the manifest gets the songs finished by then. With
+    `wide_tempo`, tempos span each style's wider range (compose.WIDE_TEMPO)."""
     out.mkdir(parents=True, exist_ok=True)
     kept: list[dict] = json.loads((out / "manifest.json").read_text()) if keep and (out / "manifest.json").exists() \
         else []
@@ -137,7 +141,7 @@ def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int 
         first[entry["style"]] = max(first.get(entry["style"], 0), k + 1)
     gen_dir = out / f"gen-{seed}-{n_songs}-{int(time.time())}"
     gen_dir.mkdir()
-    songs = plan(n_songs, seed, styles, first)
+    songs = plan(n_songs, seed, styles, first, wide_tempo)
     tasks = [(item, renderings, str(gen_dir)) for item in songs]
     entries: list[dict] = []
     t0 = time.time()
@@ -160,7 +164,7 @@ def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int 
     entries.sort(key=lambda e: e["file"])
     (gen_dir / "recipe.json").write_text(json.dumps({
         "songs": n_songs, "songs_rendered": done, "seed": seed, "renderings": renderings, "styles": styles,
-        "first": first, "budget_minutes": budget_minutes,
+        "first": first, "budget_minutes": budget_minutes, "wide_tempo": wide_tempo,
         "clips": len(entries), "generator_commit": _commit(), "seconds": round(time.time() - t0)}, indent=1))
     entries = kept + entries
     write_manifest(out, entries)
@@ -198,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="start no song after this many minutes; the manifest gets the songs finished")
     parser.add_argument("--keep", action="store_true",
                         help="add to the current manifest instead of replacing it")
+    parser.add_argument("--wide-tempo", action="store_true",
+                        help="draw tempos from each style's wider range (compose.WIDE_TEMPO), not its centre")
     args = parser.parse_args(argv)
     styles = args.styles.split(",") if args.styles else None
     if styles and not set(styles) <= set(STYLES):
@@ -206,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("needs the fluidsynth CLI and the soundfonts in render.SOUNDFONTS (Debian: fluidsynth, "
                      "fluid-soundfont-gm, timgm6mb-soundfont, musescore-general-soundfont-small)")
     entries = generate(args.out, args.songs, args.seed, args.renderings, args.jobs, styles, args.keep,
-                       args.budget_minutes)
+                       args.budget_minutes, args.wide_tempo)
     print(summary(entries))
     return 0
 
