@@ -310,7 +310,7 @@ def fit_ensemble(samples: list[Sample], mean: np.ndarray, scale: np.ndarray, l2:
     weight divided by the number of starts."""
     models = [fit_weights(samples, mean, scale, l2, hidden, seed) for seed in seeds]
     weights = np.mean([m.weights for m in models], axis=0)
-    if not hidden or any(m.hidden is None for m in models):
+    if models[0].hidden is None:  # linear models (hidden=0), or a fold with nothing to learn
         return tempo.LevelModel(mean=mean, scale=scale, weights=weights, calibration=(1.0, 0.0, 0.0))
     stacked = tuple(np.concatenate([m.hidden[part] for m in models]) for part in range(3))
     return tempo.LevelModel(mean=mean, scale=scale, weights=weights, calibration=(1.0, 0.0, 0.0),

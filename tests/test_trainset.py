@@ -11,8 +11,8 @@ import mido
 import numpy as np
 import pytest
 
-from benchmarks.trainset.compose import KEYLESS_STYLES, STYLES, WIDE_TEMPO, annotated_tempo, compose, to_midi
 from benchmarks.trainset import drums
+from benchmarks.trainset.compose import KEYLESS_STYLES, STYLES, WIDE_TEMPO, annotated_tempo, compose, to_midi
 from benchmarks.trainset.generate import plan
 from benchmarks.trainset.theory import KEY_PROFILES, PITCH_CLASSES
 
