@@ -235,6 +235,17 @@ def _end_of_day(day: str) -> int:
     return timegm(time.strptime(day, "%Y-%m-%d")) + 86400 + 3600
 
 
+#: A count lives in Redis at least this long (seconds), whatever its day: a count for a day already over (a host
+#: whose clock lags by more than the hour above, or a caller counting a past day) would otherwise expire the moment
+#: it is seeded, and every request would find it missing and go through uncounted.
+_MIN_COUNT_SECONDS = 600
+
+
+def _count_expiry(day: str) -> int:
+    """When Redis may drop `day`'s counts: the end of the day, or a little past now if that has gone by."""
+    return max(_end_of_day(day), int(time.time()) + _MIN_COUNT_SECONDS)
+
+
 class QuotaRecords(Protocol):
     """What the Redis quota needs from the store (backend/web/auth.py StoreQuotaRecords implements it)."""
 
@@ -312,7 +323,7 @@ class RedisQuota:
     def call(self, key_id: int, limit: int, day: str | None = None) -> QuotaCall:
         """What to ask the quota script (alone, or inside the admission script) to count one request."""
         day = day or self._today()
-        end = _end_of_day(day)
+        end = _count_expiry(day)
         return QuotaCall(key_id, day, limit, f"{self._prefix}{key_id}:{day}", [limit, end,
                                                                                  self._floors.get((key_id, day), 0)])
 
