@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from benchmarks.trainset import drums
-from benchmarks.trainset.compose import KEYLESS_STYLES, STYLES, WIDE_TEMPO, annotated_tempo, compose, to_midi
-from benchmarks.trainset.generate import plan
+from benchmarks.trainset.compose import (KEYLESS_STYLES, STYLES, WIDE_TEMPO, Composer, Song, annotated_tempo,
+                                         compose, to_midi)
+from benchmarks.trainset.generate import make_song, plan
 from benchmarks.trainset.theory import KEY_PROFILES, PITCH_CLASSES
 
 
@@ -64,14 +65,20 @@ def test_same_seed_same_song_and_midi():
 
 
 # Every style once, keys spread over all twelve tonics and both modes; then the same songs at both ends of the
-# style's wide tempo range (generate.py --wide-tempo).
-CASES = [(style, i % 12, ("major", "minor")[i % 2], sum(STYLES[style][1]) / 2) for i, style in enumerate(STYLES)]
-CASES += [(style, tonic, mode, WIDE_TEMPO[style][end]) for style, tonic, mode, _ in CASES for end in (0, 1)]
+# style's wide tempo range (generate.py --wide-tempo), and at those ends with a drawn harmonic rhythm
+# (--varied-harmony).
+CASES = [(style, i % 12, ("major", "minor")[i % 2], sum(STYLES[style][1]) / 2, False)
+         for i, style in enumerate(STYLES)]
+CASES += [(style, tonic, mode, WIDE_TEMPO[style][end], varied) for style, tonic, mode, _, _ in CASES
+          for end in (0, 1) for varied in (False, True)]
 
 
-@pytest.mark.parametrize("style,tonic,mode,bpm", CASES)
-def test_composition_is_in_its_key_and_on_its_tempo_grid(style, tonic, mode, bpm):
-    song = compose(style, 7 + tonic, tonic, mode, bpm)
+@pytest.mark.parametrize("style,tonic,mode,bpm,varied", CASES)
+def test_composition_is_in_its_key_and_on_its_tempo_grid(style, tonic, mode, bpm, varied):
+    # as the generator composes it: a seed whose attempts never name the key (a few metal riffs in major) gives way
+    # to the next seeds
+    song = make_song({"style": style, "seed": 7 + tonic, "tonic": tonic, "mode": mode, "bpm": bpm,
+                      "varied_harmony": varied})
     tempo, notes = midi_notes(midi_bytes(song))
     assert tempo == pytest.approx(bpm, rel=1e-4)
     # onsets on the grid of the annotated beat (16ths, 32nds, triplets: 1/24 of a beat), within a MIDI tick;
@@ -100,6 +107,26 @@ def test_composition_is_in_its_key_and_on_its_tempo_grid(style, tonic, mode, bpm
         tonal = notes + [(0.0, n.dur * beat, n.pitch, 0) for n in song.sub_bass]
         for profiles in KEY_PROFILES.values():
             assert profile_key(tonal, profiles) == song.key
+
+
+def _chord_lengths(style: str, bpm: float, varied: bool) -> set[float]:
+    """Beats per chord of twenty chorales (or other `style` songs) composed at `bpm`."""
+    lengths = set()
+    for seed in range(20):
+        composer = Composer(Song(style, seed, bpm, [], 0, "major", 4), np.random.default_rng(seed),
+                            varied_harmony=varied)
+        STYLES[style][0](composer)
+        lengths |= {slot.dur for slot in composer.timeline}
+    return lengths
+
+
+def test_varied_harmony_changes_chords_on_every_beat_or_every_other_at_any_tempo():
+    # the nearest chord length (1.6 s for a chorale) gives one harmonic rhythm per tempo
+    assert _chord_lengths("chorale", 90, varied=False) == {2}
+    assert _chord_lengths("chorale", 45, varied=False) == {1}
+    # drawn, both of the chorale's choices happen at either tempo
+    assert _chord_lengths("chorale", 90, varied=True) == {1, 2}
+    assert _chord_lengths("chorale", 45, varied=True) == {1, 2}
 
 
 def test_half_time_styles_name_the_other_metrical_level():

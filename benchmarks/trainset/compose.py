@@ -26,6 +26,9 @@ DRUM_CHANNEL = 9
 SEVENTHS = {"I": "Imaj7", "ii": "ii7", "IV": "IVmaj7", "vi": "vi7", "i": "i7", "V": "V7"}
 #: Seconds of music composed per song: the rendered clip is a 30 s window starting up to 5 s in.
 COMPOSED_SECONDS = 37.0
+#: Width (octaves of chord duration) of the preference for a style's usual chord length when the harmonic rhythm
+#: is drawn (Composer.chord_beats with varied_harmony): one octave keeps each of a style's choices likely.
+HARMONY_SPREAD_OCTAVES = 1.0
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,9 @@ class Song:
 class Composer:
     """Parts a style assembles: each method appends notes for the whole song to `song.notes`."""
 
-    def __init__(self, song: Song, rng: np.random.Generator):
+    def __init__(self, song: Song, rng: np.random.Generator, *, varied_harmony: bool = False):
         self.song, self.rng = song, rng
+        self.varied_harmony = varied_harmony  # see chord_beats
         self.n_bars = int(np.ceil(COMPOSED_SECONDS * song.bpm / 60.0 / song.meter))
         self.n_beats = self.n_bars * song.meter
         self.timeline: list[Slot] = []
@@ -114,10 +118,22 @@ class Composer:
                          for i, (name, cad) in enumerate(zip(names, cadences)) if i * beats_per_chord < self.n_beats]
 
     def chord_beats(self, target_seconds: float, choices: tuple[float, ...] | None = None) -> float:
-        """The harmonic rhythm (beats per chord) whose duration is nearest `target_seconds`."""
+        """The harmonic rhythm (beats per chord): the choice whose duration is nearest `target_seconds`, or with
+        `varied_harmony` one drawn at random, the nearer ones likelier (weights falling as a Gaussian in octaves
+        of duration, HARMONY_SPREAD_OCTAVES wide).
+
+        Why the draw: the nearest duration alone keeps every song's chords about `target_seconds` long whatever
+        its tempo, so a chorale at 90 BPM changes chord every two beats and one at 50 on every beat, and the chord
+        rate says nothing about where the beat is. Composers choose harmonic rhythm in beats and bars, slower
+        pieces only tending to more chords per beat."""
         m = self.song.meter
         choices = choices or (m / 2 if m == 4 else m, m, 2 * m)
-        return min(choices, key=lambda b: abs(b * self.song.seconds_per_beat - target_seconds))
+        spb = self.song.seconds_per_beat
+        if not self.varied_harmony:
+            return min(choices, key=lambda b: abs(b * spb - target_seconds))
+        octaves = np.log2(np.array(choices, dtype=float) * spb / target_seconds)
+        weights = np.exp(-0.5 * (octaves / HARMONY_SPREAD_OCTAVES) ** 2)
+        return float(choices[int(self.rng.choice(len(choices), p=weights / weights.sum()))])
 
     def chord_at(self, beat: float) -> Slot:
         for slot in self.timeline:
@@ -668,8 +684,9 @@ def annotated_tempo(song: "Song") -> tuple[float, list[float]]:
 
 
 def compose(style: str, seed: int, tonic: int | None, mode: str | None, bpm: float, *,
-            max_attempts: int = 12, min_margin: float = 0.02) -> Song:
-    """The song `style`'s composer writes from `seed` at `bpm` in `tonic` `mode` (ignored for key-less styles).
+            varied_harmony: bool = False, max_attempts: int = 12, min_margin: float = 0.02) -> Song:
+    """The song `style`'s composer writes from `seed` at `bpm` in `tonic` `mode` (ignored for key-less styles);
+    `varied_harmony` draws the harmonic rhythm (Composer.chord_beats).
 
     A composition whose pitch-class histogram does not point at its own key (by correlation with the
     Krumhansl-Kessler and with Temperley's profiles, each by at least `min_margin` over the runner-up) is rejected and rewritten from the next sub-seed, so the annotated
@@ -680,7 +697,7 @@ def compose(style: str, seed: int, tonic: int | None, mode: str | None, bpm: flo
     for attempt in range(max_attempts):
         rng = np.random.default_rng([seed, attempt])
         song = Song(style, seed, float(bpm), alt, None if keyless else tonic % 12, None if keyless else mode, meter)
-        composer_fn(Composer(song, rng))
+        composer_fn(Composer(song, rng, varied_harmony=varied_harmony))
         song.notes.sort(key=lambda n: (n.start, n.channel, n.pitch))
         if keyless:
             return song

@@ -1,12 +1,14 @@
 """Write the training set: composed songs rendered to 30-s clips, and manifest.json describing them.
 
     nice .venv/bin/python -m benchmarks.trainset.generate --out /tmp/essentia-trainset [--songs N] [--seed S]
-        [--renderings R] [--jobs J] [--styles S,...] [--keep] [--wide-tempo]
+        [--renderings R] [--jobs J] [--styles S,...] [--keep] [--wide-tempo] [--varied-harmony]
 
 Songs are spread evenly over the styles of compose.STYLES; within a style, keys step through all 24 (a fifth and
 a mode change apart from one song to the next) and tempos through the style's range by the golden ratio (its
 usual centre, or with --wide-tempo the wider range it is still played at, compose.WIDE_TEMPO). Each
-song is rendered R times (a different soundfont, mix, room, mastering, loudness and encoder each time).
+song is rendered R times (a different soundfont, mix, room, mastering, loudness and encoder each time). With
+--varied-harmony each song's harmonic rhythm (beats per chord) is drawn from its style's choices instead of the one
+nearest the style's usual chord length in seconds (compose.Composer.chord_beats).
 
 Every run writes its clips into a fresh generation directory under --out and replaces manifest.json atomically
 (temporary file + rename) only when all clips are written; the generation directories the new manifest does not
@@ -37,10 +39,11 @@ GOLDEN = 0.6180339887498949
 
 
 def plan(n_songs: int, seed: int, styles: list[str] | None = None, first: dict[str, int] | None = None,
-         wide_tempo: bool = False) -> list[dict]:
+         wide_tempo: bool = False, varied_harmony: bool = False) -> list[dict]:
     """What to compose: style, key and tempo of every song, deterministic in the arguments. `styles` limits the
     styles (default all); `first` numbers each style's songs from that index on (to add to an existing set), and
-    the key and tempo sequences continue from there; `wide_tempo` draws tempos from compose.WIDE_TEMPO."""
+    the key and tempo sequences continue from there; `wide_tempo` draws tempos from compose.WIDE_TEMPO;
+    `varied_harmony` is passed to compose."""
     styles = sorted(styles or STYLES)
     first = first or {}
     rng = np.random.default_rng(seed)
@@ -54,15 +57,17 @@ def plan(n_songs: int, seed: int, styles: list[str] | None = None, first: dict[s
         lo, hi = WIDE_TEMPO[style] if wide_tempo else STYLES[style][1]
         bpm = round(lo + (hi - lo) * ((phase[style] + k * GOLDEN) % 1.0))
         songs.append({"index": i, "style": style, "song": f"{style}-{k:03d}", "tonic": key_index // 2,
-                      "mode": MODES[key_index % 2], "bpm": float(bpm), "seed": seed * 100_000 + i})
+                      "mode": MODES[key_index % 2], "bpm": float(bpm), "seed": seed * 100_000 + i,
+                      "varied_harmony": varied_harmony})
     return songs
 
 
-def _make_song(item: dict):
+def make_song(item: dict):
     """Compose the planned song; a seed whose compositions never name their key gives way to the next seeds."""
     for bump in range(5):
         try:
-            return compose(item["style"], item["seed"] + bump * 1_000_003, item["tonic"], item["mode"], item["bpm"])
+            return compose(item["style"], item["seed"] + bump * 1_000_003, item["tonic"], item["mode"], item["bpm"],
+                           varied_harmony=item.get("varied_harmony", False))
         except ValueError:
             continue
     raise ValueError(f"could not compose {item['song']}")
@@ -71,7 +76,7 @@ def _make_song(item: dict):
 def render_song(task: tuple[dict, int, str]) -> list[dict]:
     """Compose one song and render its clips into `gen_dir`; manifest entries of the clips written."""
     item, renderings, gen_dir = task
-    song = _make_song(item)
+    song = make_song(item)
     rng = np.random.default_rng([item["seed"], 7])
     names = sorted(SOUNDFONTS)
     entries = []
@@ -127,11 +132,12 @@ def write_manifest(out: Path, entries: list[dict]) -> None:
 
 def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int = 2,
              styles: list[str] | None = None, keep: bool = False, budget_minutes: float | None = None,
-             wide_tempo: bool = False) -> list[dict]:
+             wide_tempo: bool = False, varied_harmony: bool = False) -> list[dict]:
     """Render `n_songs` new songs into a fresh generation directory and make them the manifest (with `keep`,
     the current manifest's entries too, the new songs numbered after the existing ones of their style). With
     `budget_minutes`, no song starts after that time: the manifest gets the songs finished by then. With
-    `wide_tempo`, tempos span each style's wider range (compose.WIDE_TEMPO)."""
+    `wide_tempo`, tempos span each style's wider range (compose.WIDE_TEMPO); with `varied_harmony` each song's
+    harmonic rhythm is drawn (compose.Composer.chord_beats)."""
     out.mkdir(parents=True, exist_ok=True)
     kept: list[dict] = json.loads((out / "manifest.json").read_text()) if keep and (out / "manifest.json").exists() \
         else []
@@ -141,7 +147,7 @@ def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int 
         first[entry["style"]] = max(first.get(entry["style"], 0), k + 1)
     gen_dir = out / f"gen-{seed}-{n_songs}-{int(time.time())}"
     gen_dir.mkdir()
-    songs = plan(n_songs, seed, styles, first, wide_tempo)
+    songs = plan(n_songs, seed, styles, first, wide_tempo, varied_harmony)
     tasks = [(item, renderings, str(gen_dir)) for item in songs]
     entries: list[dict] = []
     t0 = time.time()
@@ -165,6 +171,7 @@ def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int 
     (gen_dir / "recipe.json").write_text(json.dumps({
         "songs": n_songs, "songs_rendered": done, "seed": seed, "renderings": renderings, "styles": styles,
         "first": first, "budget_minutes": budget_minutes, "wide_tempo": wide_tempo,
+        "varied_harmony": varied_harmony,
         "clips": len(entries), "generator_commit": _commit(), "seconds": round(time.time() - t0)}, indent=1))
     entries = kept + entries
     write_manifest(out, entries)
@@ -204,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="add to the current manifest instead of replacing it")
     parser.add_argument("--wide-tempo", action="store_true",
                         help="draw tempos from each style's wider range (compose.WIDE_TEMPO), not its centre")
+    parser.add_argument("--varied-harmony", action="store_true",
+                        help="draw each song's beats per chord from its style's choices (compose.Composer.chord_beats)")
     args = parser.parse_args(argv)
     styles = args.styles.split(",") if args.styles else None
     if styles and not set(styles) <= set(STYLES):
@@ -212,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("needs the fluidsynth CLI and the soundfonts in render.SOUNDFONTS (Debian: fluidsynth, "
                      "fluid-soundfont-gm, timgm6mb-soundfont, musescore-general-soundfont-small)")
     entries = generate(args.out, args.songs, args.seed, args.renderings, args.jobs, styles, args.keep,
-                       args.budget_minutes, args.wide_tempo)
+                       args.budget_minutes, args.wide_tempo, args.varied_harmony)
     print(summary(entries))
     return 0
 
