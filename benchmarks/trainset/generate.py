@@ -67,7 +67,7 @@ def make_song(item: dict):
     for bump in range(5):
         try:
             return compose(item["style"], item["seed"] + bump * 1_000_003, item["tonic"], item["mode"], item["bpm"],
-                           varied_harmony=item.get("varied_harmony", False))
+                           varied_harmony=item["varied_harmony"])
         except ValueError:
             continue
     raise ValueError(f"could not compose {item['song']}")
