@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from benchmarks.trainset import drums
-from benchmarks.trainset.compose import (KEYLESS_STYLES, STYLES, WIDE_TEMPO, Composer, Song, annotated_tempo,
-                                         compose, to_midi)
+from benchmarks.trainset.compose import (KEYLESS_STYLES, STYLES, TEXTURES, WIDE_TEMPO, Composer, Song,
+                                         annotated_tempo, compose, to_midi)
 from benchmarks.trainset.generate import make_song, plan
 from benchmarks.trainset.theory import KEY_PROFILES, PITCH_CLASSES
 
@@ -66,19 +66,23 @@ def test_same_seed_same_song_and_midi():
 
 # Every style once, keys spread over all twelve tonics and both modes; then the same songs at both ends of the
 # style's wide tempo range (generate.py --wide-tempo), and at those ends with a drawn harmonic rhythm
-# (--varied-harmony).
-CASES = [(style, i % 12, ("major", "minor")[i % 2], sum(STYLES[style][1]) / 2, False)
+# (--varied-harmony); the styles with a choice of accompaniment also with it drawn (--varied-texture), from
+# several seeds so that each plays more than one.
+CASES = [(style, i % 12, ("major", "minor")[i % 2], sum(STYLES[style][1]) / 2, False, False)
          for i, style in enumerate(STYLES)]
-CASES += [(style, tonic, mode, WIDE_TEMPO[style][end], varied) for style, tonic, mode, _, _ in CASES
+CASES += [(style, tonic, mode, WIDE_TEMPO[style][end], varied, False) for style, tonic, mode, *_ in CASES
           for end in (0, 1) for varied in (False, True)]
+CASES += [(style, (tonic + shift) % 12, mode, WIDE_TEMPO[style][end], True, True)
+          for style, tonic, mode, *_ in CASES[:len(STYLES)] if style in TEXTURES
+          for end in (0, 1) for shift in (0, 5, 7)]
 
 
-@pytest.mark.parametrize("style,tonic,mode,bpm,varied", CASES)
-def test_composition_is_in_its_key_and_on_its_tempo_grid(style, tonic, mode, bpm, varied):
+@pytest.mark.parametrize("style,tonic,mode,bpm,varied,textured", CASES)
+def test_composition_is_in_its_key_and_on_its_tempo_grid(style, tonic, mode, bpm, varied, textured):
     # as the generator composes it: a seed whose attempts never name the key (a few metal riffs in major) gives way
     # to the next seeds
     song = make_song({"style": style, "seed": 7 + tonic, "tonic": tonic, "mode": mode, "bpm": bpm,
-                      "varied_harmony": varied})
+                      "varied_harmony": varied, "varied_texture": textured})
     tempo, notes = midi_notes(midi_bytes(song))
     assert tempo == pytest.approx(bpm, rel=1e-4)
     # onsets on the grid of the annotated beat (16ths, 32nds, triplets: 1/24 of a beat), within a MIDI tick;
@@ -127,6 +131,25 @@ def test_varied_harmony_changes_chords_on_every_beat_or_every_other_at_any_tempo
     # drawn, both of the chorale's choices happen at either tempo
     assert _chord_lengths("chorale", 90, varied=True) == {1, 2}
     assert _chord_lengths("chorale", 45, varied=True) == {1, 2}
+
+
+def test_varied_texture_plays_each_accompaniment_of_a_style_and_only_the_usual_one_without_it():
+    for style, textures in TEXTURES.items():
+        drawn = {compose(style, seed, seed % 12, "major", 80, varied_texture=True).texture for seed in range(30)}
+        usual = {compose(style, seed, seed % 12, "major", 80).texture for seed in range(5)}
+        assert drawn == set(textures) and usual == {textures[0]}, style
+    assert compose("pop", 1, 0, "major", 120, varied_texture=True).texture is None  # no choice, nothing drawn
+
+
+def test_ballad_with_chords_on_beats_strikes_a_chord_on_every_beat_and_none_between():
+    songs = [s for s in (compose("ballad", seed, 4, "major", 60, varied_texture=True) for seed in range(40))
+             if s.texture == "chords_on_beats"]
+    for song in songs:
+        starts = Counter(n.start for n in song.notes if n.channel == 1)  # the piano's chords
+        assert set(starts) == {float(b) for b in range(int(max(starts)) + 1)} and max(starts) > 30
+        assert min(starts.values()) >= 3  # a chord, not a single note
+    between = [n.start % 1 for s in songs for n in s.notes if n.channel == 4]  # the soft broken-chord notes
+    assert between and set(between) == {0.5}
 
 
 def test_half_time_styles_name_the_other_metrical_level():

@@ -62,6 +62,7 @@ class Song:
     programs: dict[int, int] = field(default_factory=dict)  # MIDI channel -> GM program
     notes: list[Note] = field(default_factory=list)
     sub_bass: list[Note] = field(default_factory=list)  # 808 notes, synthesised by the renderer, not FluidSynth
+    texture: str | None = None  # the accompaniment played, for styles with a choice (TEXTURES)
 
     @property
     def key(self) -> str | None:
@@ -79,9 +80,11 @@ class Song:
 class Composer:
     """Parts a style assembles: each method appends notes for the whole song to `song.notes`."""
 
-    def __init__(self, song: Song, rng: np.random.Generator, *, varied_harmony: bool = False):
+    def __init__(self, song: Song, rng: np.random.Generator, *, varied_harmony: bool = False,
+                 varied_texture: bool = False):
         self.song, self.rng = song, rng
         self.varied_harmony = varied_harmony  # see chord_beats
+        self.varied_texture = varied_texture  # see texture
         self.n_bars = int(np.ceil(COMPOSED_SECONDS * song.bpm / 60.0 / song.meter))
         self.n_beats = self.n_bars * song.meter
         self.timeline: list[Slot] = []
@@ -134,6 +137,17 @@ class Composer:
         octaves = np.log2(np.array(choices, dtype=float) * spb / target_seconds)
         weights = np.exp(-0.5 * (octaves / HARMONY_SPREAD_OCTAVES) ** 2)
         return float(choices[int(self.rng.choice(len(choices), p=weights / weights.sum()))])
+
+    def texture(self) -> str:
+        """The accompaniment the song's style plays (recorded in song.texture): its usual one (the first of
+        TEXTURES[style]), or with `varied_texture` one drawn from all of them.
+
+        Why: one texture per style lets a model learn "arpeggio eighths under a slow melody means a ballad" and
+        nothing about how a ballad whose piano strikes its chords on every beat, or repeats them in eighths, is
+        tapped. Players choose among these at any tempo, and the beat stays where the chords and melody put it."""
+        options = TEXTURES[self.song.style]
+        self.song.texture = options[int(self.rng.integers(len(options)))] if self.varied_texture else options[0]
+        return self.song.texture
 
     def chord_at(self, beat: float) -> Slot:
         for slot in self.timeline:
@@ -239,8 +253,9 @@ class Composer:
         return voicings
 
     def arpeggio(self, channel: int, program: int, *, pattern: list[int], step: float, low: int = 48,
-                 high: int = 72, vel: int = 70, sustain: float = 1.0) -> None:
-        """Broken chords: `pattern` indexes the voicing (bottom = 0) on every `step` beats (Alberti: 0,2,1,2)."""
+                 high: int = 72, vel: int = 70, sustain: float = 1.0, between_beats: bool = False) -> None:
+        """Broken chords: `pattern` indexes the voicing (bottom = 0) on every `step` beats (Alberti: 0,2,1,2);
+        with `between_beats`, only the notes off the beat (under chords struck on it)."""
         self.song.programs[channel] = program
         previous = None
         for slot in self.timeline:
@@ -250,6 +265,8 @@ class Composer:
             for i in range(n):
                 pitch = voicing[pattern[i % len(pattern)] % len(voicing)]
                 accent = 8 if (i * step) % 1 == 0 else 0
+                if between_beats and accent:
+                    continue
                 self.add(slot.start + i * step, step * sustain, pitch, vel + accent + self.rng.integers(-6, 6),
                          channel)
 
@@ -393,10 +410,37 @@ class Composer:
 # --------------------------------------------------------------------------------------------------------------
 # Styles. Each composer takes a Composer whose song has tempo, key and meter set, and writes every part.
 # --------------------------------------------------------------------------------------------------------------
+#: Rhythms ((offset in the chord, duration), beats) that strike a chord again on every beat, or every eighth, of it
+#: however long it lasts (Composer.block_chords skips offsets past the chord's end).
+ON_EVERY_BEAT = [(float(b), 0.9) for b in range(16)]
+ON_EVERY_EIGHTH = [(b / 2, 0.45) for b in range(32)]
+#: style -> the accompaniments its composer can play (Composer.texture), the usual one first.
+TEXTURES = {
+    "ballad": ("arpeggio", "chords_on_beats", "chords_in_eighths", "held_chords"),
+    "strings": ("held", "repeated_eighths", "pizzicato_bass"),
+    "piano_solo": ("broken_chords", "chords_on_beats"),
+    "guitar_folk": ("strummed", "finger_picked"),
+}
+
+
 def _ballad(c: Composer) -> None:
+    """A slow song: bass on the roots, a piano accompaniment (broken chords in eighths; with varied textures also
+    chords struck on every beat with soft broken-chord notes between, chords repeated in eighths, or chords struck
+    once and held), a pad, a melody and sometimes soft drums."""
     c.plan_phrases(c.chord_beats(3.0))
     c.bass(2, int(c.rng.choice([32, 33, 35])), [(0.0, 4.0)], low=36)
-    c.arpeggio(1, int(c.rng.choice([0, 0, 4, 1])), pattern=[0, 1, 2, 1, 2, 1, 0, 1], step=0.5, low=48, high=70)
+    texture = c.texture()
+    piano = int(c.rng.choice([0, 0, 4, 1]))
+    if texture == "arpeggio":
+        c.arpeggio(1, piano, pattern=[0, 1, 2, 1, 2, 1, 0, 1], step=0.5, low=48, high=70)
+    elif texture == "chords_on_beats":
+        c.block_chords(1, piano, rhythm=ON_EVERY_BEAT, low=48, high=67, voices=4, vel=64, suspensions=False)
+        if c.rng.random() < 0.6:
+            c.arpeggio(4, piano, pattern=[2, 1, 2, 0], step=0.5, low=60, high=79, vel=42, between_beats=True)
+    elif texture == "chords_in_eighths":
+        c.block_chords(1, piano, rhythm=ON_EVERY_EIGHTH, low=50, high=67, voices=3, vel=54, suspensions=False)
+    else:
+        c.block_chords(1, piano, low=48, high=67, voices=4, vel=60)
     c.block_chords(3, int(c.rng.choice([48, 49, 89, 88])), low=55, high=74, voices=3, vel=55)
     c.melody(0, int(c.rng.choice([73, 53, 40, 71, 0])), cells=[[1, 1, 2], [2, 1, 1], [1.5, 0.5, 2], [3, 1], [4],
                                                                 [1, 0.5, 0.5, 2]], low=62, high=81, start_bar=1)
@@ -405,9 +449,17 @@ def _ballad(c: Composer) -> None:
 
 
 def _strings(c: Composer) -> None:
+    """A string orchestra: cellos on the roots, four voice-led parts held (with varied textures also repeated in
+    eighths, or over a pizzicato bass on every beat), a melody above."""
     c.plan_phrases(c.chord_beats(2.5, (1, 2, 4)))
-    c.bass(2, 42, [(0.0, 8.0)], low=36, vel=75)  # cellos on the roots
-    c.block_chords(1, int(c.rng.choice([48, 49, 48])), low=53, high=79, voices=4, vel=68, passing=True)
+    texture = c.texture()
+    if texture == "pizzicato_bass":
+        c.bass(2, 45, ON_EVERY_BEAT, low=36, vel=82)
+    else:
+        c.bass(2, 42, [(0.0, 8.0)], low=36, vel=75)  # cellos on the roots
+    eighths = texture == "repeated_eighths"
+    c.block_chords(1, int(c.rng.choice([48, 49, 48])), low=53, high=79, voices=4, vel=58 if eighths else 68,
+                   passing=True, rhythm=ON_EVERY_EIGHTH if eighths else None)
     c.melody(0, int(c.rng.choice([40, 48, 41])), cells=[[2, 2], [3, 1], [4], [1, 1, 2], [2, 1, 1]],
              low=67, high=86, vel=78, rest_prob=0.05)
 
@@ -422,9 +474,13 @@ def _chorale(c: Composer) -> None:
 
 
 def _piano_solo(c: Composer) -> None:
+    """Solo piano: a left hand of broken chords (Alberti or rising and falling; with varied textures also the
+    chord struck on every beat, as in a hymn), bass notes, a melody in the right hand."""
     c.plan_phrases(c.chord_beats(2.2))
     program = int(c.rng.choice([0, 0, 1, 6]))
-    if c.rng.random() < 0.5:  # Alberti bass in 8ths or 16ths
+    if c.texture() == "chords_on_beats":
+        c.block_chords(1, program, rhythm=ON_EVERY_BEAT, low=45, high=64, voices=3, vel=58, suspensions=False)
+    elif c.rng.random() < 0.5:  # Alberti bass in 8ths or 16ths
         step = 0.5 if c.song.bpm > 100 else 0.25
         c.arpeggio(1, program, pattern=[0, 2, 1, 2], step=step, low=45, high=64, vel=60)
     else:  # broken-chord arpeggio rising and falling
@@ -435,9 +491,14 @@ def _piano_solo(c: Composer) -> None:
 
 
 def _guitar_folk(c: Composer) -> None:
+    """Acoustic guitar strummed (with varied textures also finger-picked: the thumb alternating bass notes on the
+    beats, the fingers between), sometimes a bass, a melody and soft drums."""
     c.plan_phrases(c.chord_beats(2.4, (2, 4)))
     program = int(c.rng.choice([25, 25, 24]))
-    c.strum(1, program, pattern=str(c.rng.choice(["D.DUD.DU", "D.D.DUDU", "D..UD.DU", "DUDUDUDU"])))
+    if c.texture() == "finger_picked":
+        c.arpeggio(1, program, pattern=[0, 2, 1, 2], step=0.5, low=40, high=67, vel=64)
+    else:
+        c.strum(1, program, pattern=str(c.rng.choice(["D.DUD.DU", "D.D.DUDU", "D..UD.DU", "DUDUDUDU"])))
     if c.rng.random() < 0.5:
         c.bass(2, 32, [(0.0, 1.5), (2.0, 1.5)], low=33, fifths=True, vel=80)
     if c.rng.random() < 0.5:
@@ -684,9 +745,11 @@ def annotated_tempo(song: "Song") -> tuple[float, list[float]]:
 
 
 def compose(style: str, seed: int, tonic: int | None, mode: str | None, bpm: float, *,
-            varied_harmony: bool = False, max_attempts: int = 12, min_margin: float = 0.02) -> Song:
+            varied_harmony: bool = False, varied_texture: bool = False, max_attempts: int = 12,
+            min_margin: float = 0.02) -> Song:
     """The song `style`'s composer writes from `seed` at `bpm` in `tonic` `mode` (ignored for key-less styles);
-    `varied_harmony` draws the harmonic rhythm (Composer.chord_beats).
+    `varied_harmony` draws the harmonic rhythm (Composer.chord_beats), `varied_texture` the accompaniment
+    (Composer.texture).
 
     A composition whose pitch-class histogram does not point at its own key (by correlation with the
     Krumhansl-Kessler and with Temperley's profiles, each by at least `min_margin` over the runner-up) is rejected and rewritten from the next sub-seed, so the annotated
@@ -697,7 +760,7 @@ def compose(style: str, seed: int, tonic: int | None, mode: str | None, bpm: flo
     for attempt in range(max_attempts):
         rng = np.random.default_rng([seed, attempt])
         song = Song(style, seed, float(bpm), alt, None if keyless else tonic % 12, None if keyless else mode, meter)
-        composer_fn(Composer(song, rng, varied_harmony=varied_harmony))
+        composer_fn(Composer(song, rng, varied_harmony=varied_harmony, varied_texture=varied_texture))
         song.notes.sort(key=lambda n: (n.start, n.channel, n.pitch))
         if keyless:
             return song

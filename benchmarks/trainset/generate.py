@@ -2,13 +2,16 @@
 
     nice .venv/bin/python -m benchmarks.trainset.generate --out /tmp/essentia-trainset [--songs N] [--seed S]
         [--renderings R] [--jobs J] [--styles S,...] [--keep] [--wide-tempo] [--varied-harmony]
+        [--varied-texture]
 
 Songs are spread evenly over the styles of compose.STYLES; within a style, keys step through all 24 (a fifth and
 a mode change apart from one song to the next) and tempos through the style's range by the golden ratio (its
 usual centre, or with --wide-tempo the wider range it is still played at, compose.WIDE_TEMPO). Each
 song is rendered R times (a different soundfont, mix, room, mastering, loudness and encoder each time). With
 --varied-harmony each song's harmonic rhythm (beats per chord) is drawn from its style's choices instead of the one
-nearest the style's usual chord length in seconds (compose.Composer.chord_beats).
+nearest the style's usual chord length in seconds (compose.Composer.chord_beats); with --varied-texture the slow and
+acoustic styles draw their accompaniment (chords struck on every beat, repeated in eighths, finger-picked...) instead
+of playing their usual one (compose.Composer.texture).
 
 Every run writes its clips into a fresh generation directory under --out and replaces manifest.json atomically
 (temporary file + rename) only when all clips are written; the generation directories the new manifest does not
@@ -39,11 +42,11 @@ GOLDEN = 0.6180339887498949
 
 
 def plan(n_songs: int, seed: int, styles: list[str] | None = None, first: dict[str, int] | None = None,
-         wide_tempo: bool = False, varied_harmony: bool = False) -> list[dict]:
+         wide_tempo: bool = False, varied_harmony: bool = False, varied_texture: bool = False) -> list[dict]:
     """What to compose: style, key and tempo of every song, deterministic in the arguments. `styles` limits the
     styles (default all); `first` numbers each style's songs from that index on (to add to an existing set), and
     the key and tempo sequences continue from there; `wide_tempo` draws tempos from compose.WIDE_TEMPO;
-    `varied_harmony` is passed to compose."""
+    `varied_harmony` and `varied_texture` are passed to compose."""
     styles = sorted(styles or STYLES)
     first = first or {}
     rng = np.random.default_rng(seed)
@@ -58,7 +61,7 @@ def plan(n_songs: int, seed: int, styles: list[str] | None = None, first: dict[s
         bpm = round(lo + (hi - lo) * ((phase[style] + k * GOLDEN) % 1.0))
         songs.append({"index": i, "style": style, "song": f"{style}-{k:03d}", "tonic": key_index // 2,
                       "mode": MODES[key_index % 2], "bpm": float(bpm), "seed": seed * 100_000 + i,
-                      "varied_harmony": varied_harmony})
+                      "varied_harmony": varied_harmony, "varied_texture": varied_texture})
     return songs
 
 
@@ -67,7 +70,7 @@ def make_song(item: dict):
     for bump in range(5):
         try:
             return compose(item["style"], item["seed"] + bump * 1_000_003, item["tonic"], item["mode"], item["bpm"],
-                           varied_harmony=item["varied_harmony"])
+                           varied_harmony=item["varied_harmony"], varied_texture=item["varied_texture"])
         except ValueError:
             continue
     raise ValueError(f"could not compose {item['song']}")
@@ -96,6 +99,7 @@ def render_song(task: tuple[dict, int, str]) -> list[dict]:
             "file": f"{Path(gen_dir).name}/{name}", "format": fmt, "primary": True,
             "bpm": bpm, "alt_bpm": alt_bpm, "key": song.key, "meter": f"{song.meter}/4",
             "style": song.style, "has_drums": song.has_drums, "song": item["song"], "variant": rendering.variant,
+            "texture": song.texture,
             "lufs": round(lufs, 2), "duration_s": CLIP_SECONDS, "render": rendering.describe(),
             "seed": item["seed"], "instruments": {str(k): v for k, v in sorted(song.programs.items())},
         })
@@ -132,12 +136,13 @@ def write_manifest(out: Path, entries: list[dict]) -> None:
 
 def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int = 2,
              styles: list[str] | None = None, keep: bool = False, budget_minutes: float | None = None,
-             wide_tempo: bool = False, varied_harmony: bool = False) -> list[dict]:
+             wide_tempo: bool = False, varied_harmony: bool = False, varied_texture: bool = False) -> list[dict]:
     """Render `n_songs` new songs into a fresh generation directory and make them the manifest (with `keep`,
     the current manifest's entries too, the new songs numbered after the existing ones of their style). With
     `budget_minutes`, no song starts after that time: the manifest gets the songs finished by then. With
     `wide_tempo`, tempos span each style's wider range (compose.WIDE_TEMPO); with `varied_harmony` each song's
-    harmonic rhythm is drawn (compose.Composer.chord_beats)."""
+    harmonic rhythm is drawn (compose.Composer.chord_beats), with `varied_texture` its accompaniment
+    (compose.Composer.texture)."""
     out.mkdir(parents=True, exist_ok=True)
     kept: list[dict] = json.loads((out / "manifest.json").read_text()) if keep and (out / "manifest.json").exists() \
         else []
@@ -147,7 +152,7 @@ def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int 
         first[entry["style"]] = max(first.get(entry["style"], 0), k + 1)
     gen_dir = out / f"gen-{seed}-{n_songs}-{int(time.time())}"
     gen_dir.mkdir()
-    songs = plan(n_songs, seed, styles, first, wide_tempo, varied_harmony)
+    songs = plan(n_songs, seed, styles, first, wide_tempo, varied_harmony, varied_texture)
     tasks = [(item, renderings, str(gen_dir)) for item in songs]
     entries: list[dict] = []
     t0 = time.time()
@@ -171,7 +176,7 @@ def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int 
     (gen_dir / "recipe.json").write_text(json.dumps({
         "songs": n_songs, "songs_rendered": done, "seed": seed, "renderings": renderings, "styles": styles,
         "first": first, "budget_minutes": budget_minutes, "wide_tempo": wide_tempo,
-        "varied_harmony": varied_harmony,
+        "varied_harmony": varied_harmony, "varied_texture": varied_texture,
         "clips": len(entries), "generator_commit": _commit(), "seconds": round(time.time() - t0)}, indent=1))
     entries = kept + entries
     write_manifest(out, entries)
@@ -213,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="draw tempos from each style's wider range (compose.WIDE_TEMPO), not its centre")
     parser.add_argument("--varied-harmony", action="store_true",
                         help="draw each song's beats per chord from its style's choices (compose.Composer.chord_beats)")
+    parser.add_argument("--varied-texture", action="store_true",
+                        help="draw each song's accompaniment from its style's textures (compose.Composer.texture)")
     args = parser.parse_args(argv)
     styles = args.styles.split(",") if args.styles else None
     if styles and not set(styles) <= set(STYLES):
@@ -221,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("needs the fluidsynth CLI and the soundfonts in render.SOUNDFONTS (Debian: fluidsynth, "
                      "fluid-soundfont-gm, timgm6mb-soundfont, musescore-general-soundfont-small)")
     entries = generate(args.out, args.songs, args.seed, args.renderings, args.jobs, styles, args.keep,
-                       args.budget_minutes, args.wide_tempo, args.varied_harmony)
+                       args.budget_minutes, args.wide_tempo, args.varied_harmony, args.varied_texture)
     print(summary(entries))
     return 0
 
