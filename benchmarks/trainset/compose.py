@@ -264,9 +264,10 @@ class Composer:
             n = int(round(slot.dur / step))
             for i in range(n):
                 pitch = voicing[pattern[i % len(pattern)] % len(voicing)]
-                accent = 8 if (i * step) % 1 == 0 else 0
-                if between_beats and accent:
+                on_beat = (i * step) % 1 == 0
+                if between_beats and on_beat:
                     continue
+                accent = 8 if on_beat else 0
                 self.add(slot.start + i * step, step * sustain, pitch, vel + accent + self.rng.integers(-6, 6),
                          channel)
 
