@@ -141,6 +141,26 @@ def test_varied_texture_plays_each_accompaniment_of_a_style_and_only_the_usual_o
     assert compose("pop", 1, 0, "major", 120, varied_texture=True).texture is None  # no choice, nothing drawn
 
 
+def test_each_texture_of_a_style_writes_its_own_accompaniment(monkeypatch):
+    """The composers pick their accompaniment by comparing names: a misspelt one would fall through to another
+    branch and play that texture under a wrong label. Forced in turn (no draw, so every other choice is the same),
+    each texture of a style must write different notes."""
+    forced = {}
+
+    def texture(self):
+        self.song.texture = forced["name"]
+        return self.song.texture
+
+    monkeypatch.setattr(Composer, "texture", texture)
+    for style, textures in TEXTURES.items():
+        written = {}
+        for name in textures:
+            forced["name"] = name
+            song = compose(style, 3, 2, "minor", 90)
+            written[name] = tuple((n.start, n.dur, n.pitch, n.channel) for n in song.notes)
+        assert len(set(written.values())) == len(textures), style
+
+
 def test_ballad_with_chords_on_beats_strikes_a_chord_on_every_beat_and_none_between():
     songs = [s for s in (compose("ballad", seed, 4, "major", 60, varied_texture=True) for seed in range(40))
              if s.texture == "chords_on_beats"]
