@@ -14,7 +14,9 @@ Pipeline (all on the shared front end's onset bands, 86 frames/s):
 2. Candidates (`candidates`). The strongest peaks of both saliences and their metrical relatives (x1/3 .. x3).
 3. The metrical level (`level_features`, `LevelModel`). A conditional logit (softmax over each clip's
    candidates) whose score is a linear term plus a few tanh units over interpretable cues per candidate:
-   the periodicity at the level (ACF, DFT, their combs, kick band vs hi-hat band), at the sub-beat (half period)
+   the periodicity at the level (ACF, DFT, their combs, kick band vs hi-hat band), at the sub-beat (half period;
+   the hi-hat band alone at half and a quarter of it, so hats in eighths of a slow backbeat are told from trap's
+   sixteenths, which its annotation counts as eighths of the double tempo)
    and the balance against the double and half tempo, a log-normal tempo prior (log2 tempo and its square: the
    fitted centre and width), onsets per beat (and its square), syncopation at 1.5 beats, ternary bar evidence,
    and the prior's interaction with how percussive the clip is (struck, spiky onsets vs legato strings), and
@@ -27,9 +29,9 @@ Pipeline (all on the shared front end's onset bands, 86 frames/s):
    and drumless and dense figuration means the eighths, not the beat"); on the 336-song training set they lifted
    leave-one-style-out Acc1 from 73 to 82 %, and the harmonic-change cues lifted the 592-clip set's song folds
    from 95.4 to 96.8 % and its held-out styles from 72.3 to 76.2 % (means of three random starts;
-   benchmarks/ANALYSIS_RESULTS.md). The committed network is three 10-unit networks fitted from different random
-   starts and averaged (30 units, each output weight a third), because a single start's decisions on borderline
-   drum-only and slow material moved with the start. The
+   benchmarks/ANALYSIS_RESULTS.md). The committed network is nine 10-unit networks fitted from different random
+   starts and averaged (90 units, each output weight a ninth), because a single start's decisions on borderline
+   drum-only and slow material moved with the start (and those of three starts averaged, on the 1920-clip set). The
    weights, feature means and scales live in models/tempo_level.json, fitted by benchmarks/fit_tempo.py on a
    rendered training set with grouped cross-validation (its figures are in that file's "fit" record and in
    benchmarks/ANALYSIS_RESULTS.md).
@@ -290,6 +292,7 @@ FEATURES = (
     "log_acf", "log_acf_comb", "log_dft", "log_dft_comb",  # periodicity at the level
     "acf_low", "acf_high",                                 # kick band vs hi-hat band at the beat period
     "acf_half",                                            # sub-beat: the ACF at half the period
+    "acf_high_half", "acf_high_quarter",                   # the hi-hat band at half and a quarter of the period
     "log_up", "log_down",                                  # salience of this level vs its double and half tempo
     "log2_tempo", "log2_tempo_sq",                         # log-normal tempo prior
     "events_per_beat", "events_per_beat_sq",               # onsets per beat (log2) and its square
@@ -330,6 +333,8 @@ def level_features(per: Periodicity, bpms: list[float] | np.ndarray) -> np.ndarr
         per.acf_at(t, 1.0, 0),
         per.acf_at(t, 1.0, bands - 1),
         per.acf_at(t, 0.5),
+        per.acf_at(t, 0.5, bands - 1),
+        per.acf_at(t, 0.25, bands - 1),
         np.log((comb_sal(2.0 * t) + floor) / (sal + floor)),
         np.log((comb_sal(0.5 * t) + floor) / (sal + floor)),
         lt, lt ** 2,
