@@ -9,18 +9,20 @@ chords carry what a chroma sum cannot: keys a fifth apart share six pitch classe
 
 The committed model (models/key_model.json: chroma settings, 97 weights, confidence calibration) was chosen and
 fitted by benchmarks/fit_key.py on the rendered training set (FluidSynth, 20 styles, all 24 keys with borrowed chords,
-secondary dominants and cadences on V and the relative key), never on the dev corpus. On 352 clips / 176 songs:
+secondary dominants and cadences on V and the relative key, drawn harmonic rhythm and accompaniment), never on
+the dev corpus. On 1848 keyed clips / 1824 songs (2026-12-01; `nice .venv/bin/python benchmarks/fit_key.py --corpus
+../shared/corpus --write-model`):
 
 | decision | grouped CV by song (exact / MIREX) | leave one style out |
 |---|---|---|
-| this model (transcription, chroma + bass + triads, fitted) | 98.3 % / 99.0 % | 98.6 % / 99.1 % |
-| the same chroma views without the triads, fitted | 96.3 % / 97.8 % | 95.2 % |
-| best published profile (bgate, plain folded chroma) | 88.6 % / 92.6 % | (not fitted) |
-| previous key.py (peak chroma + 0.3 twelfth vote, bgate; first 280 clips) | 89.6 % / 93.4 % | (not fitted) |
+| this model (transcription, chroma + bass + triads, fitted) | 99.4 % / 99.5 % | 99.2 % / 99.4 % |
+| the same chroma views without the triads, fitted | 98.1 % / 98.7 % | 97.7 % |
+| best published profile (bgate, plain folded chroma) | 88.4 % / 92.7 % | (not fitted) |
+| the previous model (fitted on 352 of them) on the 1368 clips of batches it never saw | 97.7 % / 98.5 % | |
 
 Dev corpus (validation only): 30/30 exact. The first and second 15-s halves of a training clip get the same key in
-86 % of clips (dev corpus 93 %). Remaining errors (song CV): 4 fifths, 1 relative, 1 parallel. Cost ~6-8 ms per
-30-s clip (one core).
+89 % of clips (dev corpus 97 %). Remaining errors (song CV): 3 fifths, 1 relative, 7 parallel, 1 other; trap is
+the hardest style (92 % exact). Cost ~6-8 ms per 30-s clip (one core).
 
 Confidence: the calibrated probability that the key is exactly right, a logistic function of the score margin over
 the runner-up fitted on the out-of-fold predictions; capped at 0.5 when neither third of the tonic is heard (bare
