@@ -9,8 +9,8 @@ Training material:
 - `--synth-loops N` synthesized drum loops (tests/synth.drum_loop with random patterns, rests, swing, human
   timing, 4..30 s; those long enough also as excerpts, like the rendered clips), annotated at the tempo whose
   beats 2 and 4 carry the snare (dembow and four-on-the-floor at their kick): the real drum loops the rendered set
-  lacks. They form their own style ("synth_loop") and songs
-  (one per pattern). `--synth-noise N` beatless clips teach the calibration only.
+  lacks. They form their own style ("synth_loop") and songs (one per pattern). `--synth-noise N` beatless clips
+  teach the calibration only.
 The dev corpus (--dev, default ../shared/corpus) is never fitted on: it is scored with the final model only.
 
 Method: for every clip the front end is computed once and its onset bands cached (/tmp/tempo-features/*.npz);
