@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from benchmarks.trainset import drums
-from benchmarks.trainset.compose import (KEYLESS_STYLES, STYLES, TEXTURES, WIDE_TEMPO, Composer, Song,
+from benchmarks.trainset.compose import (DRUM_CHANNEL, KEYLESS_STYLES, STYLES, TEXTURES, WIDE_TEMPO, Composer, Song,
                                          annotated_tempo, compose, to_midi)
-from benchmarks.trainset.generate import make_song, plan
+from benchmarks.trainset.generate import draw_renderings, make_song, plan
+from benchmarks.trainset.render import KITS, STYLE_KITS
 from benchmarks.trainset.theory import KEY_PROFILES, PITCH_CLASSES
 
 
@@ -179,6 +180,35 @@ def test_half_time_styles_name_the_other_metrical_level():
     assert compose("dnb", 1, 0, "minor", 170).alt_bpm == [85.0]
     assert compose("waltz", 1, 0, "major", 150).meter == 3
     assert compose("pop", 1, 0, "major", 120).alt_bpm == []
+
+
+def drum_programs(midi: mido.MidiFile) -> list[int]:
+    return [m.program for m in midi.tracks[0] if m.type == "program_change" and m.channel == DRUM_CHANNEL]
+
+
+def test_drum_kit_is_the_drum_channels_program_and_absent_without_one():
+    song = compose("trap", 5, 2, "minor", 72)
+    assert drum_programs(to_midi(song, drum_kit=KITS["tr808"])) == [25]
+    assert drum_programs(to_midi(song)) == []  # the standard kit: the MIDI of the sets rendered before kits
+    assert drum_programs(to_midi(compose("strings", 5, 2, "minor", 72), drum_kit=KITS["tr808"])) == []
+
+
+def test_varied_kits_draws_each_styles_kits_and_changes_nothing_else():
+    for style, kits in STYLE_KITS.items():
+        assert style in STYLES and set(kits) <= set(KITS)
+    items = plan(6 * len(STYLES), seed=4, varied_kits=True)
+    drawn: dict[str, set[str]] = {}
+    for item in items:
+        song = make_song(item)
+        varied = draw_renderings(item, song, 2)
+        plain = draw_renderings({**item, "varied_kits": False}, song, 2)
+        for a, b in zip(varied, plain):
+            assert b.drum_kit == "standard"
+            assert a.describe() == {**b.describe(), "drum_kit": a.drum_kit}
+            drawn.setdefault(item["style"], set()).add(a.drum_kit)
+    assert drawn["trap"] == {"tr808", "electronic"} and drawn["swing"] == {"jazz", "brush"}
+    for style, kits in drawn.items():
+        assert kits <= set(STYLE_KITS.get(style, ("standard", "room")))
 
 
 def test_plan_gives_every_style_every_key():

@@ -773,10 +773,12 @@ def compose(style: str, seed: int, tonic: int | None, mode: str | None, bpm: flo
 
 
 def to_midi(song: Song, *, volumes: dict[int, int] | None = None, pans: dict[int, int] | None = None,
-            humanize: np.random.Generator | None = None, ticks_per_beat: int = 960) -> mido.MidiFile:
+            humanize: np.random.Generator | None = None, drum_kit: int = 0,
+            ticks_per_beat: int = 960) -> mido.MidiFile:
     """A type-0 MIDI file of `song` at its tempo; `volumes` and `pans` set each channel's CC7 and CC10 (the mix,
-    0..127, pan 64 = centre), `humanize` (a
-    generator) shifts onsets by a few milliseconds and velocities by a few steps, as players do."""
+    0..127, pan 64 = centre), `humanize` (a generator) shifts onsets by a few milliseconds and velocities by a few
+    steps, as players do; `drum_kit` selects the GM drum kit (the program of the drum channel: 0 Standard,
+    25 TR-808...; 0 writes no program change, as before kits were drawn)."""
     spb = song.seconds_per_beat
     events = []
     for n in song.notes:
@@ -796,6 +798,8 @@ def to_midi(song: Song, *, volumes: dict[int, int] | None = None, pans: dict[int
     track.append(mido.MetaMessage("time_signature", numerator=song.meter, denominator=4))
     for channel, program in sorted(song.programs.items()):
         track.append(mido.Message("program_change", channel=channel, program=program))
+    if drum_kit and song.has_drums:
+        track.append(mido.Message("program_change", channel=DRUM_CHANNEL, program=drum_kit))
     for channel, volume in sorted((volumes or {}).items()):
         track.append(mido.Message("control_change", channel=channel, control=7, value=int(np.clip(volume, 0, 127))))
     for channel, pan in sorted((pans or {}).items()):

@@ -2,7 +2,7 @@
 
     nice .venv/bin/python -m benchmarks.trainset.generate --out /tmp/essentia-trainset [--songs N] [--seed S]
         [--renderings R] [--jobs J] [--styles S,...] [--keep] [--wide-tempo] [--varied-harmony]
-        [--varied-texture]
+        [--varied-texture] [--varied-kits]
 
 Songs are spread evenly over the styles of compose.STYLES; within a style, keys step through all 24 (a fifth and
 a mode change apart from one song to the next) and tempos through the style's range by the golden ratio (its
@@ -11,7 +11,9 @@ song is rendered R times (a different soundfont, mix, room, mastering, loudness 
 --varied-harmony each song's harmonic rhythm (beats per chord) is drawn from its style's choices instead of the one
 nearest the style's usual chord length in seconds (compose.Composer.chord_beats); with --varied-texture the slow and
 acoustic styles draw their accompaniment (chords struck on every beat, repeated in eighths, finger-picked...) instead
-of playing their usual one (compose.Composer.texture).
+of playing their usual one (compose.Composer.texture); with --varied-kits each clip's drums are played on a kit
+drawn from those its style is produced with (render.STYLE_KITS: a TR-808 for trap, brushes for a ballad...)
+instead of the GM standard kit, every other draw of the rendering unchanged.
 
 Every run writes its clips into a fresh generation directory under --out and replaces manifest.json atomically
 (temporary file + rename) only when all clips are written; the generation directories the new manifest does not
@@ -27,6 +29,7 @@ import shutil
 import sys
 import time
 from collections import deque
+from dataclasses import replace
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -34,7 +37,8 @@ import numpy as np
 
 from benchmarks.crossval import DEFAULT_TRAINSET_DIR
 from benchmarks.trainset.compose import STYLES, WIDE_TEMPO, annotated_tempo, compose
-from benchmarks.trainset.render import CLIP_SECONDS, SOUNDFONTS, draw_rendering, render_clip
+from benchmarks.trainset.render import (CLIP_SECONDS, SOUNDFONTS, Rendering, draw_drum_kit, draw_rendering,
+                                        render_clip)
 
 MODES = ("major", "minor")
 FORMAT_WEIGHTS = {"m4a": 0.5, "mp3": 0.35, "wav": 0.15}
@@ -42,11 +46,13 @@ GOLDEN = 0.6180339887498949
 
 
 def plan(n_songs: int, seed: int, styles: list[str] | None = None, first: dict[str, int] | None = None,
-         wide_tempo: bool = False, varied_harmony: bool = False, varied_texture: bool = False) -> list[dict]:
+         wide_tempo: bool = False, varied_harmony: bool = False, varied_texture: bool = False,
+         varied_kits: bool = False) -> list[dict]:
     """What to compose: style, key and tempo of every song, deterministic in the arguments. `styles` limits the
     styles (default all); `first` numbers each style's songs from that index on (to add to an existing set), and
     the key and tempo sequences continue from there; `wide_tempo` draws tempos from compose.WIDE_TEMPO;
-    `varied_harmony` and `varied_texture` are passed to compose."""
+    `varied_harmony` and `varied_texture` are passed to compose, `varied_kits` to the rendering (each clip's
+    drum kit drawn from render.STYLE_KITS)."""
     styles = sorted(styles or STYLES)
     first = first or {}
     rng = np.random.default_rng(seed)
@@ -61,7 +67,8 @@ def plan(n_songs: int, seed: int, styles: list[str] | None = None, first: dict[s
         bpm = round(lo + (hi - lo) * ((phase[style] + k * GOLDEN) % 1.0))
         songs.append({"index": i, "style": style, "song": f"{style}-{k:03d}", "tonic": key_index // 2,
                       "mode": MODES[key_index % 2], "bpm": float(bpm), "seed": seed * 100_000 + i,
-                      "varied_harmony": varied_harmony, "varied_texture": varied_texture})
+                      "varied_harmony": varied_harmony, "varied_texture": varied_texture,
+                      "varied_kits": varied_kits})
     return songs
 
 
@@ -76,18 +83,31 @@ def make_song(item: dict):
     raise ValueError(f"could not compose {item['song']}")
 
 
+def draw_renderings(item: dict, song, count: int) -> list[Rendering]:
+    """How each of the planned song's `count` clips is produced: soundfonts in turn, everything else drawn from
+    the song's seed (render.draw_rendering; the drum kit from a generator of its own, so that with or without
+    `varied_kits` every other draw is the same)."""
+    rng = np.random.default_rng([item["seed"], 7])
+    names = sorted(SOUNDFONTS)
+    out = []
+    for r in range(count):
+        soundfont = names[(item["index"] + r) % len(names)]
+        fmt = str(rng.choice(list(FORMAT_WEIGHTS), p=list(FORMAT_WEIGHTS.values())))
+        rendering = draw_rendering(song, rng, soundfont=soundfont, fmt=fmt)
+        if item.get("varied_kits"):
+            kit = draw_drum_kit(song.style, np.random.default_rng([item["seed"], 13, r]))
+            rendering = replace(rendering, drum_kit=kit)
+        out.append(rendering)
+    return out
+
+
 def render_song(task: tuple[dict, int, str]) -> list[dict]:
     """Compose one song and render its clips into `gen_dir`; manifest entries of the clips written."""
     item, renderings, gen_dir = task
     song = make_song(item)
-    rng = np.random.default_rng([item["seed"], 7])
-    names = sorted(SOUNDFONTS)
     entries = []
-    for r in range(renderings):
-        soundfont = names[(item["index"] + r) % len(names)]
-        fmt = str(rng.choice(list(FORMAT_WEIGHTS), p=list(FORMAT_WEIGHTS.values())))
-        rendering = draw_rendering(song, rng, soundfont=soundfont, fmt=fmt)
-        name = f"{item['song']}-r{r}.{fmt}"
+    for r, rendering in enumerate(draw_renderings(item, song, renderings)):
+        name = f"{item['song']}-r{r}.{rendering.fmt}"
         try:
             data, lufs = render_clip(song, rendering, seed=item["seed"] * 10 + r)
         except Exception as exc:  # a failed rendering costs one clip, not the set
@@ -96,7 +116,7 @@ def render_song(task: tuple[dict, int, str]) -> list[dict]:
         (Path(gen_dir) / name).write_bytes(data)
         bpm, alt_bpm = annotated_tempo(song)
         entries.append({
-            "file": f"{Path(gen_dir).name}/{name}", "format": fmt, "primary": True,
+            "file": f"{Path(gen_dir).name}/{name}", "format": rendering.fmt, "primary": True,
             "bpm": bpm, "alt_bpm": alt_bpm, "key": song.key, "meter": f"{song.meter}/4",
             "style": song.style, "has_drums": song.has_drums, "song": item["song"], "variant": rendering.variant,
             "texture": song.texture,
@@ -136,13 +156,14 @@ def write_manifest(out: Path, entries: list[dict]) -> None:
 
 def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int = 2,
              styles: list[str] | None = None, keep: bool = False, budget_minutes: float | None = None,
-             wide_tempo: bool = False, varied_harmony: bool = False, varied_texture: bool = False) -> list[dict]:
+             wide_tempo: bool = False, varied_harmony: bool = False, varied_texture: bool = False,
+             varied_kits: bool = False) -> list[dict]:
     """Render `n_songs` new songs into a fresh generation directory and make them the manifest (with `keep`,
     the current manifest's entries too, the new songs numbered after the existing ones of their style). With
     `budget_minutes`, no song starts after that time: the manifest gets the songs finished by then. With
     `wide_tempo`, tempos span each style's wider range (compose.WIDE_TEMPO); with `varied_harmony` each song's
     harmonic rhythm is drawn (compose.Composer.chord_beats), with `varied_texture` its accompaniment
-    (compose.Composer.texture)."""
+    (compose.Composer.texture), with `varied_kits` each clip's drum kit (render.STYLE_KITS)."""
     out.mkdir(parents=True, exist_ok=True)
     kept: list[dict] = json.loads((out / "manifest.json").read_text()) if keep and (out / "manifest.json").exists() \
         else []
@@ -152,7 +173,7 @@ def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int 
         first[entry["style"]] = max(first.get(entry["style"], 0), k + 1)
     gen_dir = out / f"gen-{seed}-{n_songs}-{int(time.time())}"
     gen_dir.mkdir()
-    songs = plan(n_songs, seed, styles, first, wide_tempo, varied_harmony, varied_texture)
+    songs = plan(n_songs, seed, styles, first, wide_tempo, varied_harmony, varied_texture, varied_kits)
     tasks = [(item, renderings, str(gen_dir)) for item in songs]
     entries: list[dict] = []
     t0 = time.time()
@@ -176,7 +197,7 @@ def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int 
     (gen_dir / "recipe.json").write_text(json.dumps({
         "songs": n_songs, "songs_rendered": done, "seed": seed, "renderings": renderings, "styles": styles,
         "first": first, "budget_minutes": budget_minutes, "wide_tempo": wide_tempo,
-        "varied_harmony": varied_harmony, "varied_texture": varied_texture,
+        "varied_harmony": varied_harmony, "varied_texture": varied_texture, "varied_kits": varied_kits,
         "clips": len(entries), "generator_commit": _commit(), "seconds": round(time.time() - t0)}, indent=1))
     entries = kept + entries
     write_manifest(out, entries)
@@ -220,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="draw each song's beats per chord from its style's choices (compose.Composer.chord_beats)")
     parser.add_argument("--varied-texture", action="store_true",
                         help="draw each song's accompaniment from its style's textures (compose.Composer.texture)")
+    parser.add_argument("--varied-kits", action="store_true",
+                        help="draw each clip's drum kit from its style's kits (render.STYLE_KITS: drum machines, "
+                             "jazz and brush kits...) instead of the standard kit")
     args = parser.parse_args(argv)
     styles = args.styles.split(",") if args.styles else None
     if styles and not set(styles) <= set(STYLES):
@@ -228,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("needs the fluidsynth CLI and the soundfonts in render.SOUNDFONTS (Debian: fluidsynth, "
                      "fluid-soundfont-gm, timgm6mb-soundfont, musescore-general-soundfont-small)")
     entries = generate(args.out, args.songs, args.seed, args.renderings, args.jobs, styles, args.keep,
-                       args.budget_minutes, args.wide_tempo, args.varied_harmony, args.varied_texture)
+                       args.budget_minutes, args.wide_tempo, args.varied_harmony, args.varied_texture,
+                       args.varied_kits)
     print(summary(entries))
     return 0
 

@@ -1,7 +1,7 @@
 """From a composed Song to an encoded 30-s clip: FluidSynth rendering, an 808 layer, reverb, mastering, encoding.
 
-Everything a rendering varies is in a `Rendering` (soundfont, channel volumes, reverb, compression, saturation,
-target loudness, encoder), drawn from a seed by `draw_rendering`, so a clip can be rebuilt exactly.
+Everything a rendering varies is in a `Rendering` (soundfont, drum kit, channel volumes, reverb, compression,
+saturation, target loudness, encoder), drawn from a seed by `draw_rendering`, so a clip can be rebuilt exactly.
 """
 from __future__ import annotations
 
@@ -29,6 +29,22 @@ SOUNDFONTS = {
     "MuseScore_General": "/usr/share/sounds/sf3/MuseScore_General.sf3",
 }
 FORMATS = {"m4a": ("mp4", "aac"), "mp3": ("mp3", "libmp3lame"), "wav": (None, None)}
+#: GM drum kits (bank-128 presets that all three soundfonts have), by name.
+KITS = {"standard": 0, "room": 8, "power": 16, "electronic": 24, "tr808": 25, "jazz": 32, "brush": 40,
+        "orchestra": 48}
+#: style -> the kits its drums are plausibly produced with (generate.py --varied-kits draws one per rendering):
+#: drum machines for the electronic styles, a jazz kit or brushes for swing and bossa, a big room or power kit
+#: for rock. Styles not named here draw from the standard and room kits.
+STYLE_KITS: dict[str, tuple[str, ...]] = {
+    "ballad": ("standard", "room", "brush"), "pop": ("standard", "room", "electronic"),
+    "rock": ("standard", "room", "power"), "punk": ("standard", "room", "power"),
+    "metal": ("power", "standard", "room"),
+    "waltz": ("standard", "brush", "orchestra"), "swing": ("jazz", "brush"), "bossa": ("jazz", "brush", "standard"),
+    "funk": ("standard", "room", "electronic"), "dnb": ("electronic", "tr808", "standard"),
+    "house": ("tr808", "electronic"), "synthpop": ("electronic", "tr808"), "reggaeton": ("tr808", "electronic"),
+    "trap": ("tr808", "electronic"), "hiphop": ("standard", "tr808", "electronic"),
+    "percussion": ("standard", "room", "jazz", "orchestra"),
+}
 
 
 @dataclass
@@ -47,10 +63,13 @@ class Rendering:
     target_lufs: float = -14.0
     fmt: str = "m4a"
     bitrate: int = 160_000
+    drum_kit: str = "standard"  # a key of KITS
 
     @property
     def variant(self) -> str:
         parts = [self.soundfont + ("/fx" if self.synth_effects else ""), f"{self.target_lufs:.0f}LUFS"]
+        if self.drum_kit != "standard":
+            parts.append(f"kit-{self.drum_kit}")
         if self.reverb_rt60_s:
             parts.append(f"reverb{self.reverb_rt60_s:.1f}s")
         if self.compress:
@@ -84,12 +103,19 @@ def draw_rendering(song: Song, rng: np.random.Generator, *, soundfont: str, fmt:
     )
 
 
+def draw_drum_kit(style: str, rng: np.random.Generator) -> str:
+    """One of the kits `style` is produced with (STYLE_KITS), drawn evenly."""
+    kits = STYLE_KITS.get(style, ("standard", "room"))
+    return kits[int(rng.integers(len(kits)))]
+
+
 def fluidsynth(song: Song, rendering: Rendering, rng: np.random.Generator) -> np.ndarray:
     """(frames, 2) float32 of the song's MIDI rendered offline by the fluidsynth CLI (its own reverb and chorus
     as the rendering says)."""
     with tempfile.TemporaryDirectory(prefix="trainset-") as tmp:
         mid, wav = Path(tmp) / "song.mid", Path(tmp) / "song.wav"
-        to_midi(song, volumes=rendering.volumes, pans=rendering.pans, humanize=rng).save(mid)
+        to_midi(song, volumes=rendering.volumes, pans=rendering.pans, humanize=rng,
+                drum_kit=KITS[rendering.drum_kit]).save(mid)
         effects = "1" if rendering.synth_effects else "0"
         subprocess.run(["fluidsynth", "-ni", "-q", "-F", str(wav), "-T", "wav", "-O", "float",
                         "-r", str(SAMPLE_RATE), "-g", "0.35", "-R", effects, "-C", effects,
