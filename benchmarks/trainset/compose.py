@@ -421,6 +421,9 @@ TEXTURES = {
     "strings": ("held", "repeated_eighths", "pizzicato_bass"),
     "piano_solo": ("broken_chords", "chords_on_beats"),
     "guitar_folk": ("strummed", "finger_picked"),
+    "rock": ("backbeat", "quarter_hats", "ride_eighths", "sixteenth_hats"),
+    "punk": ("backbeat", "skank"),
+    "metal": ("backbeat", "skank", "double_kick"),
 }
 
 
@@ -520,6 +523,14 @@ def _pop(c: Composer) -> None:
     c.drums(drumkit.POP if c.rng.random() < 0.6 else drumkit.ROCK)
 
 
+#: The drum grooves of the band styles by texture (TEXTURES): a rock song's drummer may keep the hats on the
+#: beats, ride in eighths or play busy 16ths; a punk or thrash drummer the skank beat; a metal one a double kick.
+ROCK_GROOVES = {"backbeat": drumkit.ROCK, "quarter_hats": drumkit.ROCK_QUARTER_HATS,
+                "ride_eighths": drumkit.ROCK_RIDE, "sixteenth_hats": drumkit.ROCK_16}
+PUNK_GROOVES = {"backbeat": drumkit.PUNK, "skank": drumkit.SKANK}
+METAL_GROOVES = {"skank": drumkit.SKANK, "double_kick": drumkit.METAL_DOUBLE_KICK}
+
+
 def _rock(c: Composer) -> None:
     c.plan_loop(c.chord_beats(2.0, (2, 4)))
     guitar = int(c.rng.choice([29, 30, 27]))
@@ -527,18 +538,20 @@ def _rock(c: Composer) -> None:
     c.power_chords(1, guitar, rhythm=[(0.0, 0.9), (1.0, 0.45), (1.5, 0.9), (2.5, 0.45), (3.0, 0.9)])
     c.melody(0, int(c.rng.choice([29, 81, 65])), cells=[[1, 1, 2], [0.5, 0.5, 1, 2], [2, 1, 1]], start_bar=2,
              rest_prob=0.2)
-    c.drums(drumkit.ROCK)
+    c.drums(ROCK_GROOVES[c.texture()])
 
 
 def _punk(c: Composer) -> None:
     c.plan_loop(c.chord_beats(1.3, (2, 4, 8)))
     c.bass(2, 34, [(i * 0.5, 0.45) for i in range(8)], low=28, vel=100)
     c.power_chords(1, int(c.rng.choice([30, 29])), rhythm=[(i * 0.5, 0.45) for i in range(8)], vel=105)
-    c.drums(drumkit.PUNK)
+    c.drums(PUNK_GROOVES[c.texture()])
     c.melody(0, 30, cells=[[1, 1, 2], [2, 2], [1, 1, 1, 1]], low=59, high=76, rest_prob=0.3, start_bar=4)
 
 
 def _metal(c: Composer) -> None:
+    """Palm-muted power chords in eighths or gallops; the drums' usual backbeat follows the guitar (eighth kicks,
+    or the gallop's rhythm), the other grooves (TEXTURES) do not."""
     c.plan_loop(c.chord_beats(1.3, (2, 4, 8)))
     gallop = c.rng.random() < 0.5
     rhythm = ([(b + o, d) for b in range(4) for o, d in ((0.0, 0.45), (0.5, 0.2), (0.75, 0.2))] if gallop
@@ -546,7 +559,9 @@ def _metal(c: Composer) -> None:
     c.power_chords(1, 30, rhythm=rhythm, vel=110, low=40)
     c.power_chords(3, 30, rhythm=[(0.0, 1.9), (2.0, 1.9)], vel=85, low=52)
     c.bass(2, 34, [(i * 0.5, 0.45) for i in range(8)], low=28, vel=100)
-    c.drums(drumkit.METAL_GALLOP if gallop else drumkit.METAL)
+    texture = c.texture()
+    usual = drumkit.METAL_GALLOP if gallop else drumkit.METAL
+    c.drums(usual if texture == "backbeat" else METAL_GROOVES[texture])
 
 
 def _waltz(c: Composer) -> None:

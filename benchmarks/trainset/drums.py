@@ -23,9 +23,17 @@ BALLAD = {KICK: "x.......x.......", SIDE_STICK: "....x.......x...", CLOSED_HAT: 
 FOLK = {SHAKER: "xoxoxoxoxoxoxoxo", KICK: "x.......x.......", TAMBOURINE: "....x.......x..."}
 POP = {KICK: "x.......x.x.....", SNARE: "....X.......X...", CLOSED_HAT: "x.x.x.x.x.x.x.x."}
 ROCK = {KICK: "x.....x.x.......", SNARE: "....X.......X...", CLOSED_HAT: "x.x.x.x.x.x.x.x."}
+# more rock grooves (--varied-texture): hats on the beats only, the ride in eighths, busy 16th hats
+ROCK_QUARTER_HATS = {KICK: "x.......x.x.....", SNARE: "....X.......X...", CLOSED_HAT: "x...x...x...x..."}
+ROCK_RIDE = {KICK: "x.....x.x.....x.", SNARE: "....X.......X...", RIDE: "x.x.x.x.x.x.x.x."}
+ROCK_16 = {KICK: "x.....x...x.....", SNARE: "....X.......X...", CLOSED_HAT: "xoxoxoxoxoxoxoxo"}
 PUNK = {KICK: "x.x...x.x.x.....", SNARE: "....X.......X...", CLOSED_HAT: "x.x.x.x.x.x.x.x."}
+# the skank (polka) beat of punk and thrash: kick on every beat, snare on every off-beat eighth
+SKANK = {KICK: "x...x...x...x...", SNARE: "..X...X...X...X.", CLOSED_HAT: "x.x.x.x.x.x.x.x."}
 METAL = {KICK: "x.x.x.x.x.x.x.x.", SNARE: "....X.......X...", RIDE: "x...x...x...x..."}
 METAL_GALLOP = {KICK: "x.xxx.xxx.xxx.xx", SNARE: "....X.......X...", CLOSED_HAT: "x...x...x...x..."}
+# double kick drum in 16ths under a backbeat, the ride on the beats
+METAL_DOUBLE_KICK = {KICK: "xxxxxxxxxxxxxxxx", SNARE: "....X.......X...", RIDE: "x...x...x...x..."}
 WALTZ = {KICK: "x...........", CLOSED_HAT: "....x...x...", TAMBOURINE: "....o...o..."}
 # 12 steps in 4/4: triplet 8ths, so the ride's "ding, ding-a, ding" is already swung
 SWING = {RIDE: "x..x.xx..x.x", PEDAL_HAT: "...x.....x..", KICK: "o..o..o..o.."}
