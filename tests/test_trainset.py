@@ -186,6 +186,12 @@ def test_half_time_styles_name_the_other_metrical_level():
     assert compose("pop", 1, 0, "major", 120).alt_bpm == []
 
 
+def test_808_sub_bass_sits_in_the_sub_bass_band():
+    songs = [compose(style, seed, seed % 12, "minor", 75) for style in ("trap", "hiphop") for seed in range(8)]
+    hz = [440.0 * 2 ** ((n.pitch - 69) / 12) for song in songs for n in song.sub_bass]
+    assert hz and 41.0 <= min(hz) and max(hz) < 80.0
+
+
 def drum_programs(midi: mido.MidiFile) -> list[int]:
     return [m.program for m in midi.tracks[0] if m.type == "program_change" and m.channel == DRUM_CHANNEL]
 

@@ -205,9 +205,10 @@ class Composer:
 
     def sub_808(self) -> None:
         """An 808 sub-bass (synthesised by the renderer): a long note on each chord root, re-triggered half a
-        beat before the next chord."""
+        beat before the next chord, tuned where producers tune it (E1..D#2, 41-78 Hz: the sub-bass band a club
+        system feels; an octave higher it would sound like a bass guitar's register)."""
         for slot in self.timeline:
-            root = 36 + (slot.chord.root - 36) % 12
+            root = 28 + (slot.chord.root - 28) % 12
             self.song.sub_bass.append(Note(slot.start, slot.dur - 0.75, root, 110, -1))
             self.song.sub_bass.append(Note(slot.start + slot.dur - 0.5, 0.45, root, 90, -1))
 
