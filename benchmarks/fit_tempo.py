@@ -137,7 +137,7 @@ def cached_bands(path: str) -> Envelopes:
     mono = frontend.resample(mono - mono.mean(), decoded.sample_rate, ANALYSIS_SAMPLE_RATE)
     env = _bands_of_audio(mono)
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_suffix(".tmp.npz")
+    tmp = f.with_suffix(f".{os.getpid()}.tmp.npz")  # one per process: parallel fits share the cache
     np.savez(tmp, bands=env.bands, onset=env.onset, harmonic=env.harmonic, fr=env.fr)
     os.replace(tmp, f)
     return env
