@@ -10,10 +10,11 @@ usual centre, or with --wide-tempo the wider range it is still played at, compos
 song is rendered R times (a different soundfont, mix, room, mastering, loudness and encoder each time). With
 --varied-harmony each song's harmonic rhythm (beats per chord) is drawn from its style's choices instead of the one
 nearest the style's usual chord length in seconds (compose.Composer.chord_beats); with --varied-texture the slow and
-acoustic styles draw their accompaniment (chords struck on every beat, repeated in eighths, finger-picked...) instead
-of playing their usual one (compose.Composer.texture); with --varied-kits each clip's drums are played on a kit
-drawn from those its style is produced with (render.STYLE_KITS: a TR-808 for trap, brushes for a ballad...)
-instead of the GM standard kit, every other draw of the rendering unchanged.
+acoustic styles draw their accompaniment (chords struck on every beat, repeated in eighths, finger-picked...) and the
+rock, punk and metal drummers their groove, instead of playing their usual one (compose.Composer.texture); with
+--varied-kits each clip's drums are played on a kit drawn from those its style is produced with (render.STYLE_KITS:
+a TR-808 for trap, brushes for a ballad...) instead of the GM standard kit, every other draw of the rendering
+unchanged.
 
 Every run writes its clips into a fresh generation directory under --out and replaces manifest.json atomically
 (temporary file + rename) only when all clips are written; the generation directories the new manifest does not
@@ -240,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--varied-harmony", action="store_true",
                         help="draw each song's beats per chord from its style's choices (compose.Composer.chord_beats)")
     parser.add_argument("--varied-texture", action="store_true",
-                        help="draw each song's accompaniment from its style's textures (compose.Composer.texture)")
+                        help="draw each song's accompaniment (or band drum groove) from its style's textures "
+                             "(compose.Composer.texture)")
     parser.add_argument("--varied-kits", action="store_true",
                         help="draw each clip's drum kit from its style's kits (render.STYLE_KITS: drum machines, "
                              "jazz and brush kits...) instead of the standard kit")
