@@ -15,7 +15,7 @@ from benchmarks.trainset import drums
 from benchmarks.trainset.compose import (DRUM_CHANNEL, KEYLESS_STYLES, STYLES, TEXTURES, WIDE_TEMPO, Composer, Song,
                                          annotated_tempo, compose, to_midi)
 from benchmarks.trainset.generate import draw_renderings, make_song, plan
-from benchmarks.trainset.render import KITS, STYLE_KITS
+from benchmarks.trainset.render import KITS, STYLE_KITS, style_kits
 from benchmarks.trainset.theory import KEY_PROFILES, PITCH_CLASSES
 
 
@@ -218,7 +218,7 @@ def test_varied_kits_draws_each_styles_kits_and_changes_nothing_else():
             drawn.setdefault(item["style"], set()).add(a.drum_kit)
     assert drawn["trap"] == {"tr808", "electronic"} and drawn["swing"] == {"jazz", "brush"}
     for style, kits in drawn.items():
-        assert kits <= set(STYLE_KITS.get(style, ("standard", "room")))
+        assert kits <= set(style_kits(style))
 
 
 def test_plan_gives_every_style_every_key():

@@ -103,9 +103,14 @@ def draw_rendering(song: Song, rng: np.random.Generator, *, soundfont: str, fmt:
     )
 
 
+def style_kits(style: str) -> tuple[str, ...]:
+    """The kits `style` is produced with: its STYLE_KITS entry, or the standard and room kits."""
+    return STYLE_KITS.get(style, ("standard", "room"))
+
+
 def draw_drum_kit(style: str, rng: np.random.Generator) -> str:
-    """One of the kits `style` is produced with (STYLE_KITS), drawn evenly."""
-    kits = STYLE_KITS.get(style, ("standard", "room"))
+    """One of the kits `style` is produced with (style_kits), drawn evenly."""
+    kits = style_kits(style)
     return kits[int(rng.integers(len(kits)))]
 
 
