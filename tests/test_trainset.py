@@ -14,7 +14,7 @@ import pytest
 from benchmarks.trainset import drums
 from benchmarks.trainset.compose import (DRUM_CHANNEL, KEYLESS_STYLES, STYLES, TEXTURES, WIDE_TEMPO, Composer, Song,
                                          annotated_tempo, compose, to_midi)
-from benchmarks.trainset.generate import draw_renderings, make_song, plan
+from benchmarks.trainset.generate import Variation, draw_renderings, make_song, plan
 from benchmarks.trainset.render import KITS, STYLE_KITS, style_kits
 from benchmarks.trainset.theory import KEY_PROFILES, PITCH_CLASSES
 
@@ -83,7 +83,7 @@ def test_composition_is_in_its_key_and_on_its_tempo_grid(style, tonic, mode, bpm
     # as the generator composes it: a seed whose attempts never name the key (a few metal riffs in major) gives way
     # to the next seeds
     song = make_song({"style": style, "seed": 7 + tonic, "tonic": tonic, "mode": mode, "bpm": bpm,
-                      "varied_harmony": varied, "varied_texture": textured})
+                      "variation": Variation(varied_harmony=varied, varied_texture=textured)})
     tempo, notes = midi_notes(midi_bytes(song))
     assert tempo == pytest.approx(bpm, rel=1e-4)
     # onsets on the grid of the annotated beat (16ths, 32nds, triplets: 1/24 of a beat), within a MIDI tick;
@@ -137,7 +137,7 @@ def test_varied_harmony_changes_chords_on_every_beat_or_every_other_at_any_tempo
 def test_varied_texture_plays_each_accompaniment_of_a_style_and_only_the_usual_one_without_it():
     def texture(style, seed, varied):  # as the generator composes (a seed whose song misses its key gives way)
         return make_song({"style": style, "seed": seed, "tonic": seed % 12, "mode": "major", "bpm": 80.0,
-                          "varied_harmony": False, "varied_texture": varied}).texture
+                          "variation": Variation(varied_texture=varied)}).texture
 
     for style, textures in TEXTURES.items():
         drawn = {texture(style, seed, True) for seed in range(30)}
@@ -206,12 +206,12 @@ def test_drum_kit_is_the_drum_channels_program_and_absent_without_one():
 def test_varied_kits_draws_each_styles_kits_and_changes_nothing_else():
     for style, kits in STYLE_KITS.items():
         assert style in STYLES and set(kits) <= set(KITS)
-    items = plan(6 * len(STYLES), seed=4, varied_kits=True)
+    items = plan(6 * len(STYLES), seed=4, variation=Variation(varied_kits=True))
     drawn: dict[str, set[str]] = {}
     for item in items:
         song = make_song(item)
         varied = draw_renderings(item, song, 2)
-        plain = draw_renderings({**item, "varied_kits": False}, song, 2)
+        plain = draw_renderings({**item, "variation": Variation()}, song, 2)
         for a, b in zip(varied, plain):
             assert b.drum_kit == "standard"
             assert a.describe() == {**b.describe(), "drum_kit": a.drum_kit}
@@ -232,7 +232,8 @@ def test_plan_gives_every_style_every_key():
 
 
 def test_wide_tempo_plan_reaches_past_each_styles_centre():
-    centre, wide = plan(10 * len(STYLES), seed=3), plan(10 * len(STYLES), seed=3, wide_tempo=True)
+    centre = plan(10 * len(STYLES), seed=3)
+    wide = plan(10 * len(STYLES), seed=3, variation=Variation(wide_tempo=True))
     assert set(WIDE_TEMPO) == set(STYLES)
     for style in STYLES:
         lo, hi = WIDE_TEMPO[style]

@@ -30,7 +30,7 @@ import shutil
 import sys
 import time
 from collections import deque
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -46,14 +46,23 @@ FORMAT_WEIGHTS = {"m4a": 0.5, "mp3": 0.35, "wav": 0.15}
 GOLDEN = 0.6180339887498949
 
 
+@dataclass(frozen=True)
+class Variation:
+    """What a batch draws instead of each style's usual choice (the --wide-tempo and --varied-* options). The
+    default draws nothing, so the first commands rebuild the clips they built; recipe.json records these fields
+    under these names."""
+
+    wide_tempo: bool = False      # tempos across compose.WIDE_TEMPO instead of the style's centre
+    varied_harmony: bool = False  # beats per chord (compose.Composer.chord_beats)
+    varied_texture: bool = False  # accompaniment or band drum groove (compose.Composer.texture)
+    varied_kits: bool = False     # each clip's drum kit (render.STYLE_KITS)
+
+
 def plan(n_songs: int, seed: int, styles: list[str] | None = None, first: dict[str, int] | None = None,
-         wide_tempo: bool = False, varied_harmony: bool = False, varied_texture: bool = False,
-         varied_kits: bool = False) -> list[dict]:
+         variation: Variation = Variation()) -> list[dict]:
     """What to compose: style, key and tempo of every song, deterministic in the arguments. `styles` limits the
     styles (default all); `first` numbers each style's songs from that index on (to add to an existing set), and
-    the key and tempo sequences continue from there; `wide_tempo` draws tempos from compose.WIDE_TEMPO;
-    `varied_harmony` and `varied_texture` are passed to compose, `varied_kits` to the rendering (each clip's
-    drum kit drawn from render.STYLE_KITS)."""
+    the key and tempo sequences continue from there; every item carries `variation` to compose and render by."""
     styles = sorted(styles or STYLES)
     first = first or {}
     rng = np.random.default_rng(seed)
@@ -64,21 +73,21 @@ def plan(n_songs: int, seed: int, styles: list[str] | None = None, first: dict[s
         style = styles[s_idx]
         k = i // len(styles) + first.get(style, 0)
         key_index = (7 * k + 11 * sorted(STYLES).index(style)) % 24  # stride 7: all 24 keys, modes alternating
-        lo, hi = WIDE_TEMPO[style] if wide_tempo else STYLES[style][1]
+        lo, hi = WIDE_TEMPO[style] if variation.wide_tempo else STYLES[style][1]
         bpm = round(lo + (hi - lo) * ((phase[style] + k * GOLDEN) % 1.0))
         songs.append({"index": i, "style": style, "song": f"{style}-{k:03d}", "tonic": key_index // 2,
                       "mode": MODES[key_index % 2], "bpm": float(bpm), "seed": seed * 100_000 + i,
-                      "varied_harmony": varied_harmony, "varied_texture": varied_texture,
-                      "varied_kits": varied_kits})
+                      "variation": variation})
     return songs
 
 
 def make_song(item: dict):
     """Compose the planned song; a seed whose compositions never name their key gives way to the next seeds."""
+    variation = item.get("variation", Variation())
     for bump in range(5):
         try:
             return compose(item["style"], item["seed"] + bump * 1_000_003, item["tonic"], item["mode"], item["bpm"],
-                           varied_harmony=item["varied_harmony"], varied_texture=item["varied_texture"])
+                           varied_harmony=variation.varied_harmony, varied_texture=variation.varied_texture)
         except ValueError:
             continue
     raise ValueError(f"could not compose {item['song']}")
@@ -95,7 +104,7 @@ def draw_renderings(item: dict, song, count: int) -> list[Rendering]:
         soundfont = names[(item["index"] + r) % len(names)]
         fmt = str(rng.choice(list(FORMAT_WEIGHTS), p=list(FORMAT_WEIGHTS.values())))
         rendering = draw_rendering(song, rng, soundfont=soundfont, fmt=fmt)
-        if item.get("varied_kits"):
+        if item.get("variation", Variation()).varied_kits:
             kit = draw_drum_kit(song.style, np.random.default_rng([item["seed"], 13, r]))
             rendering = replace(rendering, drum_kit=kit)
         out.append(rendering)
@@ -157,14 +166,11 @@ def write_manifest(out: Path, entries: list[dict]) -> None:
 
 def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int = 2,
              styles: list[str] | None = None, keep: bool = False, budget_minutes: float | None = None,
-             wide_tempo: bool = False, varied_harmony: bool = False, varied_texture: bool = False,
-             varied_kits: bool = False) -> list[dict]:
+             variation: Variation = Variation()) -> list[dict]:
     """Render `n_songs` new songs into a fresh generation directory and make them the manifest (with `keep`,
     the current manifest's entries too, the new songs numbered after the existing ones of their style). With
-    `budget_minutes`, no song starts after that time: the manifest gets the songs finished by then. With
-    `wide_tempo`, tempos span each style's wider range (compose.WIDE_TEMPO); with `varied_harmony` each song's
-    harmonic rhythm is drawn (compose.Composer.chord_beats), with `varied_texture` its accompaniment
-    (compose.Composer.texture), with `varied_kits` each clip's drum kit (render.STYLE_KITS)."""
+    `budget_minutes`, no song starts after that time: the manifest gets the songs finished by then. `variation`
+    says what is drawn instead of each style's usual choice (Variation)."""
     out.mkdir(parents=True, exist_ok=True)
     kept: list[dict] = json.loads((out / "manifest.json").read_text()) if keep and (out / "manifest.json").exists() \
         else []
@@ -174,7 +180,7 @@ def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int 
         first[entry["style"]] = max(first.get(entry["style"], 0), k + 1)
     gen_dir = out / f"gen-{seed}-{n_songs}-{int(time.time())}"
     gen_dir.mkdir()
-    songs = plan(n_songs, seed, styles, first, wide_tempo, varied_harmony, varied_texture, varied_kits)
+    songs = plan(n_songs, seed, styles, first, variation)
     tasks = [(item, renderings, str(gen_dir)) for item in songs]
     entries: list[dict] = []
     t0 = time.time()
@@ -197,9 +203,8 @@ def generate(out: Path, n_songs: int, seed: int, renderings: int = 2, jobs: int 
     entries.sort(key=lambda e: e["file"])
     (gen_dir / "recipe.json").write_text(json.dumps({
         "songs": n_songs, "songs_rendered": done, "seed": seed, "renderings": renderings, "styles": styles,
-        "first": first, "budget_minutes": budget_minutes, "wide_tempo": wide_tempo,
-        "varied_harmony": varied_harmony, "varied_texture": varied_texture, "varied_kits": varied_kits,
-        "clips": len(entries), "generator_commit": _commit(), "seconds": round(time.time() - t0)}, indent=1))
+        "first": first, "budget_minutes": budget_minutes, **asdict(variation), "clips": len(entries),
+        "generator_commit": _commit(), "seconds": round(time.time() - t0)}, indent=1))
     entries = kept + entries
     write_manifest(out, entries)
     named = {e["file"].split("/", 1)[0] for e in entries}
@@ -253,9 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     if not all(Path(p).is_file() for p in SOUNDFONTS.values()) or not shutil.which("fluidsynth"):
         parser.error("needs the fluidsynth CLI and the soundfonts in render.SOUNDFONTS (Debian: fluidsynth, "
                      "fluid-soundfont-gm, timgm6mb-soundfont, musescore-general-soundfont-small)")
+    variation = Variation(wide_tempo=args.wide_tempo, varied_harmony=args.varied_harmony,
+                          varied_texture=args.varied_texture, varied_kits=args.varied_kits)
     entries = generate(args.out, args.songs, args.seed, args.renderings, args.jobs, styles, args.keep,
-                       args.budget_minutes, args.wide_tempo, args.varied_harmony, args.varied_texture,
-                       args.varied_kits)
+                       args.budget_minutes, variation)
     print(summary(entries))
     return 0
 
