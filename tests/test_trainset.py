@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from benchmarks.trainset import drums
-from benchmarks.trainset.compose import (DRUM_CHANNEL, KEYLESS_STYLES, STYLES, TEXTURES, WIDE_TEMPO, Composer, Song,
-                                         annotated_tempo, compose, to_midi)
+from benchmarks.trainset.compose import (DRUM_CHANNEL, DRUM_LOOPS, KEYLESS_STYLES, STYLES, TEXTURES, WIDE_TEMPO,
+                                         Composer, Song, annotated_tempo, compose, to_midi)
 from benchmarks.trainset.generate import Variation, draw_renderings, make_song, plan
 from benchmarks.trainset.render import KITS, STYLE_KITS, style_kits
 from benchmarks.trainset.theory import KEY_PROFILES, PITCH_CLASSES
@@ -84,6 +84,10 @@ def test_composition_is_in_its_key_and_on_its_tempo_grid(style, tonic, mode, bpm
     # to the next seeds
     song = make_song({"style": style, "seed": 7 + tonic, "tonic": tonic, "mode": mode, "bpm": bpm,
                       "variation": Variation(varied_harmony=varied, varied_texture=textured)})
+    assert_on_tempo_grid_and_in_key(song, style, tonic, mode, bpm)
+
+
+def assert_on_tempo_grid_and_in_key(song: Song, style: str, tonic: int, mode: str, bpm: float) -> None:
     tempo, notes = midi_notes(midi_bytes(song))
     assert tempo == pytest.approx(bpm, rel=1e-4)
     # onsets on the grid of the annotated beat (16ths, 32nds, triplets: 1/24 of a beat), within a MIDI tick;
@@ -164,6 +168,42 @@ def test_each_texture_of_a_style_writes_its_own_accompaniment(monkeypatch):
             song = compose(style, 3, 2, "minor", 90)
             written[name] = tuple((n.start, n.dur, n.pitch, n.channel) for n in song.notes)
         assert len(set(written.values())) == len(textures), style
+
+
+def test_varied_loops_plays_every_drum_loop_and_only_the_sparse_one_without_it():
+    def loop(seed, varied):
+        return make_song({"style": "percussion", "seed": seed, "tonic": 0, "mode": "major", "bpm": 100.0,
+                          "variation": Variation(varied_loops=varied)}).texture
+
+    assert {loop(seed, True) for seed in range(120)} == set(DRUM_LOOPS)
+    assert {loop(seed, False) for seed in range(5)} == {"sparse"}
+    # the loops are the percussion style's alone: other styles compose as before
+    assert compose("rock", 3, 2, "minor", 120, varied_loops=True).notes == compose("rock", 3, 2, "minor", 120).notes
+
+
+def force_drum_loop(monkeypatch, name: str) -> None:
+    def drum_loop(self):
+        self.song.texture = name
+        return name
+
+    monkeypatch.setattr(Composer, "drum_loop", drum_loop)
+
+
+@pytest.mark.parametrize("name", sorted(DRUM_LOOPS))
+@pytest.mark.parametrize("bpm", [70.0, 160.0])
+def test_each_drum_loop_is_on_its_beat_and_has_no_pitch(name, bpm, monkeypatch):
+    force_drum_loop(monkeypatch, name)
+    song = compose("percussion", 11, None, None, bpm)
+    assert song.texture == name
+    assert_on_tempo_grid_and_in_key(song, "percussion", 0, "major", bpm)
+
+
+def test_each_drum_loop_writes_its_own_groove(monkeypatch):
+    written = set()
+    for name in DRUM_LOOPS:
+        force_drum_loop(monkeypatch, name)
+        written.add(tuple((n.start, n.pitch) for n in compose("percussion", 11, None, None, 100.0).notes))
+    assert len(written) == len(DRUM_LOOPS)
 
 
 def test_ballad_with_chords_on_beats_strikes_a_chord_on_every_beat_and_none_between():

@@ -81,10 +81,11 @@ class Composer:
     """Parts a style assembles: each method appends notes for the whole song to `song.notes`."""
 
     def __init__(self, song: Song, rng: np.random.Generator, *, varied_harmony: bool = False,
-                 varied_texture: bool = False):
+                 varied_texture: bool = False, varied_loops: bool = False):
         self.song, self.rng = song, rng
         self.varied_harmony = varied_harmony  # see chord_beats
         self.varied_texture = varied_texture  # see texture
+        self.varied_loops = varied_loops      # see drum_loop
         self.n_bars = int(np.ceil(COMPOSED_SECONDS * song.bpm / 60.0 / song.meter))
         self.n_beats = self.n_bars * song.meter
         self.timeline: list[Slot] = []
@@ -145,8 +146,19 @@ class Composer:
         Why: one texture per style lets a model learn "arpeggio eighths under a slow melody means a ballad" and
         nothing about how a ballad whose piano strikes its chords on every beat, or repeats them in eighths, is
         tapped. Players choose among these at any tempo, and the beat stays where the chords and melody put it."""
-        options = TEXTURES[self.song.style]
-        self.song.texture = options[int(self.rng.integers(len(options)))] if self.varied_texture else options[0]
+        return self._choose(TEXTURES[self.song.style], self.varied_texture)
+
+    def drum_loop(self) -> str:
+        """The loop a percussion song plays (recorded in song.texture): the sparse hand-percussion loop, or with
+        `varied_loops` one drawn from DRUM_LOOPS, which adds the kit grooves of the band and dance styles.
+
+        Why: drum loops people send are mostly a kit groove alone; without these the only drums without harmony
+        a model sees are the sparse loop, and every groove it knows comes with chords that say where the bar is.
+        An option of its own, not a texture, so that the --varied-texture batches rendered before it rebuild."""
+        return self._choose(tuple(DRUM_LOOPS), self.varied_loops)
+
+    def _choose(self, options: tuple[str, ...], drawn: bool) -> str:
+        self.song.texture = options[int(self.rng.integers(len(options)))] if drawn else options[0]
         return self.song.texture
 
     def chord_at(self, beat: float) -> Slot:
@@ -662,16 +674,29 @@ def _trap(c: Composer) -> None:
     c.sub_808()
 
 
+#: The loops of the percussion style (Composer.drum_loop): the sparse hand-percussion loop, then kit grooves alone,
+#: each tapped at the tempo it is composed at (trap's is left out: its annotation is the double of its pulse).
+DRUM_LOOPS = {
+    "sparse": None, "backbeat": drumkit.ROCK, "pop": drumkit.POP, "quarter_hats": drumkit.ROCK_QUARTER_HATS,
+    "ride_eighths": drumkit.ROCK_RIDE, "sixteenth_hats": drumkit.ROCK_16, "funk": drumkit.FUNK,
+    "four_on_the_floor": drumkit.HOUSE, "dembow": drumkit.DEMBOW, "boom_bap": drumkit.BOOM_BAP,
+    "hiphop_16": drumkit.HIPHOP_16, "hiphop_sparse": drumkit.HIPHOP_SPARSE, "shuffle": drumkit.HIPHOP_SHUFFLE,
+    "breakbeat": drumkit.DNB_AMEN, "two_step": drumkit.DNB, "bossa": drumkit.BOSSA,
+}
+
+
 def _percussion(c: Composer) -> None:
-    """Sparse percussion loops with rests: a kick/snare skeleton marks the beat, hand percussion fills some
-    steps, and every fourth bar (or the second half of bars) drops out. No pitched instruments, so no key."""
-    pattern = drumkit.sparse_loop(c.rng)
+    """Drum loops with rests: the sparse loop (a kick/snare skeleton marks the beat, hand percussion fills some
+    steps) or, drawn with varied loops, a kit groove alone; every fourth bar (or the second half of bars) drops
+    out. No pitched instruments, so no key."""
+    loop = c.drum_loop()
+    pattern = drumkit.sparse_loop(c.rng) if loop == "sparse" else DRUM_LOOPS[loop]
     for bar in range(c.n_bars):
         rest = c.rng.random()
         if bar % 4 == 3 and rest < 0.5:
             c.add(bar * c.song.meter, 0.25, drumkit.KICK, 100, DRUM_CHANNEL)  # a lone hit, then silence
             continue
-        sub = {note: steps[:8] + "." * 8 if rest < 0.25 and bar % 2 == 1 else steps
+        sub = {note: steps[:len(steps) // 2].ljust(len(steps), ".") if rest < 0.25 and bar % 2 == 1 else steps
                for note, steps in pattern.items()}
         c.drums(sub, bars=range(bar, bar + 1), fills=False, crash_every=0)
 
@@ -762,11 +787,11 @@ def annotated_tempo(song: "Song") -> tuple[float, list[float]]:
 
 
 def compose(style: str, seed: int, tonic: int | None, mode: str | None, bpm: float, *,
-            varied_harmony: bool = False, varied_texture: bool = False, max_attempts: int = 12,
-            min_margin: float = 0.02) -> Song:
+            varied_harmony: bool = False, varied_texture: bool = False, varied_loops: bool = False,
+            max_attempts: int = 12, min_margin: float = 0.02) -> Song:
     """The song `style`'s composer writes from `seed` at `bpm` in `tonic` `mode` (ignored for key-less styles);
     `varied_harmony` draws the harmonic rhythm (Composer.chord_beats), `varied_texture` the accompaniment
-    (Composer.texture).
+    (Composer.texture), `varied_loops` a percussion song's loop (Composer.drum_loop).
 
     A composition whose pitch-class histogram does not point at its own key (by correlation with the
     Krumhansl-Kessler and with Temperley's profiles, each by at least `min_margin` over the runner-up) is rejected and rewritten from the next sub-seed, so the annotated
@@ -777,7 +802,8 @@ def compose(style: str, seed: int, tonic: int | None, mode: str | None, bpm: flo
     for attempt in range(max_attempts):
         rng = np.random.default_rng([seed, attempt])
         song = Song(style, seed, float(bpm), alt, None if keyless else tonic % 12, None if keyless else mode, meter)
-        composer_fn(Composer(song, rng, varied_harmony=varied_harmony, varied_texture=varied_texture))
+        composer_fn(Composer(song, rng, varied_harmony=varied_harmony, varied_texture=varied_texture,
+                             varied_loops=varied_loops))
         song.notes.sort(key=lambda n: (n.start, n.channel, n.pitch))
         if keyless:
             return song

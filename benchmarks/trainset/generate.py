@@ -2,7 +2,7 @@
 
     nice .venv/bin/python -m benchmarks.trainset.generate --out /tmp/essentia-trainset [--songs N] [--seed S]
         [--renderings R] [--jobs J] [--styles S,...] [--keep] [--wide-tempo] [--varied-harmony]
-        [--varied-texture] [--varied-kits]
+        [--varied-texture] [--varied-kits] [--varied-loops]
 
 Songs are spread evenly over the styles of compose.STYLES; within a style, keys step through all 24 (a fifth and
 a mode change apart from one song to the next) and tempos through the style's range by the golden ratio (its
@@ -14,7 +14,8 @@ acoustic styles draw their accompaniment (chords struck on every beat, repeated 
 rock, punk and metal drummers their groove, instead of playing their usual one (compose.Composer.texture); with
 --varied-kits each clip's drums are played on a kit drawn from those its style is produced with (render.STYLE_KITS:
 a TR-808 for trap, brushes for a ballad...) instead of the GM standard kit, every other draw of the rendering
-unchanged.
+unchanged; with --varied-loops each percussion song plays a loop drawn from compose.DRUM_LOOPS (a rock, funk,
+house, dembow, boom-bap or breakbeat groove alone...) instead of the sparse hand-percussion loop.
 
 Every run writes its clips into a fresh generation directory under --out and replaces manifest.json atomically
 (temporary file + rename) only when all clips are written; the generation directories the new manifest does not
@@ -56,6 +57,7 @@ class Variation:
     varied_harmony: bool = False  # beats per chord (compose.Composer.chord_beats)
     varied_texture: bool = False  # accompaniment or band drum groove (compose.Composer.texture)
     varied_kits: bool = False     # each clip's drum kit (render.STYLE_KITS)
+    varied_loops: bool = False    # a percussion song's loop: kit grooves too (compose.Composer.drum_loop)
 
 
 def plan(n_songs: int, seed: int, styles: list[str] | None = None, first: dict[str, int] | None = None,
@@ -87,7 +89,8 @@ def make_song(item: dict):
     for bump in range(5):
         try:
             return compose(item["style"], item["seed"] + bump * 1_000_003, item["tonic"], item["mode"], item["bpm"],
-                           varied_harmony=variation.varied_harmony, varied_texture=variation.varied_texture)
+                           varied_harmony=variation.varied_harmony, varied_texture=variation.varied_texture,
+                           varied_loops=variation.varied_loops)
         except ValueError:
             continue
     raise ValueError(f"could not compose {item['song']}")
@@ -251,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--varied-kits", action="store_true",
                         help="draw each clip's drum kit from its style's kits (render.STYLE_KITS: drum machines, "
                              "jazz and brush kits...) instead of the standard kit")
+    parser.add_argument("--varied-loops", action="store_true",
+                        help="draw each percussion song's loop from compose.DRUM_LOOPS (kit grooves alone as well as "
+                             "the sparse hand-percussion loop)")
     args = parser.parse_args(argv)
     styles = args.styles.split(",") if args.styles else None
     if styles and not set(styles) <= set(STYLES):
@@ -259,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("needs the fluidsynth CLI and the soundfonts in render.SOUNDFONTS (Debian: fluidsynth, "
                      "fluid-soundfont-gm, timgm6mb-soundfont, musescore-general-soundfont-small)")
     variation = Variation(wide_tempo=args.wide_tempo, varied_harmony=args.varied_harmony,
-                          varied_texture=args.varied_texture, varied_kits=args.varied_kits)
+                          varied_texture=args.varied_texture, varied_kits=args.varied_kits,
+                          varied_loops=args.varied_loops)
     entries = generate(args.out, args.songs, args.seed, args.renderings, args.jobs, styles, args.keep,
                        args.budget_minutes, variation)
     print(summary(entries))
