@@ -14,7 +14,7 @@ import pytest
 from benchmarks.trainset import drums
 from benchmarks.trainset.compose import (DRUM_CHANNEL, DRUM_LOOPS, KEYLESS_STYLES, STYLES, TEXTURES, WIDE_TEMPO,
                                          Composer, Song, annotated_tempo, compose, to_midi)
-from benchmarks.trainset.generate import Variation, draw_renderings, make_song, plan
+from benchmarks.trainset.generate import Variation, draw_renderings, make_song, plan, summary
 from benchmarks.trainset.render import KITS, STYLE_KITS, style_kits
 from benchmarks.trainset.theory import KEY_PROFILES, PITCH_CLASSES
 
@@ -314,3 +314,10 @@ def test_benchmark_prints_cross_validated_figures_a_fit_script_wrote(tmp_path, c
     out = capsys.readouterr().out
     assert "Cross-validated" in out and "5 folds by song" in out
     assert "acc1 90.0%" in out and "trap" in out and "acc1 75.0%" in out and "exact 97.0%" in out
+
+
+def test_summary_of_a_set_of_percussion_alone_names_no_keys():
+    entries = [{"song": f"percussion-{i:03d}", "style": "percussion", "format": "m4a", "key": None, "lufs": -12.0,
+                "bpm": 100.0 + i} for i in range(3)]
+    text = summary(entries)
+    assert "3 clips of 3 songs" in text and "keys" not in text

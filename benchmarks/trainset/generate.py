@@ -225,7 +225,8 @@ def summary(entries: list[dict]) -> str:
         counts = Counter(e[field] for e in entries)
         lines.append(f"  {field}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     keys = Counter(e["key"] for e in entries if e["key"])
-    lines.append(f"  keys: {len(keys)} distinct, {min(keys.values())}-{max(keys.values())} clips each")
+    if keys:  # a set of percussion alone has none
+        lines.append(f"  keys: {len(keys)} distinct, {min(keys.values())}-{max(keys.values())} clips each")
     lufs = [e["lufs"] for e in entries]
     lines.append(f"  loudness: {min(lufs):.1f} to {max(lufs):.1f} LUFS")
     lines.append(f"  bpm: {min(e['bpm'] for e in entries):.0f} to {max(e['bpm'] for e in entries):.0f}")
