@@ -15,8 +15,9 @@ What it does:
    style and format, with its confusion classes, and on halves of each clip (label-free stability: do the two
    halves agree?). Its figures include the optimism of choosing among the candidates; the report lists the runners-up
    so the spread is visible.
-4. The confidence calibration (a logistic function of the score margin over the runner-up) is fitted on the
-   out-of-fold predictions of the chosen candidate.
+4. The confidence calibration (a logistic function of the score margin over the runner-up and of the clip's
+   sustained and triad shares, key.confidence) is fitted on the out-of-fold predictions of the chosen candidate and
+   on the clips without a key that pass the no-key gate (drums alone: any key they get is wrong).
 5. With --write-model the chosen candidate, refitted on the whole training set, is written to
    backend/analysis/models/key_model.json. The dev corpus (../shared/corpus) is only scored, never fitted on.
 """
@@ -122,7 +123,7 @@ class Candidate:
 def base_model(**overrides) -> key_mod.KeyModel:
     m = key_mod.KeyModel(compression=0.5, segment_seconds=1.0, partial_decay=0.7, n_partials=10, lowest_note=28,
                          n_notes=70, bass_below=55, treble_profiles=np.zeros((2, 12)),
-                         bass_profiles=np.zeros((2, 12)), minor_bias=0.0, calibration=(10.0, -1.0))
+                         bass_profiles=np.zeros((2, 12)), minor_bias=0.0, calibration=(10.0, -1.0, 0.0, 0.0))
     return replace(m, **overrides)
 
 
@@ -250,20 +251,50 @@ def summary(items: list[dict], scores: np.ndarray) -> dict:
     return out
 
 
-def fit_calibration(margins: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
-    """Logistic regression of correctness on the margin (a, b), by maximum likelihood. Two pseudo-observations at
-    margin 0, one right and one wrong, anchor the tie (two keys scoring the same are at best a coin toss) so a
-    training set with few errors cannot push the confidence of every answer to 1."""
-    margins = np.concatenate([margins, [0.0, 0.0]])
+def calibration_inputs(margins: np.ndarray, sustained: np.ndarray, triads: np.ndarray) -> np.ndarray:
+    """(n, 4) the terms key.confidence weighs: margin, 1, ln(sustained share / centre), triad share - centre."""
+    return np.stack([margins, np.ones_like(margins),
+                     np.log(np.maximum(sustained, 1e-3) / key_mod.SUSTAINED_CENTRE),
+                     triads - key_mod.TRIAD_CENTRE], axis=1)
+
+
+def fit_calibration(terms: np.ndarray, correct: np.ndarray) -> tuple[float, float, float, float]:
+    """Logistic regression of correctness on the calibration terms (a, b, c, d), by maximum likelihood. Two
+    pseudo-observations at margin 0 (pitch evidence at its centres), one right and one wrong, anchor the tie (two
+    keys scoring the same are at best a coin toss) so a training set with few errors cannot push the confidence of
+    every answer to 1."""
+    terms = np.vstack([terms, [[0.0, 1.0, 0.0, 0.0]] * 2])
     correct = np.concatenate([correct, [1.0, 0.0]])
 
     def loss(p):
-        a, b = p
-        z = a * margins + b
+        z = terms @ p
         ll = correct * -np.logaddexp(0, -z) + (1 - correct) * -np.logaddexp(0, z)
-        return -np.mean(ll) + 1e-6 * a * a
-    res = minimize(loss, np.array([10.0, 0.0]), method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-8})
-    return float(res.x[0]), float(res.x[1])
+        return -np.mean(ll) + 1e-6 * p[0] * p[0]
+    res = minimize(loss, np.array([1.0, 0.0, 0.0, 0.0]), method="L-BFGS-B")
+    return tuple(float(v) for v in res.x)
+
+
+def calibration_set(train: list[dict], oof: np.ndarray, labels: np.ndarray, segs: list, keyless: list[dict],
+                    model: key_mod.KeyModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Calibration terms and correctness of the keyed clips' out-of-fold answers, and the terms of the clips
+    without a key that pass the no-key gate, scored by `model` (never fitted on them)."""
+    top2 = np.sort(oof, axis=1)[:, -2:]
+    terms = calibration_inputs(top2[:, 1] - top2[:, 0],
+                               np.array([it["pf"].sustained_share if it["pf"] else 0.0 for it in train]),
+                               np.array([key_mod.triad_share(w) for w, _ in segs]))
+    correct = (np.argmax(oof, axis=1) == labels).astype(float)
+    rows = []
+    for it in keyless:
+        if it["pf"] is None:
+            continue
+        w_seg, b_seg = key_mod.chroma_views(it["pf"], model)
+        if w_seg.shape[0] == 0 or not key_mod.has_pitch(w_seg, it["pf"].sustained_share):
+            continue
+        sc = np.sort(key_mod.key_scores(w_seg.mean(axis=0), b_seg.mean(axis=0),
+                                        key_mod.chord_histogram(w_seg, b_seg, model), model))
+        rows.append((sc[-1] - sc[-2], it["pf"].sustained_share, key_mod.triad_share(w_seg)))
+    keyless_terms = calibration_inputs(*map(np.array, zip(*rows))) if rows else np.zeros((0, 4))
+    return terms, correct, keyless_terms
 
 
 def calibration_table(conf: np.ndarray, correct: np.ndarray) -> list[dict]:
@@ -397,21 +428,26 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"      {field} {g:18s} n={v['n']:4d}  exact {v['exact']:6.1%}  MIREX {v['mirex']:6.1%}")
         if by == "song":
             oof = sc
-    top2 = np.sort(oof, axis=1)[:, -2:]
-    margins = top2[:, 1] - top2[:, 0]
-    correct = (np.argmax(oof, axis=1) == labels).astype(float)
-    calib = fit_calibration(margins, correct)
-    conf = 1.0 / (1.0 + np.exp(-(calib[0] * margins + calib[1])))
-    report["calibration"] = {"a": calib[0], "b": calib[1], "table_oof": calibration_table(conf, correct)}
-    print(f"  confidence = sigmoid({calib[0]:.3f} * margin + {calib[1]:.3f}); out-of-fold calibration:")
-    for row in report["calibration"]["table_oof"]:
-        print(f"      {row}")
-
     if best.rule.startswith("fitted"):
         zc_used = zc if best.rule == "fitted" else np.zeros_like(zc)
         final = fitted_model(best.model, fit_profiles(zw, zb, zc_used, labels, l2))
     else:
         final = published(best.model, best.rule, best.bass_weight)
+    terms, correct, keyless_terms = calibration_set(train, oof, labels, segs, keyless, final)
+    calib = fit_calibration(np.vstack([terms, keyless_terms]),
+                            np.concatenate([correct, np.zeros(len(keyless_terms))]))
+    conf = 1.0 / (1.0 + np.exp(-(terms @ np.asarray(calib))))
+    keyless_conf = 1.0 / (1.0 + np.exp(-(keyless_terms @ np.asarray(calib))))
+    report["calibration"] = {"a": calib[0], "b": calib[1], "c_sustained": calib[2], "d_triads": calib[3],
+                             "table_oof": calibration_table(conf, correct),
+                             "keyless_passing_gate": len(keyless_terms),
+                             "keyless_median_confidence": float(np.median(keyless_conf)) if len(keyless_conf) else None}
+    print(f"  confidence = sigmoid({calib[0]:.3f} * margin + {calib[1]:.3f} + {calib[2]:.3f} * ln(sustained / "
+          f"{key_mod.SUSTAINED_CENTRE}) + {calib[3]:.3f} * (triads - {key_mod.TRIAD_CENTRE})); out-of-fold:")
+    for row in report["calibration"]["table_oof"]:
+        print(f"      {row}")
+    print(f"      clips without a key through the gate: {len(keyless_terms)}, median confidence "
+          f"{report['calibration']['keyless_median_confidence']}")
     final = replace(final, calibration=calib)
     report["halves_agreement_train"] = halves_agreement(segs, final)
     print(f"  label-free: the two halves of a training clip agree on {report['halves_agreement_train']:.1%}")

@@ -275,6 +275,28 @@ def drum_loop(bpm: float, pattern: dict[str, list[float]], *, beats_per_bar: int
     return _normalize(y)
 
 
+def _tom(freq: float, sr: int) -> np.ndarray:
+    """A tuned tom: a sine at `freq` that starts 15 % sharp (the skin's tension as it is struck) and rings ~0.2 s."""
+    n = int(0.5 * sr)
+    t = np.arange(n) / sr
+    f = freq * (1 + 0.15 * np.exp(-t / 0.02))
+    return (np.sin(2 * np.pi * np.cumsum(f) / sr) * np.exp(-t / 0.18)).astype(np.float32)
+
+
+def tom_groove(bpm: float, tom_hz: tuple[float, float, float], seconds: float = 15.0, sr: int = 22050, *,
+               seed: int = 0) -> np.ndarray:
+    """Drums alone with pitch: a rock groove (kick, snare, eighth hats) and a fill on three tuned toms (low, mid,
+    high `tom_hz`) in every bar. The toms ring long enough to pass for notes."""
+    y = drum_loop(bpm, {"kick": [0, 2.5], "snare": [1, 3], "hat": [i / 2 for i in range(8)]}, seconds=seconds,
+                  sr=sr, seed=seed)
+    low, mid, high = (_tom(f, sr) for f in tom_hz)
+    beat = 60.0 / bpm
+    for bar_start in np.arange(0.0, seconds, 4 * beat):
+        for pos, tom in ((0.5, low), (2.0, high), (3.25, mid), (3.5, mid), (3.75, low)):
+            _add_at(y, 0.8 * tom, int(round((bar_start + pos * beat) * sr)))
+    return _normalize(y)
+
+
 def dembow(bpm: float, seconds: float = 15.0, sr: int = 22050, *, seed: int = 0) -> np.ndarray:
     """Reggaeton's dembow: kick on every beat, snare on the "a" of 1 and the "and" of 2 (3+3+2 sixteenths), with
     a bass note under every bar. Listeners tap the kick (`bpm`, about 90-100), not the snare's double-time pulse."""
