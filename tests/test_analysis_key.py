@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from backend.analysis import ANALYSIS_SAMPLE_RATE, perform_audio_analysis
-from backend.analysis.key import camelot
+from backend.analysis.key import camelot, confidence, default_model
 from tests import synth
 
 SR = ANALYSIS_SAMPLE_RATE
@@ -133,6 +133,20 @@ def test_drums_with_tuned_toms_get_no_key_or_a_low_confidence():
         res = perform_audio_analysis(synth.tom_groove(100 + 5 * i, toms, seconds=15, sr=SR, seed=i), SR)
         confidences.append(res.key_confidence if res.key is not None else 0.0)
     assert np.median(confidences) < 0.5
+
+
+def test_committed_confidence_rises_with_the_margin_and_with_pitch_evidence():
+    def conf(margin, sustained, triads, calibration=default_model().calibration):
+        scores = np.zeros(24)
+        scores[5] = margin
+        return confidence(scores, calibration, sustained, triads)
+
+    song, drums = (0.25, 0.6), (0.08, 0.35)  # sustained share, triad share (key.py: songs vs drum loops)
+    assert conf(3.0, *song) > conf(1.0, *song)
+    assert conf(3.0, *song) > conf(3.0, 0.08, 0.6) and conf(3.0, *song) > conf(3.0, 0.25, 0.35)
+    assert conf(3.0, *drums) < 0.5 < conf(3.0, *song)
+    # a calibration of two numbers is the margin alone, whatever the pitch evidence
+    assert conf(2.0, *drums, calibration=(1.5, 0.5)) == pytest.approx(1 / (1 + np.exp(-3.5)))
 
 
 def test_confidence_higher_for_a_cadence_than_for_an_ambiguous_texture():
