@@ -251,13 +251,6 @@ def summary(items: list[dict], scores: np.ndarray) -> dict:
     return out
 
 
-def calibration_inputs(margins: np.ndarray, sustained: np.ndarray, triads: np.ndarray) -> np.ndarray:
-    """(n, 4) the terms key.confidence weighs: margin, 1, ln(sustained share / centre), triad share - centre."""
-    return np.stack([margins, np.ones_like(margins),
-                     np.log(np.maximum(sustained, 1e-3) / key_mod.SUSTAINED_CENTRE),
-                     triads - key_mod.TRIAD_CENTRE], axis=1)
-
-
 def fit_calibration(terms: np.ndarray, correct: np.ndarray) -> tuple[float, float, float, float]:
     """Logistic regression of correctness on the calibration terms (a, b, c, d), by maximum likelihood. Two
     pseudo-observations at margin 0 (pitch evidence at its centres), one right and one wrong, anchor the tie (two
@@ -274,27 +267,32 @@ def fit_calibration(terms: np.ndarray, correct: np.ndarray) -> tuple[float, floa
     return tuple(float(v) for v in res.x)
 
 
+def _sustained(items: list[dict]) -> np.ndarray:
+    return np.array([it["pf"].sustained_share if it["pf"] else 0.0 for it in items])
+
+
+def through_gate(items: list[dict], segs: list) -> np.ndarray:
+    """Which clips key.has_pitch lets through (`segs` as views gives them: a clip without features has one silent
+    segment, which it does not)."""
+    return np.array([key_mod.has_pitch(w, s) for (w, _), s in zip(segs, _sustained(items))], dtype=bool)
+
+
 def calibration_set(train: list[dict], oof: np.ndarray, labels: np.ndarray, segs: list, keyless: list[dict],
                     model: key_mod.KeyModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Calibration terms and correctness of the keyed clips' out-of-fold answers, and the terms of the clips
-    without a key that pass the no-key gate, scored by `model` (never fitted on them)."""
-    top2 = np.sort(oof, axis=1)[:, -2:]
-    terms = calibration_inputs(top2[:, 1] - top2[:, 0],
-                               np.array([it["pf"].sustained_share if it["pf"] else 0.0 for it in train]),
-                               np.array([key_mod.triad_share(w) for w, _ in segs]))
+    """Calibration terms (key.calibration_terms) and correctness of the keyed clips' out-of-fold answers, and the
+    terms of the clips without a key that pass the no-key gate, scored by `model` (never fitted on them)."""
+    def terms_of(scores: np.ndarray, items: list[dict], item_segs: list) -> np.ndarray:
+        top2 = np.sort(scores, axis=1)[:, -2:]
+        return key_mod.calibration_terms(top2[:, 1] - top2[:, 0], _sustained(items),
+                                         np.array([key_mod.triad_share(w) for w, _ in item_segs]))
+
     correct = (np.argmax(oof, axis=1) == labels).astype(float)
-    rows = []
-    for it in keyless:
-        if it["pf"] is None:
-            continue
-        w_seg, b_seg = key_mod.chroma_views(it["pf"], model)
-        if w_seg.shape[0] == 0 or not key_mod.has_pitch(w_seg, it["pf"].sustained_share):
-            continue
-        sc = np.sort(key_mod.key_scores(w_seg.mean(axis=0), b_seg.mean(axis=0),
-                                        key_mod.chord_histogram(w_seg, b_seg, model), model))
-        rows.append((sc[-1] - sc[-2], it["pf"].sustained_share, key_mod.triad_share(w_seg)))
-    keyless_terms = calibration_inputs(*map(np.array, zip(*rows))) if rows else np.zeros((0, 4))
-    return terms, correct, keyless_terms
+    keyless_terms = np.zeros((0, 4))
+    if keyless:  # scores_of of no clips is not a matrix
+        zw, zb, zc, keyless_segs = views(keyless, model)
+        keyless_terms = terms_of(scores_of(zw, zb, zc, model), keyless, keyless_segs)
+        keyless_terms = keyless_terms[through_gate(keyless, keyless_segs)]
+    return terms_of(oof, train, segs), correct, keyless_terms
 
 
 def calibration_table(conf: np.ndarray, correct: np.ndarray) -> list[dict]:
@@ -327,16 +325,11 @@ def halves_agreement(segs: list, model: key_mod.KeyModel) -> float:
 def pitch_gate_report(keyed: list[dict], keyless: list[dict]) -> dict:
     """How the committed "no pitch, no key" rule (key.has_pitch) treats clips with and without a key."""
     model = key_mod.default_model()
-
-    def none(it) -> bool:
-        if it["pf"] is None:
-            return True
-        w_seg, _ = key_mod.chroma_views(it["pf"], model)
-        return w_seg.shape[0] == 0 or not key_mod.has_pitch(w_seg, it["pf"].sustained_share)
-
-    return {"keyed": len(keyed), "keyed_answered_none": sum(map(none, keyed)),
-            "keyed_none_files": [it["file"] for it in keyed if none(it)],
-            "keyless": len(keyless), "keyless_answered_none": sum(map(none, keyless))}
+    keyed_through = through_gate(keyed, views(keyed, model)[3])
+    keyless_through = through_gate(keyless, views(keyless, model)[3])
+    return {"keyed": len(keyed), "keyed_answered_none": int(np.sum(~keyed_through)),
+            "keyed_none_files": [it["file"] for it, ok in zip(keyed, keyed_through) if not ok],
+            "keyless": len(keyless), "keyless_answered_none": int(np.sum(~keyless_through))}
 
 
 def candidates() -> list[Candidate]:

@@ -288,15 +288,23 @@ def triad_share(whole_seg: np.ndarray) -> float:
 SUSTAINED_CENTRE, TRIAD_CENTRE = 0.2, 0.5
 
 
-def confidence(scores: np.ndarray, calibration: tuple[float, ...], sustained_share: float = SUSTAINED_CENTRE,
-               triads: float = TRIAD_CENTRE) -> float:
+def calibration_terms(margin, sustained_share, triads) -> np.ndarray:
+    """(..., 4) what the confidence weighs, for one clip or arrays of them (benchmarks/fit_key.py fits the weights on
+    these): the margin (best score minus the runner-up's), 1, ln(sustained share / SUSTAINED_CENTRE) and triad share
+    - TRIAD_CENTRE."""
+    margin = np.asarray(margin, dtype=np.float64)
+    return np.stack([margin, np.ones_like(margin),
+                     np.log(np.maximum(sustained_share, 1e-3) / SUSTAINED_CENTRE),
+                     np.asarray(triads, dtype=np.float64) - TRIAD_CENTRE], axis=-1)
+
+
+def confidence(scores: np.ndarray, calibration: tuple[float, ...], sustained_share: float, triads: float) -> float:
     """Calibrated probability that the best-scoring key is right: sigmoid(a * margin + b + c * ln(sustained share /
-    SUSTAINED_CENTRE) + d * (triad share - TRIAD_CENTRE)), the margin being the best score minus the runner-up's.
-    A two-number calibration (a, b) is the margin alone."""
+    SUSTAINED_CENTRE) + d * (triad share - TRIAD_CENTRE)) with calibration (a, b, c, d) (calibration_terms). A
+    two-number calibration (a, b) is the margin alone."""
     top2 = np.sort(scores)[-2:]
-    a, b, c, d = (tuple(calibration) + (0.0, 0.0))[:4]
-    z = (a * float(top2[1] - top2[0]) + b + c * np.log(max(sustained_share, 1e-3) / SUSTAINED_CENTRE)
-         + d * (triads - TRIAD_CENTRE))
+    weights = np.asarray((tuple(calibration) + (0.0, 0.0))[:4])
+    z = float(calibration_terms(top2[1] - top2[0], sustained_share, triads) @ weights)
     return float(1.0 / (1.0 + np.exp(-z)))
 
 
