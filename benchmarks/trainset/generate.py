@@ -85,7 +85,7 @@ def plan(n_songs: int, seed: int, styles: list[str] | None = None, first: dict[s
 
 def make_song(item: dict):
     """Compose the planned song; a seed whose compositions never name their key gives way to the next seeds."""
-    variation = item.get("variation", Variation())
+    variation = item["variation"]
     for bump in range(5):
         try:
             return compose(item["style"], item["seed"] + bump * 1_000_003, item["tonic"], item["mode"], item["bpm"],
@@ -107,7 +107,7 @@ def draw_renderings(item: dict, song, count: int) -> list[Rendering]:
         soundfont = names[(item["index"] + r) % len(names)]
         fmt = str(rng.choice(list(FORMAT_WEIGHTS), p=list(FORMAT_WEIGHTS.values())))
         rendering = draw_rendering(song, rng, soundfont=soundfont, fmt=fmt)
-        if item.get("variation", Variation()).varied_kits:
+        if item["variation"].varied_kits:
             kit = draw_drum_kit(song.style, np.random.default_rng([item["seed"], 13, r]))
             rendering = replace(rendering, drum_kit=kit)
         out.append(rendering)
