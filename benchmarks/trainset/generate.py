@@ -118,11 +118,17 @@ def render_song(task: tuple[dict, int, str]) -> list[dict]:
     """Compose one song and render its clips into `gen_dir`; manifest entries of the clips written."""
     item, renderings, gen_dir = task
     song = make_song(item)
+    return render_clips(song, item["song"], item["seed"], draw_renderings(item, song, renderings), gen_dir)
+
+
+def render_clips(song, song_id: str, seed: int, renderings: list[Rendering], gen_dir: str) -> list[dict]:
+    """Render `song` once per rendering into `gen_dir` as `{song_id}-r{n}.{format}`; the manifest entries of the
+    clips written (a clip whose rendering fails is reported and left out)."""
     entries = []
-    for r, rendering in enumerate(draw_renderings(item, song, renderings)):
-        name = f"{item['song']}-r{r}.{rendering.fmt}"
+    for r, rendering in enumerate(renderings):
+        name = f"{song_id}-r{r}.{rendering.fmt}"
         try:
-            data, lufs = render_clip(song, rendering, seed=item["seed"] * 10 + r)
+            data, lufs = render_clip(song, rendering, seed=seed * 10 + r)
         except Exception as exc:  # a failed rendering costs one clip, not the set
             print(f"render failed: {name}: {exc!r}", file=sys.stderr)
             continue
@@ -131,10 +137,10 @@ def render_song(task: tuple[dict, int, str]) -> list[dict]:
         entries.append({
             "file": f"{Path(gen_dir).name}/{name}", "format": rendering.fmt, "primary": True,
             "bpm": bpm, "alt_bpm": alt_bpm, "key": song.key, "meter": f"{song.meter}/4",
-            "style": song.style, "has_drums": song.has_drums, "song": item["song"], "variant": rendering.variant,
+            "style": song.style, "has_drums": song.has_drums, "song": song_id, "variant": rendering.variant,
             "texture": song.texture,
             "lufs": round(lufs, 2), "duration_s": CLIP_SECONDS, "render": rendering.describe(),
-            "seed": item["seed"], "instruments": {str(k): v for k, v in sorted(song.programs.items())},
+            "seed": seed, "instruments": {str(k): v for k, v in sorted(song.programs.items())},
         })
     return entries
 
