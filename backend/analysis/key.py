@@ -10,25 +10,21 @@ chords carry what a chroma sum cannot: keys a fifth apart share six pitch classe
 The committed model (models/key_model.json: chroma settings, 97 weights, confidence calibration) was chosen and
 fitted by benchmarks/fit_key.py on the rendered training set (FluidSynth, 20 styles, all 24 keys with borrowed chords,
 secondary dominants and cadences on V and the relative key, drawn harmonic rhythm and accompaniment, drum kits drawn
-per style, drum loops alone) and on 334 renderings of Bach's chorales (benchmarks/trainset/scores.py: harmony by a
-person, not by the composer's rules), never on the dev corpus. On 2182 keyed clips / 2150 songs and 312 drum loops
-(2026-12-01, benchmarks/trainset/README.md "Training set v3"; `nice .venv/bin/python benchmarks/fit_key.py
---trainset DIR --corpus ../shared/corpus --write-model`):
+per style, drum loops alone), never on the dev corpus. On 1848 keyed clips / 1824 songs and 312 drum loops
+(2026-12-01, the set of benchmarks/trainset/README.md "Training set v2"; `nice .venv/bin/python
+benchmarks/fit_key.py --trainset DIR --corpus ../shared/corpus --write-model`):
 
 | decision | grouped CV by song (exact / MIREX) | leave one style out |
 |---|---|---|
-| this model (transcription, chroma + bass + triads, fitted) | 96.6 % / 97.7 % | 95.0 % / 96.6 % |
-| the same, the composer's 1848 songs / the 334 chorales | 98.6 % / 99.0 %, 85.3 % / 90.7 % | chorales 76.0 % |
-| the same chroma views without the triads, fitted | 94.7 % / 96.5 % | 93.4 % |
-| best published profile (Krumhansl, transcription chroma) | 84.3 % / 90.3 % | (not fitted) |
+| this model (transcription, chroma + bass + triads, fitted) | 99.1 % / 99.3 % | 99.1 % / 99.4 % |
+| the same chroma views without the triads, fitted | 97.6 % / 98.4 % | 97.3 % |
+| best published profile (Temperley + bass view, plain folded chroma) | 88.4 % / 91.9 % | (not fitted) |
 
-Fitted on the composer's songs alone, the model read 76 % of the chorales (Bach's minor chorales cadence in the
-relative major again and again; the composer's visit it once): the chorales in the training set are what lifted
-them to 85 %, not a further cue (benchmarks/ANALYSIS_RESULTS.md). On 320 keyed clips rendered after the fit and
-never fitted on: 98.4 % exact, 98.6 % MIREX (the model fitted without the chorales: 98.1 %, 98.5 %). Dev corpus
-(validation only): 30/30 exact. The first and second 15-s halves of a training clip get the same key in 85 % of
-clips (dev corpus 100 %). Remaining errors (song CV): 28 fifths, 31 relatives, 9 parallel, 7 other, most of them
-chorales; trap is the hardest of the composer's styles (92 % exact). Cost ~6-8 ms per 30-s clip (one core).
+On 320 keyed clips rendered after the fit and never fitted on (benchmarks/ANALYSIS_RESULTS.md): 98.1 % exact,
+98.5 % MIREX, as the previous model (fitted on the same songs rendered with the standard kit). Dev corpus
+(validation only): 30/30 exact. The first and second 15-s halves of a training clip get the same key in 89 % of
+clips (dev corpus 100 %). Remaining errors (song CV): 5 fifths, 3 relatives, 7 parallel, 2 other; trap is the
+hardest style (93 % exact). Cost ~6-8 ms per 30-s clip (one core).
 
 Confidence: the calibrated probability that the key is exactly right, a logistic function of the score margin over
 the runner-up and of two measures of how pitched the clip is (the sustained share and the triad share, below),
@@ -38,8 +34,7 @@ The margin alone said 0.7-1.0 for a drum loop whose tuned kick and toms the gate
 "chord" from bar to bar, so one key wins by far, however little that key means. Measured on the held-out clips:
 drum loops that get a key, median confidence 0.99 -> 0.50 (standard, room and jazz kits 0.04-0.18; the orchestra
 kit's tuned percussion 0.71); songs, mean confidence 0.97 -> 0.91 at 98.1 % exact (the price: funk, punk and metal,
-whose triad share is low, read 0.2-0.8 where they are mostly right). With the chorales in the fit (this model): 42 of
-the 128 held-out loops get a key, as before, median confidence 0.40, 6 over 0.8 (13 before).
+whose triad share is low, read 0.2-0.8 where they are mostly right).
 
 "Unknown" (no key) is kept for material without sustained pitch: silence, noise, drums alone (see has_pitch), or a
 single pitch class (a lone tone and its harmonics). Anything else with a tonal centre, e.g. distorted power chords,
