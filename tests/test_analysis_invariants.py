@@ -116,6 +116,14 @@ def test_sine_has_no_tempo_and_honest_key():
     assert -12.0 < d["loudness_lufs"] < -6.0
 
 
+@pytest.mark.parametrize("freq", [110.0, 196.0, 261.63, 329.63, 523.25])
+def test_a_lone_tone_at_any_pitch_has_no_key(freq):
+    # the transcription can explain a pure tone as the third or fifth partial of a lower note (a 262 Hz sine read
+    # "F Minor" at confidence 1.0): one pitch class as measured is still no key
+    d = check_invariants(perform_audio_analysis(synth.sine(freq, seconds=8), SR))
+    assert d["key"] is None and d["key_confidence"] == 0.0
+
+
 def test_white_noise_low_confidences():
     res = perform_audio_analysis(synth.white_noise(seconds=8), SR)
     d = check_invariants(res)

@@ -262,12 +262,28 @@ def chroma_flatness(whole_seg: np.ndarray) -> float:
     return float(np.median(np.median(whole_seg[ok], axis=1) / top[ok]))
 
 
-def has_pitch(whole_seg: np.ndarray, sustained_share: float) -> bool:
+def _pitch_classes_present(chroma: np.ndarray) -> int:
+    top = float(chroma.max()) if chroma.size else 0.0
+    return int(np.count_nonzero(chroma >= PRESENT_SHARE * top)) if top > 0 else 0
+
+
+def spectrum_chroma(pf: chroma_mod.PitchFrames) -> np.ndarray:
+    """(12,) the clip's peak magnitudes folded onto pitch classes as measured, before the transcription: a pure
+    tone has one pitch class here, where the note templates can explain it as a partial of lower notes."""
+    per_semitone = pf.semitones.mean(axis=0) if pf.semitones.size else np.zeros(chroma_mod.N_PITCHES)
+    return np.bincount((chroma_mod.LOWEST_PITCH + np.arange(per_semitone.size)) % 12, weights=per_semitone,
+                       minlength=12)
+
+
+def has_pitch(whole_seg: np.ndarray, sustained_share: float, measured: np.ndarray | None = None) -> bool:
     """Whether a clip shows sustained pitched content: enough sustained peaks (not percussion), segment chroma that
-    are not flat (not noise, not drums) and more than one pitch class (not a lone tone)."""
-    whole = whole_seg.mean(axis=0)
-    top = float(whole.max())
-    if top <= 0 or np.count_nonzero(whole >= PRESENT_SHARE * top) < 2:
+    are not flat (not noise, not drums) and more than one pitch class (not a lone tone) both in the transcription
+    (a tone's harmonics are its own note there) and, when `measured` (spectrum_chroma) is given, in the spectrum
+    as measured (a sine's subharmonic "notes" are the transcription's: a 262 Hz sine read 0.38 on the F whose
+    third partial it could be, and got "F Minor" at confidence 1.0)."""
+    if _pitch_classes_present(whole_seg.mean(axis=0)) < 2:
+        return False
+    if measured is not None and _pitch_classes_present(measured) < 2:
         return False
     flatness = chroma_flatness(whole_seg)
     if sustained_share < MIN_SUSTAINED_SHARE or flatness > MAX_FLATNESS:
@@ -323,7 +339,7 @@ def estimate_key(S: np.ndarray, freqs: np.ndarray, *, model: KeyModel | None = N
     whole, bass = whole_seg.mean(axis=0), bass_seg.mean(axis=0)
     shown = whole / whole.max() if whole.max() > 0 else whole
     corr = profile_correlations(whole, model.treble_profiles)
-    if not has_pitch(whole_seg, pf.sustained_share):
+    if not has_pitch(whole_seg, pf.sustained_share, spectrum_chroma(pf)):
         return KeyEstimate(None, None, 0.0, shown, corr, pf.tuning)
     scores = key_scores(whole, bass, chord_histogram(whole_seg, bass_seg, model), model)
     best = int(np.argmax(scores))
