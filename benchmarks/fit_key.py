@@ -14,8 +14,8 @@ What it does:
    sides) and by leave-one-style-out (and how many clips without a key it answers "none": the chroma settings
    decide which pass the no-key gate, key.has_pitch); the best by the mean of the two exact accuracies (then
    MIREX) is reported per style and format, with its confusion classes, and on halves of each clip (label-free
-   stability: do the two halves agree?). Its figures include the optimism of choosing among the candidates; the report lists the runners-up
-   so the spread is visible.
+   stability: do the two halves agree?). Its figures include the optimism of choosing among the candidates; the
+   report lists the runners-up so the spread is visible.
 4. The confidence calibration (a logistic function of the score margin over the runner-up and of the clip's
    sustained and triad shares, key.confidence) is fitted on the out-of-fold predictions of the chosen candidate and
    on the clips without a key that pass the no-key gate (drums alone: any key they get is wrong).
