@@ -274,8 +274,8 @@ def _sustained(items: list[dict]) -> np.ndarray:
 
 def through_gate(items: list[dict], segs: list) -> np.ndarray:
     """Which clips key.has_pitch lets through (`segs` as views gives them: a clip without features has one silent
-    segment, which it does not)."""
-    return np.array([key_mod.has_pitch(w, s, key_mod.spectrum_chroma(it["pf"]) if it["pf"] else None)
+    segment and no spectrum, which it does not)."""
+    return np.array([key_mod.has_pitch(w, s, key_mod.spectrum_chroma(it["pf"]) if it["pf"] else np.zeros(12))
                      for it, (w, _), s in zip(items, segs, _sustained(items))], dtype=bool)
 
 

@@ -49,13 +49,11 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from backend.analysis import ANALYSIS_SAMPLE_RATE, perform_audio_analysis  # noqa: E402
 from backend.audio.decode import AudioDecodeError, decode_audio  # noqa: E402
-from benchmarks.accuracy import key_error, parse_key, within  # noqa: E402
+from benchmarks.accuracy import key_error, parse_key, tempo_flags  # noqa: E402
 
 AUDIO_SUFFIXES = {".ogg", ".opus", ".mp3", ".flac", ".wav", ".m4a", ".aac"}
 #: Smaller files are sound effects, not songs (a 60-s Vorbis file at the lowest usual bit rate is ~500 kB).
 MIN_BYTES = 400_000
-#: Tempo ratios counted as the same pulse at another metrical level.
-LEVELS = (2.0, 0.5, 3.0, 1.0 / 3.0)
 
 
 def audio_files(root: Path) -> list[Path]:
@@ -96,9 +94,9 @@ def song_figures(wins: list[dict]) -> dict:
                         for k in keys if modal and k != modal)
     bpms = [w["bpm"] for w in wins if w["bpm"]]
     centre = statistics.median(bpms) if bpms else None
-    same = [bool(b and centre and within(b, centre)) for b in (w["bpm"] for w in wins)]
-    level = [s or bool(b and centre and any(within(b, centre * m) for m in LEVELS))
-             for s, b in zip(same, (w["bpm"] for w in wins))]
+    # the song's tempo, or it at another metrical level: Acc1 and Acc2 against the song's median
+    flags = [tempo_flags(w["bpm"], centre, []) if centre else {"acc1": False, "acc2": False} for w in wins]
+    same, level = [f["acc1"] for f in flags], [f["acc2"] for f in flags]
     return {"windows": len(wins), "modal_key": modal,
             "key_modal": sum(k == modal and k is not None for k in keys),
             "key_pairs": len(pairs), "key_pairs_same": sum(a is not None and a == b for a, b in pairs),

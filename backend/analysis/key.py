@@ -270,20 +270,19 @@ def _pitch_classes_present(chroma: np.ndarray) -> int:
 def spectrum_chroma(pf: chroma_mod.PitchFrames) -> np.ndarray:
     """(12,) the clip's peak magnitudes folded onto pitch classes as measured, before the transcription: a pure
     tone has one pitch class here, where the note templates can explain it as a partial of lower notes."""
-    per_semitone = pf.semitones.mean(axis=0) if pf.semitones.size else np.zeros(chroma_mod.N_PITCHES)
-    return np.bincount((chroma_mod.LOWEST_PITCH + np.arange(per_semitone.size)) % 12, weights=per_semitone,
-                       minlength=12)
+    return chroma_mod.fold(pf.semitones.mean(axis=0, keepdims=True), chroma_mod.LOWEST_PITCH,
+                           np.ones(pf.semitones.shape[1]))[0]
 
 
-def has_pitch(whole_seg: np.ndarray, sustained_share: float, measured: np.ndarray | None = None) -> bool:
+def has_pitch(whole_seg: np.ndarray, sustained_share: float, measured: np.ndarray) -> bool:
     """Whether a clip shows sustained pitched content: enough sustained peaks (not percussion), segment chroma that
     are not flat (not noise, not drums) and more than one pitch class (not a lone tone) both in the transcription
-    (a tone's harmonics are its own note there) and, when `measured` (spectrum_chroma) is given, in the spectrum
-    as measured (a sine's subharmonic "notes" are the transcription's: a 262 Hz sine read 0.38 on the F whose
-    third partial it could be, and got "F Minor" at confidence 1.0)."""
+    (a tone's harmonics are its own note there) and in `measured`, the spectrum before it (spectrum_chroma): a
+    sine's subharmonic "notes" are the transcription's (a 262 Hz sine read 0.38 on the F whose third partial it
+    could be, and got "F Minor" at confidence 1.0)."""
     if _pitch_classes_present(whole_seg.mean(axis=0)) < 2:
         return False
-    if measured is not None and _pitch_classes_present(measured) < 2:
+    if _pitch_classes_present(measured) < 2:
         return False
     flatness = chroma_flatness(whole_seg)
     if sustained_share < MIN_SUSTAINED_SHARE or flatness > MAX_FLATNESS:
