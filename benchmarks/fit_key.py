@@ -10,15 +10,16 @@ What it does:
    profile FITTED on the training chroma (a rotation-equivariant softmax over the 24 keys: one 12-weight profile per
    mode for the whole-range and for the bass chroma, 24 per mode for the histogram of the triads found per segment,
    plus a minor bias; 97 numbers).
-3. Every candidate is scored by grouped 5-fold cross-validation by song (renderings of one composition never on both
+3. Every candidate is fitted on the clips and on excerpts of them (EXCERPT_SECONDS: a 6-s clip may hold two chords)
+   and scored by grouped 5-fold cross-validation by song (renderings and excerpts of one composition never on both
    sides) and by leave-one-style-out (and how many clips without a key it answers "none": the chroma settings
    decide which pass the no-key gate, key.has_pitch); the best by the mean of the two exact accuracies (then
    MIREX) is reported per style and format, with its confusion classes, and on halves of each clip (label-free
    stability: do the two halves agree?). Its figures include the optimism of choosing among the candidates; the
    report lists the runners-up so the spread is visible.
-4. The confidence calibration (a logistic function of the score margin over the runner-up and of the clip's
-   sustained and triad shares, key.confidence) is fitted on the out-of-fold predictions of the chosen candidate and
-   on the clips without a key that pass the no-key gate (drums alone: any key they get is wrong).
+4. The confidence calibration (a logistic function of the score margin over the runner-up, of the clip's sustained
+   and triad shares and of its length, key.confidence) is fitted on the out-of-fold predictions of the chosen
+   candidate and on the clips without a key that pass the no-key gate (drums alone: any key they get is wrong).
 5. With --write-model the chosen candidate, refitted on the whole training set, is written to
    backend/analysis/models/key_model.json. The dev corpus (../shared/corpus) is only scored, never fitted on.
 """
@@ -135,22 +136,58 @@ def published(model: key_mod.KeyModel, name: str, bass_weight: float) -> key_mod
                    chord_profiles=np.zeros((2, 24)))
 
 
-def views(items: list[dict], model: key_mod.KeyModel) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
-    """Per clip: standardized mean whole-range chroma (n, 12), bass chroma (n, 12), triad histogram (n, 24) and the
-    per-segment views."""
-    zw, zb, zc, segs = [], [], [], []
+def segments(items: list[dict], model: key_mod.KeyModel) -> list:
+    """Per clip: the per-segment whole-range and bass chroma (key.chroma_views; one silent segment without
+    features)."""
+    segs = []
     for it in items:
-        if it["pf"] is None:
-            w_seg = b_seg = np.zeros((1, 12))
-        else:
+        w_seg = b_seg = np.zeros((1, 12))
+        if it["pf"] is not None:
             w_seg, b_seg = key_mod.chroma_views(it["pf"], model)
             if w_seg.shape[0] == 0:
                 w_seg = b_seg = np.zeros((1, 12))
-        zw.append(key_mod.standardized(w_seg.mean(axis=0)))
-        zb.append(key_mod.standardized(b_seg.mean(axis=0)))
-        zc.append(key_mod.chord_histogram(w_seg, b_seg, model))
         segs.append((w_seg, b_seg))
-    return np.asarray(zw), np.asarray(zb), np.asarray(zc), segs
+    return segs
+
+
+def segment_views(segs: list, model: key_mod.KeyModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per clip: standardized mean whole-range chroma (n, 12), bass chroma (n, 12) and triad histogram (n, 24)."""
+    zw = [key_mod.standardized(w.mean(axis=0)) for w, _ in segs]
+    zb = [key_mod.standardized(b.mean(axis=0)) for _, b in segs]
+    zc = [key_mod.chord_histogram(w, b, model) for w, b in segs]
+    return np.asarray(zw), np.asarray(zb), np.asarray(zc)
+
+
+def views(items: list[dict], model: key_mod.KeyModel) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    """segment_views of the clips' segments, and the segments."""
+    segs = segments(items, model)
+    return (*segment_views(segs, model), segs)
+
+
+#: Lengths (s) of the excerpts of every keyed clip fitted and scored beside it, in the clip's song group. Users send
+#: clips of a few seconds too, and a model that only saw 30-s phrases learned that a dominant moving to its tonic
+#: names the key: fitted with Bach's chorales, it read the I-IV of a 4-s clip as V-I (2026-12-01).
+EXCERPT_SECONDS = (6, 12)
+#: Weight of each excerpt in the fit, against 1 for a whole clip.
+EXCERPT_WEIGHT = 0.1
+
+
+def excerpts(items: list[dict], segs: list, segment_seconds: float) -> tuple[list[dict], list]:
+    """Each clip's EXCERPT_SECONDS-long runs of consecutive segments, at an offset drawn from the clip's file name
+    (the same on every run), as items marked with their length ("excerpt") and their segments. The chroma of a
+    segment depends on its own frames only, so a run of segments is what the analysis of that excerpt computes
+    (but for the tuning, measured on the whole clip)."""
+    out_items, out_segs = [], []
+    for it, (w_seg, b_seg) in zip(items, segs):
+        for seconds in EXCERPT_SECONDS:
+            n = int(round(seconds / segment_seconds))
+            if w_seg.shape[0] <= n:
+                continue
+            digest = hashlib.sha1(f"{it['file']}|{seconds}".encode()).digest()
+            start = int.from_bytes(digest[:4], "big") % (w_seg.shape[0] - n + 1)
+            out_items.append({**it, "excerpt": seconds})
+            out_segs.append((w_seg[start:start + n], b_seg[start:start + n]))
+    return out_items, out_segs
 
 
 def key_label(ref: tuple[int, str]) -> int:
@@ -179,11 +216,14 @@ def _design(zw: np.ndarray, zb: np.ndarray, zc: np.ndarray) -> np.ndarray:
     return X
 
 
-def fit_profiles(zw: np.ndarray, zb: np.ndarray, zc: np.ndarray, labels: np.ndarray, l2: float) -> np.ndarray:
+def fit_profiles(zw: np.ndarray, zb: np.ndarray, zc: np.ndarray, labels: np.ndarray, l2: float,
+                 weights: np.ndarray | None = None) -> np.ndarray:
     """N_WEIGHTS weights (see N_WEIGHTS) of a softmax over the 24 keys, maximizing the log-likelihood of the true
-    keys with an L2 penalty (not on the minor bias)."""
+    keys (each clip counted with its weight, default 1) with an L2 penalty (not on the minor bias)."""
     X = _design(zw, zb, zc)
     n = X.shape[0]
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
     onehot = np.zeros((n, 24))
     onehot[np.arange(n), labels] = 1.0
     reg = np.ones(N_WEIGHTS)
@@ -194,8 +234,8 @@ def fit_profiles(zw: np.ndarray, zb: np.ndarray, zc: np.ndarray, labels: np.ndar
         s -= s.max(axis=1, keepdims=True)
         p = np.exp(s)
         p /= p.sum(axis=1, keepdims=True)
-        nll = -np.mean(np.log(p[np.arange(n), labels] + 1e-300))
-        grad = np.einsum("nk,nkd->d", p - onehot, X) / n
+        nll = -np.sum(w * np.log(p[np.arange(n), labels] + 1e-300))
+        grad = np.einsum("nk,nkd->d", (p - onehot) * w[:, None], X)
         return nll + l2 * np.sum(reg * theta ** 2), grad + 2 * l2 * reg * theta
 
     res = minimize(loss, np.zeros(N_WEIGHTS), jac=True, method="L-BFGS-B", options={"maxiter": 500})
@@ -222,8 +262,16 @@ def relation(est: tuple[int, str] | None, ref: tuple[int, str]) -> str:
     return {1.0: "exact", 0.5: "fifth", 0.3: "relative", 0.2: "parallel"}.get(s, "other")
 
 
-def cross_validate(items: list[dict], cand: Candidate, zw, zb, zc, by: str, l2: float) -> np.ndarray:
-    """Out-of-fold (n, 24) scores of a candidate."""
+def fit_weights(items: list[dict], excerpt_weight: float) -> np.ndarray:
+    """Each item's weight in the fit: 1 for a clip, `excerpt_weight` for an excerpt of one."""
+    return np.array([excerpt_weight if it.get("excerpt") else 1.0 for it in items])
+
+
+def cross_validate(items: list[dict], cand: Candidate, zw, zb, zc, by: str, l2: float,
+                   excerpt_weight: float = 1.0) -> np.ndarray:
+    """Out-of-fold (n, 24) scores of a candidate, the excerpts among `items` fitted with `excerpt_weight` (0: not
+    fitted; they are scored either way)."""
+    weights = fit_weights(items, excerpt_weight)
     labels = np.asarray([key_label(it["ref"]) for it in items])
     out = np.zeros((len(items), 24))
     if not cand.rule.startswith("fitted"):
@@ -231,7 +279,8 @@ def cross_validate(items: list[dict], cand: Candidate, zw, zb, zc, by: str, l2: 
     # "fitted-chroma": the triad histogram is left out (its weights stay zero), to measure what it adds
     zc_used = zc if cand.rule == "fitted" else np.zeros_like(zc)
     for train, test in folds(items, by=by):
-        theta = fit_profiles(zw[train], zb[train], zc_used[train], labels[train], l2)
+        train = [i for i in train if weights[i] > 0]
+        theta = fit_profiles(zw[train], zb[train], zc_used[train], labels[train], l2, weights[train])
         out[test] = scores_of(zw[test], zb[test], zc_used[test], fitted_model(cand.model, theta))
     return out
 
@@ -252,19 +301,22 @@ def summary(items: list[dict], scores: np.ndarray) -> dict:
     return out
 
 
-def fit_calibration(terms: np.ndarray, correct: np.ndarray) -> tuple[float, float, float, float]:
-    """Logistic regression of correctness on the calibration terms (a, b, c, d), by maximum likelihood. Two
+def fit_calibration(terms: np.ndarray, correct: np.ndarray, weights: np.ndarray) -> tuple[float, ...]:
+    """Logistic regression of correctness on the calibration terms (a, b, c, d, e), by weighted maximum likelihood
+    (an excerpt counts as much as in the profiles' fit: whole clips, what users mostly send, set the scale). Two
     pseudo-observations at margin 0 (pitch evidence at its centres), one right and one wrong, anchor the tie (two
     keys scoring the same are at best a coin toss) so a training set with few errors cannot push the confidence of
     every answer to 1."""
-    terms = np.vstack([terms, [[0.0, 1.0, 0.0, 0.0]] * 2])
+    terms = np.vstack([terms, [[0.0, 1.0, 0.0, 0.0, 0.0]] * 2])
     correct = np.concatenate([correct, [1.0, 0.0]])
+    weights = np.concatenate([weights, [1.0, 1.0]])
+    weights = weights / weights.sum()
 
     def loss(p):
         z = terms @ p
         ll = correct * -np.logaddexp(0, -z) + (1 - correct) * -np.logaddexp(0, z)
-        return -np.mean(ll) + 1e-6 * p[0] * p[0]
-    res = minimize(loss, np.array([1.0, 0.0, 0.0, 0.0]), method="L-BFGS-B")
+        return -np.sum(weights * ll) + 1e-6 * p[0] * p[0]
+    res = minimize(loss, np.array([1.0, 0.0, 0.0, 0.0, 0.0]), method="L-BFGS-B")
     return tuple(float(v) for v in res.x)
 
 
@@ -280,21 +332,27 @@ def through_gate(items: list[dict], segs: list) -> np.ndarray:
 
 
 def calibration_set(train: list[dict], oof: np.ndarray, labels: np.ndarray, segs: list, keyless: list[dict],
-                    model: key_mod.KeyModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    model: key_mod.KeyModel) -> tuple[np.ndarray, np.ndarray, list[dict], np.ndarray]:
     """Calibration terms (key.calibration_terms) and correctness of the keyed clips' out-of-fold answers, and the
-    terms of the clips without a key that pass the no-key gate, scored by `model` (never fitted on them)."""
+    clips without a key and their excerpts that pass the no-key gate with their terms, scored by `model` (never
+    fitted on them)."""
     def terms_of(scores: np.ndarray, items: list[dict], item_segs: list) -> np.ndarray:
         top2 = np.sort(scores, axis=1)[:, -2:]
         return key_mod.calibration_terms(top2[:, 1] - top2[:, 0], _sustained(items),
-                                         np.array([key_mod.triad_share(w) for w, _ in item_segs]))
+                                         np.array([key_mod.triad_share(w) for w, _ in item_segs]),
+                                         np.array([w.shape[0] * model.segment_seconds for w, _ in item_segs]))
 
     correct = (np.argmax(oof, axis=1) == labels).astype(float)
-    keyless_terms = np.zeros((0, 4))
+    keyless_terms = np.zeros((0, 5))
     if keyless:  # scores_of of no clips is not a matrix
-        zw, zb, zc, keyless_segs = views(keyless, model)
+        keyless_segs = segments(keyless, model)
+        short, short_segs = excerpts(keyless, keyless_segs, model.segment_seconds)
+        keyless, keyless_segs = keyless + short, keyless_segs + short_segs
+        zw, zb, zc = segment_views(keyless_segs, model)
         keyless_terms = terms_of(scores_of(zw, zb, zc, model), keyless, keyless_segs)
-        keyless_terms = keyless_terms[through_gate(keyless, keyless_segs)]
-    return terms_of(oof, train, segs), correct, keyless_terms
+        through = through_gate(keyless, keyless_segs)
+        keyless, keyless_terms = [it for it, ok in zip(keyless, through) if ok], keyless_terms[through]
+    return terms_of(oof, train, segs), correct, keyless, keyless_terms
 
 
 def calibration_table(conf: np.ndarray, correct: np.ndarray) -> list[dict]:
@@ -369,6 +427,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cv-json", type=Path, help="write the chosen candidate's CV figures here")
     ap.add_argument("--write-model", action="store_true", help="write backend/analysis/models/key_model.json")
     ap.add_argument("--limit", type=int, help="use only the first N training entries (quick runs)")
+    ap.add_argument("--only", nargs="+", metavar="CANDIDATE", help="score only these candidates of the grid (by name, "
+                    "e.g. c0.5-d0.9-p10-b52/fitted)")
+    ap.add_argument("--excerpt-weight", type=float, default=EXCERPT_WEIGHT,
+                    help=f"weight of each excerpt in the fit (default {EXCERPT_WEIGHT:g}; 0 fits the whole clips only, "
+                    "as before 2026-12-01's twelfth session: the excerpts are still scored and calibrated on)")
     args = ap.parse_args(argv)
 
     entries = load_manifest(args.trainset)
@@ -387,36 +450,48 @@ def main(argv: list[str] | None = None) -> int:
     gate = pitch_gate_report(train, keyless)
     print(f"no-key gate: {gate['keyed_answered_none']} of {gate['keyed']} clips with a key answered none; "
           f"{gate['keyless_answered_none']} of {gate['keyless']} clips without a key (drums alone) answered none")
-    labels = np.asarray([key_label(it["ref"]) for it in train])
     print(f"training set: {len(train)} clips, {len({it['song'] for it in train})} songs, "
           f"{len({it['style'] for it in train})} styles; dev corpus: {len(dev)} clips (validation only)")
 
     results = []
     view_cache: dict = {}
-    for cand in candidates():
+    short: list[dict] = []
+    grid = [c for c in candidates() if not args.only or c.name in args.only]
+    for cand in grid:
         vk = (cand.model.compression, cand.model.partial_decay, cand.model.n_partials, cand.model.bass_below)
         if vk not in view_cache:
             # the chroma settings also decide which clips pass the no-key gate (key.has_pitch reads their views)
             gated = through_gate(keyless, views(keyless, cand.model)[3])
-            view_cache[vk] = views(train, cand.model), int(np.sum(~gated))
+            segs = segments(train, cand.model)
+            # the excerpts depend on the clips' segment counts, which the chroma settings do not change
+            short, short_segs = excerpts(train, segs, cand.model.segment_seconds)
+            view_cache[vk] = (*segment_views(segs + short_segs, cand.model), segs + short_segs), int(np.sum(~gated))
         (zw, zb, zc, _), keyless_none = view_cache[vk]
+        fit_items = train + short
         l2s = args.l2 if cand.rule.startswith("fitted") else [0.0]
         for l2 in l2s:
-            s = summary(train, cross_validate(train, cand, zw, zb, zc, "song", l2))
-            t = summary(train, cross_validate(train, cand, zw, zb, zc, "style", l2)) if l2 else s
-            # chosen by both groupings: a candidate that only wins on one split of a few hundred clips is noise.
-            # What it answers on drums alone is reported, not chosen by: weighed as a wrong key, a drum loop's
-            # low-confidence key made the plain chroma win (one point less on the keyed clips for a fifth more
-            # loops answered "Unknown", 2026-12-01), and a wrong key on a song costs a user more.
+            song_cv = cross_validate(fit_items, cand, zw, zb, zc, "song", l2, args.excerpt_weight)
+            s = summary(train, song_cv[:len(train)])
+            t = summary(train, cross_validate(fit_items, cand, zw, zb, zc, "style", l2, args.excerpt_weight)
+                        [:len(train)]) if l2 else s
+            e = summary(short, song_cv[len(train):]) if short else None
+            # chosen by both groupings of the whole clips: a candidate that only wins on one split of a few hundred
+            # clips is noise; the excerpts are fitted on and reported. What it answers on drums alone is reported,
+            # not chosen by: weighed as a wrong key, a drum loop's low-confidence key made the plain chroma win (one
+            # point less on the keyed clips for a fifth more loops answered "Unknown", 2026-12-01), and a wrong key
+            # on a song costs a user more.
             results.append(((s["exact"] + t["exact"]) / 2, (s["mirex"] + t["mirex"]) / 2, cand, l2, keyless_none))
-            print(f"{cand.name:40s} l2={l2:<6g} song-CV {_fmt(s)} | style-CV exact {t['exact']:6.1%} | drums alone "
-                  f"answered none {keyless_none}/{len(keyless)}")
+            print(f"{cand.name:40s} l2={l2:<6g} song-CV {_fmt(s)} | style-CV exact {t['exact']:6.1%} | "
+                  + (f"excerpts exact {e['exact']:6.1%} | " if e else "")
+                  + f"drums alone answered none {keyless_none}/{len(keyless)}")
     results.sort(key=lambda r: (r[0], r[1]), reverse=True)
     _, _, best, l2, _ = results[0]
     report_top = [{"candidate": c.name, "l2": lam, "mean_exact": e, "mean_mirex": m, "keyless_answered_none": none}
                   for e, m, c, lam, none in results[:10]]
     vk = (best.model.compression, best.model.partial_decay, best.model.n_partials, best.model.bass_below)
     zw, zb, zc, segs = view_cache[vk][0]
+    fit_items = train + short
+    labels = np.asarray([key_label(it["ref"]) for it in fit_items])
     print(f"\nchosen: {best.name} (l2={l2:g})")
     report: dict = {"candidate": best.name, "l2": l2, "clips": len(train), "no_key_gate": gate, "top": report_top}
     print("  top candidates (mean of song- and style-CV exact; drums alone answered none): " + "; ".join(
@@ -424,37 +499,47 @@ def main(argv: list[str] | None = None) -> int:
         for r in report_top[:5]))
     oof = None
     for by in ("song", "style"):
-        sc = cross_validate(train, best, zw, zb, zc, by, l2)
-        s = summary(train, sc)
+        sc = cross_validate(fit_items, best, zw, zb, zc, by, l2, args.excerpt_weight)
+        s = summary(train, sc[:len(train)])
         report[f"cv_{by}"] = s
         print(f"  grouped CV by {by:5s}: {_fmt(s)}")
         for field in ("style", "format") if by == "song" else ("style",):
             for g, v in s[f"by_{field}"].items():
                 print(f"      {field} {g:18s} n={v['n']:4d}  exact {v['exact']:6.1%}  MIREX {v['mirex']:6.1%}")
+        for seconds in EXCERPT_SECONDS if short else ():
+            idx = [i for i, it in enumerate(fit_items) if it.get("excerpt") == seconds]
+            ex = summary([fit_items[i] for i in idx], sc[idx])
+            report[f"cv_{by}_excerpts_{seconds}s"] = ex
+            print(f"      {seconds}-s excerpts: {_fmt(ex)}")
         if by == "song":
             oof = sc
     if best.rule.startswith("fitted"):
         zc_used = zc if best.rule == "fitted" else np.zeros_like(zc)
-        final = fitted_model(best.model, fit_profiles(zw, zb, zc_used, labels, l2))
+        final = fitted_model(best.model, fit_profiles(zw, zb, zc_used, labels, l2,
+                                                      fit_weights(fit_items, args.excerpt_weight)))
     else:
         final = published(best.model, best.rule, best.bass_weight)
-    terms, correct, keyless_terms = calibration_set(train, oof, labels, segs, keyless, final)
-    calib = fit_calibration(np.vstack([terms, keyless_terms]),
-                            np.concatenate([correct, np.zeros(len(keyless_terms))]))
+    terms, correct, keyless_through, keyless_terms = calibration_set(fit_items, oof, labels, segs, keyless, final)
+    calib = fit_calibration(np.vstack([terms, keyless_terms]), np.concatenate([correct, np.zeros(len(keyless_terms))]),
+                            fit_weights(fit_items + keyless_through, args.excerpt_weight))
     conf = 1.0 / (1.0 + np.exp(-(terms @ np.asarray(calib))))
-    keyless_conf = 1.0 / (1.0 + np.exp(-(keyless_terms @ np.asarray(calib))))
+    whole_keyless = np.array([not it.get("excerpt") for it in keyless_through], dtype=bool)
+    keyless_conf = 1.0 / (1.0 + np.exp(-(keyless_terms[whole_keyless] @ np.asarray(calib))))
     report["calibration"] = {"a": calib[0], "b": calib[1], "c_sustained": calib[2], "d_triads": calib[3],
-                             "table_oof": calibration_table(conf, correct),
-                             "keyless_passing_gate": len(keyless_terms),
+                             "e_seconds": calib[4],
+                             "table_oof": calibration_table(conf[:len(train)], correct[:len(train)]),
+                             "table_oof_excerpts": calibration_table(conf[len(train):], correct[len(train):]),
+                             "keyless_passing_gate": int(whole_keyless.sum()),
                              "keyless_median_confidence": float(np.median(keyless_conf)) if len(keyless_conf) else None}
     print(f"  confidence = sigmoid({calib[0]:.3f} * margin + {calib[1]:.3f} + {calib[2]:.3f} * ln(sustained / "
-          f"{key_mod.SUSTAINED_CENTRE}) + {calib[3]:.3f} * (triads - {key_mod.TRIAD_CENTRE})); out-of-fold:")
-    for row in report["calibration"]["table_oof"]:
+          f"{key_mod.SUSTAINED_CENTRE}) + {calib[3]:.3f} * (triads - {key_mod.TRIAD_CENTRE}) + {calib[4]:.3f} * "
+          f"ln(seconds / {key_mod.SECONDS_CENTRE:g})); out-of-fold, whole clips then excerpts:")
+    for row in report["calibration"]["table_oof"] + report["calibration"]["table_oof_excerpts"]:
         print(f"      {row}")
-    print(f"      clips without a key through the gate: {len(keyless_terms)}, median confidence "
+    print(f"      clips without a key through the gate: {int(whole_keyless.sum())}, median confidence "
           f"{report['calibration']['keyless_median_confidence']}")
     final = replace(final, calibration=calib)
-    report["halves_agreement_train"] = halves_agreement(segs, final)
+    report["halves_agreement_train"] = halves_agreement(segs[:len(train)], final)
     print(f"  label-free: the two halves of a training clip agree on {report['halves_agreement_train']:.1%}")
     if dev:
         dzw, dzb, dzc, dsegs = views(dev, final)
@@ -474,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         key_mod.MODEL_PATH.write_text(json.dumps({
             "model": final.to_dict(),
             "provenance": {"candidate": best.name, "l2": l2, "training_clips": len(train),
+                           "excerpts_seconds": list(EXCERPT_SECONDS), "excerpt_weight": args.excerpt_weight,
                            "cv_song": {k: report["cv_song"][k] for k in ("exact", "mirex")},
                            "cv_style": {k: report["cv_style"][k] for k in ("exact", "mirex")},
                            "written_by": "benchmarks/fit_key.py --write-model"}}, indent=1) + "\n")

@@ -111,7 +111,7 @@ class KeyModel:
     treble_profiles: np.ndarray  # (2, 12) major, minor weights of the whole-range chroma (index 0 = tonic)
     bass_profiles: np.ndarray   # (2, 12) the same for the bass chroma
     minor_bias: float           # added to every minor key's score
-    calibration: tuple[float, ...]  # (a, b, c, d): see confidence()
+    calibration: tuple[float, ...]  # (a, b, c, d, e): see confidence()
     chord_sharpness: float = 20.0    # softmax sharpness of the per-segment triad posterior (see chord_histogram)
     chord_bass_weight: float = 0.5   # weight of the bass chroma on a triad's root in its segment score
     chord_profiles: np.ndarray = field(default_factory=lambda: np.zeros((2, 24)))  # (2, 24) major, minor weights
@@ -299,27 +299,31 @@ def triad_share(whole_seg: np.ndarray) -> float:
     return float(np.median((whole_seg @ TRIADS.T).max(axis=1)))
 
 
-#: Centres of the pitch-evidence terms of the confidence (typical of songs at the low end of each).
-SUSTAINED_CENTRE, TRIAD_CENTRE = 0.2, 0.5
+#: Centres of the pitch-evidence terms of the confidence (typical of songs at the low end of each), and the length
+#: of clip the duration term is zero at (a preview's 30 s; longer clips count as 30 s).
+SUSTAINED_CENTRE, TRIAD_CENTRE, SECONDS_CENTRE = 0.2, 0.5, 30.0
 
 
-def calibration_terms(margin, sustained_share, triads) -> np.ndarray:
-    """(..., 4) what the confidence weighs, for one clip or arrays of them (benchmarks/fit_key.py fits the weights on
-    these): the margin (best score minus the runner-up's), 1, ln(sustained share / SUSTAINED_CENTRE) and triad share
-    - TRIAD_CENTRE."""
-    margin = np.asarray(margin, dtype=np.float64)
-    return np.stack([margin, np.ones_like(margin),
-                     np.log(np.maximum(sustained_share, 1e-3) / SUSTAINED_CENTRE),
-                     np.asarray(triads, dtype=np.float64) - TRIAD_CENTRE], axis=-1)
+def calibration_terms(margin, sustained_share, triads, seconds=SECONDS_CENTRE) -> np.ndarray:
+    """(..., 5) what the confidence weighs, for one clip or arrays of them (benchmarks/fit_key.py fits the weights on
+    these): the margin (best score minus the runner-up's), 1, ln(sustained share / SUSTAINED_CENTRE), triad share
+    - TRIAD_CENTRE and ln(seconds heard / SECONDS_CENTRE), at most 0: two chords of a 6-s clip say less about the
+    key than a 30-s preview's phrase, however clear each chord is."""
+    margin, sustained_share, triads, seconds = np.broadcast_arrays(
+        *(np.asarray(v, dtype=np.float64) for v in (margin, sustained_share, triads, seconds)))
+    return np.stack([margin, np.ones_like(margin), np.log(np.maximum(sustained_share, 1e-3) / SUSTAINED_CENTRE),
+                     triads - TRIAD_CENTRE, np.log(np.clip(seconds, 1.0, SECONDS_CENTRE) / SECONDS_CENTRE)], axis=-1)
 
 
-def confidence(scores: np.ndarray, calibration: tuple[float, ...], sustained_share: float, triads: float) -> float:
+def confidence(scores: np.ndarray, calibration: tuple[float, ...], sustained_share: float, triads: float,
+               seconds: float = SECONDS_CENTRE) -> float:
     """Calibrated probability that the best-scoring key is right: sigmoid(a * margin + b + c * ln(sustained share /
-    SUSTAINED_CENTRE) + d * (triad share - TRIAD_CENTRE)) with calibration (a, b, c, d) (calibration_terms). A
-    two-number calibration (a, b) is the margin alone."""
+    SUSTAINED_CENTRE) + d * (triad share - TRIAD_CENTRE) + e * ln(seconds / SECONDS_CENTRE)) with calibration
+    (a, b, c, d, e) (calibration_terms). A shorter calibration leaves the missing weights at zero ((a, b) is the
+    margin alone)."""
     top2 = np.sort(scores)[-2:]
-    weights = np.asarray((tuple(calibration) + (0.0, 0.0))[:4])
-    z = float(calibration_terms(top2[1] - top2[0], sustained_share, triads) @ weights)
+    weights = np.asarray((tuple(calibration) + (0.0,) * 5)[:5])
+    z = float(calibration_terms(top2[1] - top2[0], sustained_share, triads, seconds) @ weights)
     return float(1.0 / (1.0 + np.exp(-z)))
 
 
@@ -343,7 +347,8 @@ def estimate_key(S: np.ndarray, freqs: np.ndarray, *, model: KeyModel | None = N
     scores = key_scores(whole, bass, chord_histogram(whole_seg, bass_seg, model), model)
     best = int(np.argmax(scores))
     tonic = best % 12
-    conf = confidence(scores, model.calibration, pf.sustained_share, triad_share(whole_seg))
+    conf = confidence(scores, model.calibration, pf.sustained_share, triad_share(whole_seg),
+                      whole_seg.shape[0] * model.segment_seconds)
     if max(whole[(tonic + 3) % 12], whole[(tonic + 4) % 12]) < THIRD_SHARE * float(whole.max()):
         conf = min(conf, 0.5)  # the mode is a guess: the linear scores extrapolate on such sparse chroma
     return KeyEstimate(tonic, "major" if best < 12 else "minor", conf, shown, corr, pf.tuning)

@@ -1,0 +1,54 @@
+"""benchmarks/fit_key.py: the excerpts it fits and scores beside each clip are what an analysis of a short clip
+sees, they stay in their song's group, and a zero weight leaves a clip out of the fit."""
+import numpy as np
+
+from backend.analysis import key as key_mod
+from benchmarks.crossval import folds
+from benchmarks.fit_key import EXCERPT_SECONDS, excerpts, fit_profiles, fit_weights
+
+
+def _clip(name, song, n_segments):
+    rng = np.random.default_rng(len(name))
+    return {"file": name, "song": song, "style": "pop"}, (rng.random((n_segments, 12)), rng.random((n_segments, 12)))
+
+
+def test_excerpts_are_runs_of_the_clips_segments_in_the_clips_song():
+    items, segs = zip(*[_clip("a.wav", "s1", 30), _clip("b.mp3", "s2", 30), _clip("short.wav", "s3", 5)])
+    short, short_segs = excerpts(list(items), list(segs), 1.0)
+    assert sorted((it["file"], it["excerpt"]) for it in short) == sorted(
+        (f, s) for f in ("a.wav", "b.mp3") for s in EXCERPT_SECONDS)  # a 5-s clip has no 6-s excerpt
+    for it, (w, b) in zip(short, short_segs):
+        whole_w, whole_b = segs[[x["file"] for x in items].index(it["file"])]
+        assert w.shape == (it["excerpt"], 12) == b.shape
+        start = next(i for i in range(len(whole_w)) if np.array_equal(whole_w[i], w[0]))
+        assert np.array_equal(whole_w[start:start + len(w)], w) and np.array_equal(whole_b[start:start + len(b)], b)
+        assert it["song"] == items[[x["file"] for x in items].index(it["file"])]["song"]
+    # the same offsets on every run: a re-fit scores the same excerpts
+    again, _ = excerpts(list(items), list(segs), 1.0)
+    assert [it["excerpt"] for it in again] == [it["excerpt"] for it in short]
+    # folds by song never split a clip from its excerpts
+    everything = list(items) + short
+    for train, test in folds(everything, by="song"):
+        assert not {everything[i]["song"] for i in train} & {everything[i]["song"] for i in test}
+
+
+def test_an_excerpt_of_weight_zero_changes_nothing_in_the_fit():
+    rng = np.random.default_rng(3)
+    n = 40
+    zw, zb = rng.normal(size=(n, 12)), rng.normal(size=(n, 12))
+    zc = rng.random((n, 24))
+    labels = rng.integers(0, 24, n)
+    items = [{"excerpt": 6} if i % 4 == 0 else {} for i in range(n)]
+    weights = fit_weights(items, 0.0)
+    assert weights.tolist() == [0.0 if i % 4 == 0 else 1.0 for i in range(n)]
+    keep = weights > 0
+    with_zero = fit_profiles(zw, zb, zc, labels, 1e-3, weights)
+    without = fit_profiles(zw[keep], zb[keep], zc[keep], labels[keep], 1e-3)
+    np.testing.assert_allclose(with_zero, without, atol=1e-4)
+    assert not np.allclose(fit_profiles(zw, zb, zc, labels, 1e-3, fit_weights(items, 1.0)), without, atol=1e-3)
+
+
+def test_the_length_term_is_zero_for_a_preview_and_longer_and_negative_below():
+    terms = key_mod.calibration_terms(np.array([2.0, 2.0, 2.0]), 0.2, 0.5, np.array([6.0, 30.0, 240.0]))
+    assert terms[0, 4] < 0 and terms[1, 4] == 0.0 == terms[2, 4]
+    assert terms[0, 4] == np.log(6.0 / key_mod.SECONDS_CENTRE)
