@@ -86,6 +86,16 @@ def test_progression_with_borrowed_chords_and_secondary_dominants(tonic, mode):
     assert 0.0 <= res.key_confidence <= 1.0
 
 
+@pytest.mark.parametrize("tonic", synth.PITCH_CLASSES)
+@pytest.mark.parametrize("mode", ["major", "minor"])
+def test_a_short_clip_of_a_few_chords_keeps_its_key(tonic, mode):
+    """6 s of tests.synth.song at 100 BPM: drums under I, IV and half a bar of V (i, iv, V), a clip as short as users
+    send. Two or three chords can be heard in another key (I-IV as V-I of the subdominant): a key model fitted on
+    whole phrases once read every major key's I-IV at its subdominant (2026-12-01)."""
+    res = perform_audio_analysis(synth.song(100, tonic, mode, seconds=6, sr=SR), SR)
+    assert res.key == f"{tonic} {mode.capitalize()}", res.key
+
+
 @pytest.mark.parametrize("tonic,mode", [("A", "minor"), ("F#", "major")])
 def test_simple_progression_key(tonic, mode):
     """The plain I-IV-V-I / i-iv-V-i of tests.synth (piano-like tones) keeps its key."""
@@ -147,6 +157,20 @@ def test_committed_confidence_rises_with_the_margin_and_with_pitch_evidence():
     assert conf(3.0, *drums) < 0.5 < conf(3.0, *song)
     # a calibration of two numbers is the margin alone, whatever the pitch evidence
     assert conf(2.0, *drums, calibration=(1.5, 0.5)) == pytest.approx(1 / (1 + np.exp(-3.5)))
+
+
+def test_confidence_is_lower_for_a_few_seconds_than_for_a_preview():
+    """The same song heard for 6 s (two chords and a half: I-IV could be V-I a fourth up) and for 30 s: the short
+    clip's key is the less certain, and the committed calibration says so."""
+    short = perform_audio_analysis(synth.song(100, "D", "major", seconds=6, sr=SR), SR)
+    whole = perform_audio_analysis(synth.song(100, "D", "major", seconds=30, sr=SR), SR)
+    assert short.key == whole.key == "D Major"
+    assert 0.0 < short.key_confidence < whole.key_confidence <= 1.0
+    # a calibration without the length term (four numbers) gives a 6-s and a 30-s clip the same confidence
+    scores = np.zeros(24)
+    scores[2] = 3.0
+    assert confidence(scores, (1.0, 0.0, 0.5, 1.0), 0.25, 0.6, seconds=6) == confidence(
+        scores, (1.0, 0.0, 0.5, 1.0), 0.25, 0.6, seconds=30)
 
 
 def test_confidence_higher_for_a_cadence_than_for_an_ambiguous_texture():
