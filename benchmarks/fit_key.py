@@ -302,12 +302,12 @@ def summary(items: list[dict], scores: np.ndarray) -> dict:
 
 
 def fit_calibration(terms: np.ndarray, correct: np.ndarray, weights: np.ndarray) -> tuple[float, ...]:
-    """Logistic regression of correctness on the calibration terms (a, b, c, d, e), by weighted maximum likelihood
+    """Logistic regression of correctness on the calibration terms (a, b, c, d, e, f), by weighted maximum likelihood
     (an excerpt counts as much as in the profiles' fit: whole clips, what users mostly send, set the scale). Two
     pseudo-observations at margin 0 (pitch evidence at its centres), one right and one wrong, anchor the tie (two
     keys scoring the same are at best a coin toss) so a training set with few errors cannot push the confidence of
     every answer to 1."""
-    terms = np.vstack([terms, [[0.0, 1.0, 0.0, 0.0, 0.0]] * 2])
+    terms = np.vstack([terms, [[0.0, 1.0, 0.0, 0.0, 0.0, 0.0]] * 2])
     correct = np.concatenate([correct, [1.0, 0.0]])
     weights = np.concatenate([weights, [1.0, 1.0]])
     weights = weights / weights.sum()
@@ -316,7 +316,7 @@ def fit_calibration(terms: np.ndarray, correct: np.ndarray, weights: np.ndarray)
         z = terms @ p
         ll = correct * -np.logaddexp(0, -z) + (1 - correct) * -np.logaddexp(0, z)
         return -np.sum(weights * ll) + 1e-6 * p[0] * p[0]
-    res = minimize(loss, np.array([1.0, 0.0, 0.0, 0.0, 0.0]), method="L-BFGS-B")
+    res = minimize(loss, np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0]), method="L-BFGS-B")
     return tuple(float(v) for v in res.x)
 
 
@@ -340,10 +340,11 @@ def calibration_set(train: list[dict], oof: np.ndarray, labels: np.ndarray, segs
         top2 = np.sort(scores, axis=1)[:, -2:]
         return key_mod.calibration_terms(top2[:, 1] - top2[:, 0], _sustained(items),
                                          np.array([key_mod.triad_share(w) for w, _ in item_segs]),
-                                         np.array([w.shape[0] * model.segment_seconds for w, _ in item_segs]))
+                                         np.array([w.shape[0] * model.segment_seconds for w, _ in item_segs]),
+                                         np.array([key_mod.chroma_change(w) for w, _ in item_segs]))
 
     correct = (np.argmax(oof, axis=1) == labels).astype(float)
-    keyless_terms = np.zeros((0, 5))
+    keyless_terms = np.zeros((0, 6))
     if keyless:  # scores_of of no clips is not a matrix
         keyless_segs = segments(keyless, model)
         short, short_segs = excerpts(keyless, keyless_segs, model.segment_seconds)
@@ -526,14 +527,15 @@ def main(argv: list[str] | None = None) -> int:
     whole_keyless = np.array([not it.get("excerpt") for it in keyless_through], dtype=bool)
     keyless_conf = 1.0 / (1.0 + np.exp(-(keyless_terms[whole_keyless] @ np.asarray(calib))))
     report["calibration"] = {"a": calib[0], "b": calib[1], "c_sustained": calib[2], "d_triads": calib[3],
-                             "e_seconds": calib[4],
+                             "e_seconds": calib[4], "f_change": calib[5],
                              "table_oof": calibration_table(conf[:len(train)], correct[:len(train)]),
                              "table_oof_excerpts": calibration_table(conf[len(train):], correct[len(train):]),
                              "keyless_passing_gate": int(whole_keyless.sum()),
                              "keyless_median_confidence": float(np.median(keyless_conf)) if len(keyless_conf) else None}
     print(f"  confidence = sigmoid({calib[0]:.3f} * margin + {calib[1]:.3f} + {calib[2]:.3f} * ln(sustained / "
           f"{key_mod.SUSTAINED_CENTRE}) + {calib[3]:.3f} * (triads - {key_mod.TRIAD_CENTRE}) + {calib[4]:.3f} * "
-          f"ln(seconds / {key_mod.SECONDS_CENTRE:g})); out-of-fold, whole clips then excerpts:")
+          f"ln(seconds / {key_mod.SECONDS_CENTRE:g}) + {calib[5]:.3f} * (change - {key_mod.CHANGE_CENTRE})); "
+          "out-of-fold, whole clips then excerpts:")
     for row in report["calibration"]["table_oof"] + report["calibration"]["table_oof_excerpts"]:
         print(f"      {row}")
     print(f"      clips without a key through the gate: {int(whole_keyless.sum())}, median confidence "

@@ -155,6 +155,11 @@ def test_committed_confidence_rises_with_the_margin_and_with_pitch_evidence():
     assert conf(3.0, *song) > conf(1.0, *song)
     assert conf(3.0, *song) > conf(3.0, 0.08, 0.6) and conf(3.0, *song) > conf(3.0, 0.25, 0.35)
     assert conf(3.0, *drums) < 0.5 < conf(3.0, *song)
+    # chords that move from one second to the next are surer than a bar of tuned drums repeated (key.chroma_change)
+    scores = np.zeros(24)
+    scores[5] = 3.0
+    calibration = default_model().calibration
+    assert confidence(scores, calibration, *drums, 30.0, 0.2) < confidence(scores, calibration, *drums, 30.0, 0.6)
     # a calibration of two numbers is the margin alone, whatever the pitch evidence
     assert conf(2.0, *drums, calibration=(1.5, 0.5)) == pytest.approx(1 / (1 + np.exp(-3.5)))
 

@@ -32,16 +32,20 @@ relatives, 5 parallel, 3 other; trap and metal are the hardest styles (94-96 % e
 no feature here hears which came first, so a clip that short gets a lower confidence (below).
 
 Confidence: the calibrated probability that the key is exactly right, a logistic function of the score margin over
-the runner-up, of two measures of how pitched the clip is (the sustained share and the triad share, below) and of
-how long it is (up to 30 s), fitted on the out-of-fold predictions of the songs and their excerpts and on the drum
-loops that pass the no-key gate (every key they get is wrong); capped at 0.5 when neither third of the tonic is heard (bare power chords: the mode is a guess).
+the runner-up, of two measures of how pitched the clip is (the sustained share and the triad share, below), of how
+long it is (up to 30 s) and of how much its chroma moves from one second to the next (chroma_change), fitted on the
+out-of-fold predictions of the songs and their excerpts and on the drum loops that pass the no-key gate (every key
+they get is wrong); capped at 0.5 when neither third of the tonic is heard (bare power chords: the mode is a guess).
 The margin alone said 0.7-1.0 for a drum loop whose tuned kick and toms the gate let through: drums keep the same
-"chord" from bar to bar, so one key wins by far, however little that key means. Measured on the held-out clips:
-drum loops that get a key, median confidence 0.99 -> 0.50 (standard, room and jazz kits 0.04-0.18; the orchestra
-kit's tuned percussion 0.71); songs, mean confidence 0.97 -> 0.91 at 98.1 % exact (the price: funk, punk and metal,
-whose triad share is low, read 0.2-0.8 where they are mostly right). The length term (2026-12-01, twelfth session)
-lowers the confidence of short clips: out of fold, the 6- and 12-s excerpts answered at >= 0.8 are right 91 % of the
-time (mean confidence 0.95), those under 0.5 67 % (mean 0.31); whole clips at >= 0.8, 99.7 %.
+"chord" from bar to bar, so one key wins by far, however little that key means. Measured on the held-out clips: drum
+loops that get a key, median confidence 0.99 -> 0.50 (standard, room and jazz kits 0.04-0.18; the orchestra kit's
+tuned percussion 0.71); songs, mean confidence 0.97 -> 0.91 at 98.1 % exact (the price: funk, punk and metal, whose
+triad share is low, read 0.2-0.8 where they are mostly right). The length term (2026-12-01, twelfth session) lowers
+the confidence of short clips: out of fold, the 6- and 12-s excerpts answered at >= 0.8 are right 91 % of the time
+(mean confidence 0.95), those under 0.5 63 % (mean 0.31); whole clips at >= 0.8, 99.7 %. The chroma-change term
+(same day): drum loops repeat one bar, whose tuned drums keep one "chord"; on the 128 held-out drum loops the 41
+that get a key have median confidence 0.68 -> 0.62, 16 -> 11 over 0.8, the held-out songs the same (98.1 % exact,
+mean confidence 0.94-0.95).
 
 "Unknown" (no key) is kept for material without sustained pitch: silence, noise, drums alone (see has_pitch), or a
 single pitch class (a lone tone and its harmonics). Anything else with a tonal centre, e.g. distorted power chords,
@@ -118,7 +122,7 @@ class KeyModel:
     treble_profiles: np.ndarray  # (2, 12) major, minor weights of the whole-range chroma (index 0 = tonic)
     bass_profiles: np.ndarray   # (2, 12) the same for the bass chroma
     minor_bias: float           # added to every minor key's score
-    calibration: tuple[float, ...]  # (a, b, c, d, e): see confidence()
+    calibration: tuple[float, ...]  # (a, b, c, d, e, f): see confidence()
     chord_sharpness: float = 20.0    # softmax sharpness of the per-segment triad posterior (see chord_histogram)
     chord_bass_weight: float = 0.5   # weight of the bass chroma on a triad's root in its segment score
     chord_profiles: np.ndarray = field(default_factory=lambda: np.zeros((2, 24)))  # (2, 24) major, minor weights
@@ -306,31 +310,42 @@ def triad_share(whole_seg: np.ndarray) -> float:
     return float(np.median((whole_seg @ TRIADS.T).max(axis=1)))
 
 
+def chroma_change(whole_seg: np.ndarray) -> float:
+    """Median over consecutive segments of how much the segment chroma (each summing to 1) changes, as an L1
+    distance: music moves (held-out rendered songs 0.31-0.87, 10th to 90th percentile), a drum loop repeats its bar
+    (held-out loops that pass the no-key gate 0.15-0.31). CHANGE_CENTRE for a clip of one segment."""
+    if whole_seg.shape[0] < 2:
+        return CHANGE_CENTRE
+    return float(np.median(np.abs(np.diff(whole_seg, axis=0)).sum(axis=1)))
+
+
 #: Centres of the pitch-evidence terms of the confidence (typical of songs at the low end of each), and the length
 #: of clip the duration term is zero at (a preview's 30 s; longer clips count as 30 s).
-SUSTAINED_CENTRE, TRIAD_CENTRE, SECONDS_CENTRE = 0.2, 0.5, 30.0
+SUSTAINED_CENTRE, TRIAD_CENTRE, SECONDS_CENTRE, CHANGE_CENTRE = 0.2, 0.5, 30.0, 0.4
 
 
-def calibration_terms(margin, sustained_share, triads, seconds=SECONDS_CENTRE) -> np.ndarray:
-    """(..., 5) what the confidence weighs, for one clip or arrays of them (benchmarks/fit_key.py fits the weights on
+def calibration_terms(margin, sustained_share, triads, seconds=SECONDS_CENTRE, change=CHANGE_CENTRE) -> np.ndarray:
+    """(..., 6) what the confidence weighs, for one clip or arrays of them (benchmarks/fit_key.py fits the weights on
     these): the margin (best score minus the runner-up's), 1, ln(sustained share / SUSTAINED_CENTRE), triad share
-    - TRIAD_CENTRE and ln(seconds heard / SECONDS_CENTRE), at most 0: two chords of a 6-s clip say less about the
-    key than a 30-s preview's phrase, however clear each chord is."""
-    margin, sustained_share, triads, seconds = np.broadcast_arrays(
-        *(np.asarray(v, dtype=np.float64) for v in (margin, sustained_share, triads, seconds)))
+    - TRIAD_CENTRE, ln(seconds heard / SECONDS_CENTRE), at most 0 (two chords of a 6-s clip say less about the key
+    than a 30-s preview's phrase, however clear each chord is), and chroma_change - CHANGE_CENTRE (a loop whose
+    tuned drums repeat one "chord" every bar wins one key by far, however little that key means)."""
+    margin, sustained_share, triads, seconds, change = np.broadcast_arrays(
+        *(np.asarray(v, dtype=np.float64) for v in (margin, sustained_share, triads, seconds, change)))
     return np.stack([margin, np.ones_like(margin), np.log(np.maximum(sustained_share, 1e-3) / SUSTAINED_CENTRE),
-                     triads - TRIAD_CENTRE, np.log(np.clip(seconds, 1.0, SECONDS_CENTRE) / SECONDS_CENTRE)], axis=-1)
+                     triads - TRIAD_CENTRE, np.log(np.clip(seconds, 1.0, SECONDS_CENTRE) / SECONDS_CENTRE),
+                     change - CHANGE_CENTRE], axis=-1)
 
 
 def confidence(scores: np.ndarray, calibration: tuple[float, ...], sustained_share: float, triads: float,
-               seconds: float = SECONDS_CENTRE) -> float:
+               seconds: float = SECONDS_CENTRE, change: float = CHANGE_CENTRE) -> float:
     """Calibrated probability that the best-scoring key is right: sigmoid(a * margin + b + c * ln(sustained share /
-    SUSTAINED_CENTRE) + d * (triad share - TRIAD_CENTRE) + e * ln(seconds / SECONDS_CENTRE)) with calibration
-    (a, b, c, d, e) (calibration_terms). A shorter calibration leaves the missing weights at zero ((a, b) is the
-    margin alone)."""
+    SUSTAINED_CENTRE) + d * (triad share - TRIAD_CENTRE) + e * ln(seconds / SECONDS_CENTRE) + f * (chroma change -
+    CHANGE_CENTRE)) with calibration (a, b, c, d, e, f) (calibration_terms). A shorter calibration leaves the missing
+    weights at zero ((a, b) is the margin alone)."""
     top2 = np.sort(scores)[-2:]
-    weights = np.asarray((tuple(calibration) + (0.0,) * 5)[:5])
-    z = float(calibration_terms(top2[1] - top2[0], sustained_share, triads, seconds) @ weights)
+    weights = np.asarray((tuple(calibration) + (0.0,) * 6)[:6])
+    z = float(calibration_terms(top2[1] - top2[0], sustained_share, triads, seconds, change) @ weights)
     return float(1.0 / (1.0 + np.exp(-z)))
 
 
@@ -355,7 +370,7 @@ def estimate_key(S: np.ndarray, freqs: np.ndarray, *, model: KeyModel | None = N
     best = int(np.argmax(scores))
     tonic = best % 12
     conf = confidence(scores, model.calibration, pf.sustained_share, triad_share(whole_seg),
-                      whole_seg.shape[0] * model.segment_seconds)
+                      whole_seg.shape[0] * model.segment_seconds, chroma_change(whole_seg))
     if max(whole[(tonic + 3) % 12], whole[(tonic + 4) % 12]) < THIRD_SHARE * float(whole.max()):
         conf = min(conf, 0.5)  # the mode is a guess: the linear scores extrapolate on such sparse chroma
     return KeyEstimate(tonic, "major" if best < 12 else "minor", conf, shown, corr, pf.tuning)
