@@ -18,8 +18,9 @@ What it does:
    stability: do the two halves agree?). Its figures include the optimism of choosing among the candidates; the
    report lists the runners-up so the spread is visible.
 4. The confidence calibration (a logistic function of the score margin over the runner-up, of the clip's sustained
-   and triad shares, its length and how much its chroma moves, key.confidence) is fitted on the out-of-fold predictions of the chosen
-   candidate and on the clips without a key that pass the no-key gate (drums alone: any key they get is wrong).
+   and triad shares, its length and how much its chroma moves, key.confidence) is fitted on the out-of-fold
+   predictions of the chosen candidate and on the clips without a key that pass the no-key gate (drums alone: any
+   key they get is wrong).
 5. With --write-model the chosen candidate, refitted on the whole training set, is written to
    backend/analysis/models/key_model.json. The dev corpus (../shared/corpus) is only scored, never fitted on.
 """
