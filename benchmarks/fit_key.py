@@ -308,7 +308,8 @@ def fit_calibration(terms: np.ndarray, correct: np.ndarray, weights: np.ndarray)
     pseudo-observations at margin 0 (pitch evidence at its centres), one right and one wrong, anchor the tie (two
     keys scoring the same are at best a coin toss) so a training set with few errors cannot push the confidence of
     every answer to 1."""
-    terms = np.vstack([terms, [[0.0, 1.0, 0.0, 0.0, 0.0, 0.0]] * 2])
+    tie = key_mod.calibration_terms(0.0, key_mod.SUSTAINED_CENTRE, key_mod.TRIAD_CENTRE)
+    terms = np.vstack([terms, tie, tie])
     correct = np.concatenate([correct, [1.0, 0.0]])
     weights = np.concatenate([weights, [1.0, 1.0]])
     weights = weights / weights.sum()
@@ -317,7 +318,7 @@ def fit_calibration(terms: np.ndarray, correct: np.ndarray, weights: np.ndarray)
         z = terms @ p
         ll = correct * -np.logaddexp(0, -z) + (1 - correct) * -np.logaddexp(0, z)
         return -np.sum(weights * ll) + 1e-6 * p[0] * p[0]
-    res = minimize(loss, np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0]), method="L-BFGS-B")
+    res = minimize(loss, np.eye(terms.shape[1])[0], method="L-BFGS-B")  # start from the margin alone
     return tuple(float(v) for v in res.x)
 
 
@@ -339,13 +340,12 @@ def calibration_set(train: list[dict], oof: np.ndarray, labels: np.ndarray, segs
     fitted on them)."""
     def terms_of(scores: np.ndarray, items: list[dict], item_segs: list) -> np.ndarray:
         top2 = np.sort(scores, axis=1)[:, -2:]
-        return key_mod.calibration_terms(top2[:, 1] - top2[:, 0], _sustained(items),
-                                         np.array([key_mod.triad_share(w) for w, _ in item_segs]),
-                                         np.array([w.shape[0] * model.segment_seconds for w, _ in item_segs]),
-                                         np.array([key_mod.chroma_change(w) for w, _ in item_segs]))
+        evidence = np.array([key_mod.clip_evidence(w, s, model.segment_seconds)
+                             for (w, _), s in zip(item_segs, _sustained(items))]).reshape(len(items), -1)
+        return key_mod.calibration_terms(top2[:, 1] - top2[:, 0], *evidence.T)
 
     correct = (np.argmax(oof, axis=1) == labels).astype(float)
-    keyless_terms = np.zeros((0, 6))
+    keyless_terms = key_mod.calibration_terms(np.zeros(0), np.zeros(0), np.zeros(0))
     if keyless:  # scores_of of no clips is not a matrix
         keyless_segs = segments(keyless, model)
         short, short_segs = excerpts(keyless, keyless_segs, model.segment_seconds)
@@ -387,8 +387,8 @@ def halves_agreement(segs: list, model: key_mod.KeyModel) -> float:
 def pitch_gate_report(keyed: list[dict], keyless: list[dict]) -> dict:
     """How the committed "no pitch, no key" rule (key.has_pitch) treats clips with and without a key."""
     model = key_mod.default_model()
-    keyed_through = through_gate(keyed, views(keyed, model)[3])
-    keyless_through = through_gate(keyless, views(keyless, model)[3])
+    keyed_through = through_gate(keyed, segments(keyed, model))
+    keyless_through = through_gate(keyless, segments(keyless, model))
     return {"keyed": len(keyed), "keyed_answered_none": int(np.sum(~keyed_through)),
             "keyed_none_files": [it["file"] for it, ok in zip(keyed, keyed_through) if not ok],
             "keyless": len(keyless), "keyless_answered_none": int(np.sum(~keyless_through))}
@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         vk = (cand.model.compression, cand.model.partial_decay, cand.model.n_partials, cand.model.bass_below)
         if vk not in view_cache:
             # the chroma settings also decide which clips pass the no-key gate (key.has_pitch reads their views)
-            gated = through_gate(keyless, views(keyless, cand.model)[3])
+            gated = through_gate(keyless, segments(keyless, cand.model))
             segs = segments(train, cand.model)
             # the excerpts depend on the clips' segment counts, which the chroma settings do not change
             short, short_segs = excerpts(train, segs, cand.model.segment_seconds)

@@ -17,7 +17,7 @@ benchmarks/trainset/README.md "Training set v2"; `nice .venv/bin/python benchmar
 
 | decision | grouped CV by song (exact / MIREX) | leave one style out | 6-s / 12-s excerpts (exact) |
 |---|---|---|---|
-| this model (transcription, chroma + bass + triads, fitted with the excerpts) | 99.2 % / 99.4 % | 99.1 % | 77.9 % / 92.8 % |
+| this model (transcription; chroma, bass, triads; fitted with excerpts) | 99.2 % / 99.4 % | 99.1 % | 77.9 % / 92.8 % |
 | the same fitted on the whole clips only (the previous model) | 99.1 % / 99.3 % | 99.1 % | 73.9 % / 91.8 % |
 | the same chroma views without the triads, fitted (2026-12-01, tenth session) | 97.6 % / 98.4 % | 97.3 % | |
 | best published profile (Temperley + bass view, plain folded chroma) | 88.4 % / 91.9 % | (not fitted) | |
@@ -324,6 +324,12 @@ def chroma_change(whole_seg: np.ndarray) -> float:
 SUSTAINED_CENTRE, TRIAD_CENTRE, SECONDS_CENTRE, CHANGE_CENTRE = 0.2, 0.5, 30.0, 0.4
 
 
+def clip_evidence(whole_seg: np.ndarray, sustained_share: float, segment_seconds: float) -> tuple[float, ...]:
+    """What the confidence weighs besides the score margin, in calibration_terms' order: the sustained share, the
+    triad share, the seconds heard (segments that sound) and the chroma change of a clip's segment chroma."""
+    return (sustained_share, triad_share(whole_seg), whole_seg.shape[0] * segment_seconds, chroma_change(whole_seg))
+
+
 def calibration_terms(margin, sustained_share, triads, seconds=SECONDS_CENTRE, change=CHANGE_CENTRE) -> np.ndarray:
     """(..., 6) what the confidence weighs, for one clip or arrays of them (benchmarks/fit_key.py fits the weights on
     these): the margin (best score minus the runner-up's), 1, ln(sustained share / SUSTAINED_CENTRE), triad share
@@ -369,8 +375,7 @@ def estimate_key(S: np.ndarray, freqs: np.ndarray, *, model: KeyModel | None = N
     scores = key_scores(whole, bass, chord_histogram(whole_seg, bass_seg, model), model)
     best = int(np.argmax(scores))
     tonic = best % 12
-    conf = confidence(scores, model.calibration, pf.sustained_share, triad_share(whole_seg),
-                      whole_seg.shape[0] * model.segment_seconds, chroma_change(whole_seg))
+    conf = confidence(scores, model.calibration, *clip_evidence(whole_seg, pf.sustained_share, model.segment_seconds))
     if max(whole[(tonic + 3) % 12], whole[(tonic + 4) % 12]) < THIRD_SHARE * float(whole.max()):
         conf = min(conf, 0.5)  # the mode is a guess: the linear scores extrapolate on such sparse chroma
     return KeyEstimate(tonic, "major" if best < 12 else "minor", conf, shown, corr, pf.tuning)
