@@ -419,7 +419,7 @@ def _fmt(s: dict) -> str:
             f"parallel {c['parallel']}, other {c['other']}, none {c['none']})")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trainset", type=Path, default=DEFAULT_TRAINSET_DIR)
     ap.add_argument("--corpus", type=Path, default=REPO_ROOT.parent / "shared" / "corpus",
@@ -434,8 +434,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--excerpt-weight", type=float, default=EXCERPT_WEIGHT,
                     help=f"weight of each excerpt in the fit (default {EXCERPT_WEIGHT:g}; 0 fits the whole clips only, "
                     "as before 2026-12-01's twelfth session: the excerpts are still scored and calibrated on)")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def load_sets(args: argparse.Namespace) -> tuple[list[dict], list[dict], list[dict]]:
+    """(keyed training clips, training clips without a key, keyed dev-corpus clips), features loaded."""
     entries = load_manifest(args.trainset)
     if args.limit:
         entries = entries[:args.limit]
@@ -447,20 +450,24 @@ def main(argv: list[str] | None = None) -> int:
             t["path"] = str(args.corpus / t["file"])
         dev = load_set(truth, args.cache, "dev corpus")
     keyless = [it for it in train if it["ref"] is None]
-    train = [it for it in train if it["ref"] is not None]
-    dev = [it for it in dev if it["ref"] is not None]
-    gate = pitch_gate_report(train, keyless)
-    print(f"no-key gate: {gate['keyed_answered_none']} of {gate['keyed']} clips with a key answered none; "
-          f"{gate['keyless_answered_none']} of {gate['keyless']} clips without a key (drums alone) answered none")
-    print(f"training set: {len(train)} clips, {len({it['song'] for it in train})} songs, "
-          f"{len({it['style'] for it in train})} styles; dev corpus: {len(dev)} clips (validation only)")
+    return [it for it in train if it["ref"] is not None], keyless, [it for it in dev if it["ref"] is not None]
 
+
+def _views_key(model: key_mod.KeyModel) -> tuple:
+    """The chroma settings a candidate's views depend on (candidates sharing them share the views)."""
+    return model.compression, model.partial_decay, model.n_partials, model.bass_below
+
+
+def search(args: argparse.Namespace, train: list[dict], keyless: list[dict]) -> tuple[list[tuple], dict, list[dict]]:
+    """Score every candidate of the grid (restricted by --only) at every L2 by both groupings; returns the results
+    best first (mean exact, mean MIREX, candidate, L2, drum-only clips answered "none"), the views per chroma
+    setting and the excerpts of the training clips."""
     results = []
     view_cache: dict = {}
     short: list[dict] = []
     grid = [c for c in candidates() if not args.only or c.name in args.only]
     for cand in grid:
-        vk = (cand.model.compression, cand.model.partial_decay, cand.model.n_partials, cand.model.bass_below)
+        vk = _views_key(cand.model)
         if vk not in view_cache:
             # the chroma settings also decide which clips pass the no-key gate (key.has_pitch reads their views)
             gated = through_gate(keyless, segments(keyless, cand.model))
@@ -487,43 +494,49 @@ def main(argv: list[str] | None = None) -> int:
                   + (f"excerpts exact {e['exact']:6.1%} | " if e else "")
                   + f"drums alone answered none {keyless_none}/{len(keyless)}")
     results.sort(key=lambda r: (r[0], r[1]), reverse=True)
-    _, _, best, l2, _ = results[0]
-    report_top = [{"candidate": c.name, "l2": lam, "mean_exact": e, "mean_mirex": m, "keyless_answered_none": none}
-                  for e, m, c, lam, none in results[:10]]
-    vk = (best.model.compression, best.model.partial_decay, best.model.n_partials, best.model.bass_below)
-    zw, zb, zc, segs = view_cache[vk][0]
-    fit_items = train + short
-    labels = np.asarray([key_label(it["ref"]) for it in fit_items])
-    print(f"\nchosen: {best.name} (l2={l2:g})")
-    report: dict = {"candidate": best.name, "l2": l2, "clips": len(train), "no_key_gate": gate, "top": report_top}
-    print("  top candidates (mean of song- and style-CV exact; drums alone answered none): " + "; ".join(
-        f"{r['candidate']} l2={r['l2']:g} {r['mean_exact']:.1%} ({r['keyless_answered_none']}/{len(keyless)})"
-        for r in report_top[:5]))
+    return results, view_cache, short
+
+
+def report_chosen_cv(report: dict, train: list[dict], fit_items: list[dict], best: Candidate, views: tuple,
+                     l2: float, excerpt_weight: float, with_excerpts: bool) -> np.ndarray:
+    """Cross-validate the chosen candidate by song and by style into `report` (per style, format and excerpt
+    length) and print it; returns the song folds' out-of-fold scores, which the calibration is fitted on."""
+    zw, zb, zc = views
     oof = None
     for by in ("song", "style"):
-        sc = cross_validate(fit_items, best, zw, zb, zc, by, l2, args.excerpt_weight)
+        sc = cross_validate(fit_items, best, zw, zb, zc, by, l2, excerpt_weight)
         s = summary(train, sc[:len(train)])
         report[f"cv_{by}"] = s
         print(f"  grouped CV by {by:5s}: {_fmt(s)}")
         for field in ("style", "format") if by == "song" else ("style",):
             for g, v in s[f"by_{field}"].items():
                 print(f"      {field} {g:18s} n={v['n']:4d}  exact {v['exact']:6.1%}  MIREX {v['mirex']:6.1%}")
-        for seconds in EXCERPT_SECONDS if short else ():
+        for seconds in EXCERPT_SECONDS if with_excerpts else ():
             idx = [i for i, it in enumerate(fit_items) if it.get("excerpt") == seconds]
             ex = summary([fit_items[i] for i in idx], sc[idx])
             report[f"cv_{by}_excerpts_{seconds}s"] = ex
             print(f"      {seconds}-s excerpts: {_fmt(ex)}")
         if by == "song":
             oof = sc
+    return oof
+
+
+def calibrated_final(report: dict, train: list[dict], fit_items: list[dict], keyless: list[dict], best: Candidate,
+                     views: tuple, segs: list, l2: float, excerpt_weight: float,
+                     oof: np.ndarray) -> key_mod.KeyModel:
+    """The chosen candidate fitted on every clip, its confidence calibrated on the out-of-fold answers and the
+    drum-only clips through the gate (figures into `report`, printed)."""
+    zw, zb, zc = views
+    labels = np.asarray([key_label(it["ref"]) for it in fit_items])
     if best.rule.startswith("fitted"):
         zc_used = zc if best.rule == "fitted" else np.zeros_like(zc)
         final = fitted_model(best.model, fit_profiles(zw, zb, zc_used, labels, l2,
-                                                      fit_weights(fit_items, args.excerpt_weight)))
+                                                      fit_weights(fit_items, excerpt_weight)))
     else:
         final = published(best.model, best.rule, best.bass_weight)
     terms, correct, keyless_through, keyless_terms = calibration_set(fit_items, oof, labels, segs, keyless, final)
     calib = fit_calibration(np.vstack([terms, keyless_terms]), np.concatenate([correct, np.zeros(len(keyless_terms))]),
-                            fit_weights(fit_items + keyless_through, args.excerpt_weight))
+                            fit_weights(fit_items + keyless_through, excerpt_weight))
     conf = 1.0 / (1.0 + np.exp(-(terms @ np.asarray(calib))))
     whole_keyless = np.array([not it.get("excerpt") for it in keyless_through], dtype=bool)
     keyless_conf = 1.0 / (1.0 + np.exp(-(keyless_terms[whole_keyless] @ np.asarray(calib))))
@@ -541,16 +554,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"      {row}")
     print(f"      clips without a key through the gate: {int(whole_keyless.sum())}, median confidence "
           f"{report['calibration']['keyless_median_confidence']}")
-    final = replace(final, calibration=calib)
-    report["halves_agreement_train"] = halves_agreement(segs[:len(train)], final)
-    print(f"  label-free: the two halves of a training clip agree on {report['halves_agreement_train']:.1%}")
-    if dev:
-        dzw, dzb, dzc, dsegs = views(dev, final)
-        ds = summary(dev, scores_of(dzw, dzb, dzc, final))
-        report["dev_corpus"] = ds
-        report["halves_agreement_dev"] = halves_agreement(dsegs, final)
-        print(f"  dev corpus (validation, never fitted): {_fmt(ds)}; halves agree "
-              f"{report['halves_agreement_dev']:.1%}")
+    return replace(final, calibration=calib)
+
+
+def write_outputs(args: argparse.Namespace, report: dict, final: key_mod.KeyModel, best: Candidate, l2: float,
+                  clips: int) -> None:
+    """--cv-json (the chosen candidate's figures, for accuracy.py) and --write-model (the committed model)."""
     if args.cv_json:
         cv = report["cv_song"]
         args.cv_json.write_text(json.dumps({"key": {"exact": cv["exact"], "mirex": cv["mirex"],
@@ -561,14 +570,48 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_model:
         key_mod.MODEL_PATH.write_text(json.dumps({
             "model": final.to_dict(),
-            "provenance": {"candidate": best.name, "l2": l2, "training_clips": len(train),
+            "provenance": {"candidate": best.name, "l2": l2, "training_clips": clips,
                            "excerpts_seconds": list(EXCERPT_SECONDS), "excerpt_weight": args.excerpt_weight,
                            "cv_song": {k: report["cv_song"][k] for k in ("exact", "mirex")},
                            "cv_style": {k: report["cv_style"][k] for k in ("exact", "mirex")},
                            "written_by": "benchmarks/fit_key.py --write-model"}}, indent=1) + "\n")
         print(f"  wrote {key_mod.MODEL_PATH}")
-    return 0
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    train, keyless, dev = load_sets(args)
+    gate = pitch_gate_report(train, keyless)
+    print(f"no-key gate: {gate['keyed_answered_none']} of {gate['keyed']} clips with a key answered none; "
+          f"{gate['keyless_answered_none']} of {gate['keyless']} clips without a key (drums alone) answered none")
+    print(f"training set: {len(train)} clips, {len({it['song'] for it in train})} songs, "
+          f"{len({it['style'] for it in train})} styles; dev corpus: {len(dev)} clips (validation only)")
+
+    results, view_cache, short = search(args, train, keyless)
+    _, _, best, l2, _ = results[0]
+    report_top = [{"candidate": c.name, "l2": lam, "mean_exact": e, "mean_mirex": m, "keyless_answered_none": none}
+                  for e, m, c, lam, none in results[:10]]
+    zw, zb, zc, segs = view_cache[_views_key(best.model)][0]
+    fit_items = train + short
+    print(f"\nchosen: {best.name} (l2={l2:g})")
+    report: dict = {"candidate": best.name, "l2": l2, "clips": len(train), "no_key_gate": gate, "top": report_top}
+    print("  top candidates (mean of song- and style-CV exact; drums alone answered none): " + "; ".join(
+        f"{r['candidate']} l2={r['l2']:g} {r['mean_exact']:.1%} ({r['keyless_answered_none']}/{len(keyless)})"
+        for r in report_top[:5]))
+    oof = report_chosen_cv(report, train, fit_items, best, (zw, zb, zc), l2, args.excerpt_weight, bool(short))
+    final = calibrated_final(report, train, fit_items, keyless, best, (zw, zb, zc), segs, l2, args.excerpt_weight,
+                             oof)
+    report["halves_agreement_train"] = halves_agreement(segs[:len(train)], final)
+    print(f"  label-free: the two halves of a training clip agree on {report['halves_agreement_train']:.1%}")
+    if dev:
+        dzw, dzb, dzc, dsegs = views(dev, final)
+        ds = summary(dev, scores_of(dzw, dzb, dzc, final))
+        report["dev_corpus"] = ds
+        report["halves_agreement_dev"] = halves_agreement(dsegs, final)
+        print(f"  dev corpus (validation, never fitted): {_fmt(ds)}; halves agree "
+              f"{report['halves_agreement_dev']:.1%}")
+    write_outputs(args, report, final, best, l2, len(train))
+    return 0
 
 if __name__ == "__main__":
     raise SystemExit(main())
