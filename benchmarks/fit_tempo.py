@@ -1,11 +1,12 @@
 """Fit the tempo level model (backend/analysis/models/tempo_level.json) and report grouped cross-validation.
 
-    nice python benchmarks/fit_tempo.py [--trainset DIR] [--synth-loops N] [--write] [--cv-json FILE]
+    nice python benchmarks/fit_tempo.py [--trainset DIR ...] [--synth-loops N] [--write] [--cv-json FILE]
                                          [--dev DIR] [--before REF] [--seeds 0,1,2] [--without PREFIX,...]
 
 Training material:
-- the rendered training set (benchmarks/crossval.py: manifest.json with song and style per clip), every clip also
-  as two shorter excerpts (6 s and 12 s, same song group) so the model learns what short input looks like;
+- the rendered training set, one or more directories (benchmarks/crossval.py: manifest.json with song and style
+  per clip), every clip also as two shorter excerpts (6 s and 12 s, same song group) so the model learns what
+  short input looks like;
 - `--synth-loops N` synthesized drum loops (tests/synth.drum_loop with random patterns, rests, swing, human
   timing, 4..30 s; those long enough also as excerpts, like the rendered clips), annotated at the tempo whose
   beats 2 and 4 carry the snare (dembow and four-on-the-floor at their kick): the real drum loops the rendered set
@@ -73,7 +74,8 @@ HIDDEN = 10
 #: the half-time groove at 0.60, 0.58, 0.57 and the 90 BPM rock pattern at 0.57, 0.72, 0.68, and one of the three
 #: read the dev corpus's second drum'n'bass clip at the half; with 16 units or L2 0.003 some groups of three missed
 #: the groove or the rock pattern. Averages of nine (0-8, 9-17) agreed with each other on every synthesized case
-#: (groove 0.58 and 0.56) and on the dev corpus, so nine are averaged: 90 units, 3,438 numbers.
+#: (groove 0.58 and 0.56) and on the dev corpus, so nine are averaged: 90 units (4,833 numbers over the 50 cues of
+#: the thirteenth session).
 SEEDS = tuple(range(9))
 
 
@@ -405,23 +407,27 @@ def annotation(entry: dict) -> tuple[float, list[float]]:
     return float(entry["bpm"]), [float(a) for a in entry.get("alt_bpm") or []]
 
 
-def trainset_samples(root: Path) -> list[Sample]:
-    entries = crossval.load_manifest(root)
+def trainset_samples(roots: list[Path]) -> list[Sample]:
+    """Samples of every clip with a tempo in the training directories; with more than one, each song is named
+    after its directory too (two generator runs number their songs alike)."""
     out = []
     t0 = time.time()
-    for k, e in enumerate(entries):
-        if not e.get("bpm"):
-            continue
-        try:
-            env = cached_bands(e["path"])
-        except Exception as exc:  # an unreadable clip is reported and skipped, not fatal for the fit
-            print(f"  skip {e['file']}: {exc}", file=sys.stderr)
-            continue
-        bpm, alts = annotation(e)
-        out += samples_of_clip(env, name=e["file"], song=str(e["song"]), style=str(e["style"]),
-                               bpm=bpm, alts=alts)
-        if k % 100 == 99:
-            print(f"  {k + 1}/{len(entries)} clips ({time.time() - t0:.0f} s)", file=sys.stderr)
+    for root in roots:
+        entries = crossval.load_manifest(root)
+        prefix = f"{root.name}/" if len(roots) > 1 else ""
+        for k, e in enumerate(entries):
+            if not e.get("bpm"):
+                continue
+            try:
+                env = cached_bands(e["path"])
+            except Exception as exc:  # an unreadable clip is reported and skipped, not fatal for the fit
+                print(f"  skip {e['file']}: {exc}", file=sys.stderr)
+                continue
+            bpm, alts = annotation(e)
+            out += samples_of_clip(env, name=prefix + e["file"], song=prefix + str(e["song"]),
+                                   style=str(e["style"]), bpm=bpm, alts=alts)
+            if k % 100 == 99:
+                print(f"  {root.name}: {k + 1}/{len(entries)} clips ({time.time() - t0:.0f} s)", file=sys.stderr)
     return out
 
 
@@ -466,13 +472,13 @@ def before_module(ref: str):
     return mod
 
 
-def score_before(mod, root: Path | None, corpus: Path | None) -> dict:
+def score_before(mod, roots: list[Path], corpus: Path | None) -> dict:
     """Accuracy of an older estimator on the same full clips (training set and dev corpus)."""
     out = {}
     sets = []
-    if root is not None:
-        sets.append(("trainset", [(e["path"], e["style"], *annotation(e)) for e in crossval.load_manifest(root)
-                                  if e.get("bpm")]))
+    if roots:
+        sets.append(("trainset", [(e["path"], e["style"], *annotation(e)) for root in roots
+                                  for e in crossval.load_manifest(root) if e.get("bpm")]))
     if corpus is not None:
         truth = json.loads((corpus / "truth.json").read_text())
         sets.append(("dev", [(str(corpus / e["file"]), e["style"], float(e["bpm"]), [float(a) for a in e["alt_bpm"]])
@@ -512,7 +518,8 @@ def _default_dev() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--trainset", type=Path, default=crossval.DEFAULT_TRAINSET_DIR)
+    ap.add_argument("--trainset", type=Path, nargs="+", default=[crossval.DEFAULT_TRAINSET_DIR],
+                    help="training set directories (generator output), fitted on together")
     ap.add_argument("--no-trainset", action="store_true", help="fit on the synthesized loops alone")
     ap.add_argument("--synth-loops", type=int, default=150, help="synthesized sparse drum loops to add (default 150)")
     ap.add_argument("--synth-noise", type=int, default=150,
@@ -540,9 +547,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.time()
     samples: list[Sample] = []
-    root = None if args.no_trainset else args.trainset
-    if root is not None:
-        samples += trainset_samples(root)
+    roots = [] if args.no_trainset else args.trainset
+    samples += trainset_samples(roots)
     samples += synth_samples(args.synth_loops)
     samples += synth_noise_samples(args.synth_noise)
     if dropped:
@@ -579,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    {name:20s} w={weight:+.3f}  (mean {m:+.3f}, scale {sc:.3f})")
 
     if args.before:
-        b = score_before(before_module(args.before), root, args.dev if (args.dev / "truth.json").is_file() else None)
+        b = score_before(before_module(args.before), roots, args.dev if (args.dev / "truth.json").is_file() else None)
         for name, s in b.items():
             print_summary(f"BEFORE ({args.before}) on {name}", s)
 
