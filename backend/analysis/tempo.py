@@ -25,13 +25,7 @@ Pipeline (all on the shared front end's onset bands, 86 frames/s):
    many there are per beat, counted in proportion to how pitched the clip is (drums alone have no chords to
    follow; the clip's level is not a cue of its own: as one, it made drum-only decisions depend on the random
    start). Onsets alone cannot tell a slow piece with running eighths from a fast one; its chords change on its
-   beats and bars, not on every eighth. Drumless music also says where its beat is through its layers: the bass
-   band and the mid band (chords, melody) each get their own ACF at half and twice the period and their own
-   pulse profile (the band's envelope on the beat grid, half a beat off and a quarter off: a bass that lands
-   on the beats leaves the half-beat empty, broken chords fill it), and the strong onsets per beat (a bass note
-   or a chord entry, not every note of a figuration) count beside all onsets; with these 15 cues the song
-   folds of training set v2 rose from 97.2 to 97.8 % (three starts; benchmarks/ANALYSIS_RESULTS.md, thirteenth
-   session). The hidden units let cues combine (a linear score cannot say "fast
+   beats and bars, not on every eighth. The hidden units let cues combine (a linear score cannot say "fast
    and drumless and dense figuration means the eighths, not the beat"); on the 336-song training set they lifted
    leave-one-style-out Acc1 from 73 to 82 %, and the harmonic-change cues lifted the 592-clip set's song folds
    from 95.4 to 96.8 % and its held-out styles from 72.3 to 76.2 % (means of three random starts;
@@ -79,13 +73,6 @@ _DFT_COMB = (1.0, 2.0, 3.0, 4.0)
 #: Mean harmonic change (frontend.harmonic_change) from which chord-change cues count in full: rendered music with
 #: chords sits at 0.0015-0.015, synthesized drum loops alone at 0.00004-0.001.
 HARMONIC_TRUSTED_LEVEL = 0.002
-
-#: Standard deviations above the local mean an onset must reach to count as strong: a ballad's bass notes and
-#: chord entries, not every note of its broken chords.
-STRONG_ONSET_SPREAD = 1.5
-
-#: Bands whose own pulse profile is a cue: the kick and bass band, the mid band (chords and melody).
-_PROFILE_BANDS = (0, 2)
 
 #: Centre of the log2-tempo features (the prior's learned centre is relative to it).
 PRIOR_REF_BPM = 120.0
@@ -150,13 +137,11 @@ class Periodicity:
     salience: np.ndarray   # max(acf, 0) * dft at each grid tempo
     comb: np.ndarray       # harmonic-summed version: max(ACF comb, 0) * DFT comb
     onset_rate: float      # onsets per second
-    strong_rate: float     # strong onsets per second (STRONG_ONSET_SPREAD): a bass note or chord, not every note
     band_rates: np.ndarray  # (bands,) onsets per second in each band (kick .. hi-hat)
     peakiness: float       # mean of the top 5% of the normalised envelopes: ~2 legato .. 5+ struck and sparse
     high_share: float      # share of the spectral flux above 3 kHz: cymbals and hats make it high
     frame_rate: float
     envelope: np.ndarray   # mean of the active bands' normalised envelopes (for pulse trains)
-    band_envelopes: np.ndarray  # (bands, frames) each band's normalised envelope (zeros for a silent band)
     backbeat: np.ndarray   # (lags,) kick-to-snare cross-correlation (see _backbeat)
     harmonic_acf: np.ndarray  # (lags,) jitter-tolerant ACF of the harmonic-change envelope, times the trust
     harmonic_env: np.ndarray  # normalised harmonic-change envelope (chord and bass-note changes), times the trust
@@ -167,23 +152,17 @@ class Periodicity:
         """(on, off): the mean envelope on a beat grid of `bpm` at its best phase, and on the grid shifted by half
         a beat (the off-beats). A sparse loop still lines its hits up with the true grid (Percival & Tzanetakis'
         pulse-train evaluation); a level twice too fast leaves its off-beats empty."""
-        on, off = self.pulse_profile(bpm, (0.0, 0.5), env)
-        return float(on), float(off)
-
-    def pulse_profile(self, bpm: float, fractions: tuple[float, ...],
-                      env: np.ndarray | None = None) -> np.ndarray:
-        """The mean envelope on a beat grid of `bpm` at its best phase, shifted by each of `fractions` of a beat
-        (0 is the grid itself); zeros when the clip holds fewer than two beats."""
         env = self.envelope if env is None else env
         period = 60.0 * self.frame_rate / bpm
         count = int((env.size - period) / period)
         if count < 2:
-            return np.zeros(len(fractions))
+            return 0.0, 0.0
         phases = np.arange(int(np.ceil(period)))
         idx = np.rint(phases[:, None] + np.arange(count)[None, :] * period).astype(np.int64)
         scores = env[idx].mean(axis=1)
         best = int(np.argmax(scores))
-        return np.array([scores[int(round(best + f * period)) % phases.size] for f in fractions])
+        off = int(round(best + period / 2.0)) % phases.size
+        return float(scores[best]), float(scores[off])
 
     def acf_at(self, bpm: float | np.ndarray, k: float = 1.0, band: int | None = None) -> np.ndarray:
         """ACF at k beat periods of `bpm` (mean of the bands, or one band)."""
@@ -235,11 +214,10 @@ def periodicity(onset_bands: np.ndarray, onset: np.ndarray, frame_rate: float,
     h_acf = trust * maximum_filter1d(autocorrelation(h_env, max_lag), size=3)
     per = Periodicity(acfs=acfs, acf=raw[active].mean(axis=0), dfts=dfts, dft_bpm=dft_bpm, active=active,
                       acf_grid=np.zeros(0), dft_grid=np.zeros(0), salience=np.zeros(0), comb=np.zeros(0),
-                      onset_rate=onset_rate(onset, frame_rate),
-                      strong_rate=onset_rate(onset, frame_rate, STRONG_ONSET_SPREAD), peakiness=peak,
+                      onset_rate=onset_rate(onset, frame_rate), peakiness=peak,
                       band_rates=np.array([onset_rate(b, frame_rate) for b in onset_bands]),
                       high_share=float(flux[-1] / max(flux.sum(), 1e-12)), frame_rate=frame_rate,
-                      envelope=envs[active].mean(axis=0), band_envelopes=envs, backbeat=_backbeat(envs, max_lag),
+                      envelope=envs[active].mean(axis=0), backbeat=_backbeat(envs, max_lag),
                       harmonic_acf=h_acf, harmonic_env=trust * h_env,
                       harmonic_rate=onset_rate(harmonic, frame_rate) if h_env.any() else 0.0,
                       harmonic_trust=trust)
@@ -265,15 +243,14 @@ def _backbeat(envs: np.ndarray, max_lag: int) -> np.ndarray:
     return maximum_filter1d(out, size=3)
 
 
-def onset_rate(onset: np.ndarray, frame_rate: float, spread: float = 0.5) -> float:
-    """Onsets per second: local maxima above a 1 s moving average plus `spread` standard deviations, >= 50 ms
-    apart."""
+def onset_rate(onset: np.ndarray, frame_rate: float) -> float:
+    """Onsets per second: local maxima above a 1 s moving average plus half a standard deviation, >= 50 ms apart."""
     n = onset.size
     if n < 3:
         return 0.0
     e = onset.astype(np.float64)
     w = max(3, int(round(frame_rate)))
-    threshold = np.convolve(e, np.ones(w) / w, mode="same") + spread * e.std()
+    threshold = np.convolve(e, np.ones(w) / w, mode="same") + 0.5 * e.std()
     peaks = np.flatnonzero((e[1:-1] > e[:-2]) & (e[1:-1] >= e[2:]) & (e[1:-1] > threshold[1:-1])) + 1
     min_gap = int(0.05 * frame_rate)
     count, last = 0, -min_gap - 1
@@ -329,13 +306,6 @@ FEATURES = (
     "hats_per_beat", "hats_per_beat_sq",                   # onsets per beat in the hi-hat band (log2), squared
     "harm_acf", "harm_acf_2", "harm_acf_4", "harm_acf_half",  # chord changes recurring at 1, 2, 4, 1/2 beats
     "harm_off_ratio", "harm_per_beat",                     # changes off the beat grid vs on it; changes per beat
-    "acf_low_half", "acf_low_double",                      # the kick/bass band at half and twice the period,
-    "acf_lowmid_half", "acf_lowmid_double",                # the low-mid band,
-    "acf_mid_half", "acf_mid_double",                      # the mid band (chords, melody)
-    "harm_acf_3",                                          # chord changes recurring at 3 beats
-    "low_pulse_on", "low_pulse_off_ratio", "low_pulse_quarter_ratio",  # kick/bass band on its own beat grid: on
-    "mid_pulse_on", "mid_pulse_off_ratio", "mid_pulse_quarter_ratio",  # the beat, half and quarter off; mid band
-    "strong_per_beat", "strong_per_beat_sq",               # strong onsets per beat (log2), squared
 )
 
 
@@ -389,15 +359,6 @@ def level_features(per: Periodicity, bpms: list[float] | np.ndarray) -> np.ndarr
     cols += [_at(per.harmonic_acf, k * lag) for k in (1.0, 2.0, 4.0, 0.5)]
     cols += [np.clip(h_pulses[:, 1] / np.maximum(h_pulses[:, 0], 0.05), -1.0, 2.0),
              per.harmonic_trust * np.log2(max(per.harmonic_rate, 0.1) * 60.0 / t)]
-    cols += [per.acf_at(t, k, b) for b in (0, 1, 2) for k in (0.5, 2.0)]
-    cols.append(_at(per.harmonic_acf, 3.0 * lag))
-    for b in _PROFILE_BANDS:
-        prof = np.array([per.pulse_profile(x, (0.0, 0.25, 0.5, 0.75), per.band_envelopes[b]) for x in t])
-        on = np.maximum(prof[:, 0], 0.05)
-        cols += [prof[:, 0], np.clip(prof[:, 2] / on, -1.0, 2.0),
-                 np.clip(0.5 * (prof[:, 1] + prof[:, 3]) / on, -1.0, 2.0)]
-    spb = np.log2(max(per.strong_rate, 0.1) * 60.0 / t)
-    cols += [spb, spb ** 2]
     return np.stack(cols, axis=1)
 
 
