@@ -74,8 +74,7 @@ HIDDEN = 10
 #: the half-time groove at 0.60, 0.58, 0.57 and the 90 BPM rock pattern at 0.57, 0.72, 0.68, and one of the three
 #: read the dev corpus's second drum'n'bass clip at the half; with 16 units or L2 0.003 some groups of three missed
 #: the groove or the rock pattern. Averages of nine (0-8, 9-17) agreed with each other on every synthesized case
-#: (groove 0.58 and 0.56) and on the dev corpus, so nine are averaged: 90 units (4,833 numbers over the 50 cues of
-#: the thirteenth session).
+#: (groove 0.58 and 0.56) and on the dev corpus, so nine are averaged: 90 units, 3,438 numbers.
 SEEDS = tuple(range(9))
 
 
