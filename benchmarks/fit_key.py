@@ -497,11 +497,11 @@ def search(args: argparse.Namespace, train: list[dict], keyless: list[dict]) -> 
     return results, view_cache, short
 
 
-def report_chosen_cv(report: dict, train: list[dict], fit_items: list[dict], best: Candidate, views: tuple,
+def report_chosen_cv(report: dict, train: list[dict], fit_items: list[dict], best: Candidate, clip_views: tuple,
                      l2: float, excerpt_weight: float, with_excerpts: bool) -> np.ndarray:
     """Cross-validate the chosen candidate by song and by style into `report` (per style, format and excerpt
     length) and print it; returns the song folds' out-of-fold scores, which the calibration is fitted on."""
-    zw, zb, zc = views
+    zw, zb, zc = clip_views
     oof = None
     for by in ("song", "style"):
         sc = cross_validate(fit_items, best, zw, zb, zc, by, l2, excerpt_weight)
@@ -522,11 +522,11 @@ def report_chosen_cv(report: dict, train: list[dict], fit_items: list[dict], bes
 
 
 def calibrated_final(report: dict, train: list[dict], fit_items: list[dict], keyless: list[dict], best: Candidate,
-                     views: tuple, segs: list, l2: float, excerpt_weight: float,
+                     clip_views: tuple, segs: list, l2: float, excerpt_weight: float,
                      oof: np.ndarray) -> key_mod.KeyModel:
     """The chosen candidate fitted on every clip, its confidence calibrated on the out-of-fold answers and the
     drum-only clips through the gate (figures into `report`, printed)."""
-    zw, zb, zc = views
+    zw, zb, zc = clip_views
     labels = np.asarray([key_label(it["ref"]) for it in fit_items])
     if best.rule.startswith("fitted"):
         zc_used = zc if best.rule == "fitted" else np.zeros_like(zc)
