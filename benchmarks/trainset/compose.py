@@ -18,8 +18,9 @@ import mido
 import numpy as np
 
 from benchmarks.trainset import drums as drumkit
-from benchmarks.trainset.theory import (KEY_PROFILES, LOOPS, PHRASES, Chord, best_key, key_name, local_scale,
-                                        pitch_class_histogram, realise, voice_lead)
+from benchmarks.trainset.theory import (KEY_PROFILES, LOOPS, MODAL_LOOPS, MODE_OF_SCALE, PHRASES, Chord, best_key,
+                                        key_name, local_scale, modal_profiles, pitch_class_histogram, realise,
+                                        voice_lead)
 
 DRUM_CHANNEL = 9
 #: Triads a seventh-chord style (bossa, jazz) plays as sevenths.
@@ -63,6 +64,13 @@ class Song:
     notes: list[Note] = field(default_factory=list)
     sub_bass: list[Note] = field(default_factory=list)  # 808 notes, synthesised by the renderer, not FluidSynth
     texture: str | None = None  # the accompaniment played, for styles with a choice (TEXTURES)
+    modal_scale: str | None = None  # "mixolydian" / "dorian" for a song in a mode (its key names its tonic and
+    #                                 third: MODE_OF_SCALE), None for the major or minor scale
+
+    @property
+    def scale(self) -> str | None:
+        """The scale the melody and bass draw from (a key of theory.SCALES)."""
+        return self.modal_scale or self.mode
 
     @property
     def key(self) -> str | None:
@@ -109,8 +117,8 @@ class Composer:
         self._fill(names, cadences, beats_per_chord)
 
     def plan_loop(self, beats_per_chord: float) -> None:
-        """A groove's four-chord loop, repeated."""
-        options = LOOPS[self.song.mode]
+        """A groove's four-chord loop, repeated (one of its mode's for a modal song)."""
+        options = MODAL_LOOPS[self.song.modal_scale] if self.song.modal_scale else LOOPS[self.song.mode]
         loop = options[int(self.rng.integers(len(options)))]
         n = int(np.ceil(self.n_beats / beats_per_chord))
         self._fill([loop[i % 4] for i in range(n)], [None] * n, beats_per_chord)
@@ -201,7 +209,7 @@ class Composer:
             root = low + 5 + (slot.chord.root - low - 5) % 12
             target = low + 5 + (nxt - low - 5) % 12
             beats = int(slot.dur)
-            scale = local_scale(s.tonic, s.mode, slot.chord)
+            scale = local_scale(s.tonic, s.scale, slot.chord)
             pitch = root
             for b in range(beats):
                 if b == 0:
@@ -237,7 +245,7 @@ class Composer:
         previous, voicings = None, []
         for slot in self.timeline:
             voicing = voice_lead(slot.chord, previous, low, high, voices, self.rng)
-            scale = local_scale(s.tonic, s.mode, slot.chord)
+            scale = local_scale(s.tonic, s.scale, slot.chord)
             for v, pitch in enumerate(voicing):
                 held = previous[v] if previous else None
                 suspended = (suspensions and held is not None and 1 <= held - pitch <= 2
@@ -358,7 +366,7 @@ class Composer:
         pitch = low + (tonic_pc - low) % 12 if low + (tonic_pc - low) % 12 >= pitch - 6 else pitch
         for i, (t, d) in enumerate(onsets):
             slot = self.chord_at(t)
-            scale = local_scale(s.tonic, s.mode, slot.chord)
+            scale = local_scale(s.tonic, s.scale, slot.chord)
             strong = abs(t - round(t)) < 1e-6
             last_of_cadence = slot.cadence == "authentic" and t + d >= slot.start + slot.dur - 1e-6
             if last_of_cadence or (slot.cadence == "authentic" and t == slot.start):
@@ -763,6 +771,9 @@ STYLES: dict[str, tuple] = {
     "synthpop": (_synthpop, (108, 132), 4, None),
 }
 KEYLESS_STYLES = {"percussion"}
+#: Styles whose composer plays a four-chord loop (Composer.plan_loop): the ones that may be written in a mode
+#: (generate.py --modal). The phrase styles' cadences are a major or minor key's.
+MODAL_STYLES = {"pop", "rock", "punk", "metal", "dnb", "house", "funk", "reggaeton", "hiphop", "trap", "synthpop"}
 #: style -> the wider tempo range the style is still played at (generate.py --wide-tempo). The ranges above are
 #: each style's centre; a model fitted on them alone can learn "this style, this tempo" and read an unusually slow
 #: ballad or fast rock song an octave off, so part of the training set is composed across these.
@@ -788,20 +799,27 @@ def annotated_tempo(song: "Song") -> tuple[float, list[float]]:
 
 def compose(style: str, seed: int, tonic: int | None, mode: str | None, bpm: float, *,
             varied_harmony: bool = False, varied_texture: bool = False, varied_loops: bool = False,
-            max_attempts: int = 12, min_margin: float = 0.02) -> Song:
+            modal_scale: str | None = None, max_attempts: int = 12, min_margin: float = 0.02) -> Song:
     """The song `style`'s composer writes from `seed` at `bpm` in `tonic` `mode` (ignored for key-less styles);
     `varied_harmony` draws the harmonic rhythm (Composer.chord_beats), `varied_texture` the accompaniment
-    (Composer.texture), `varied_loops` a percussion song's loop (Composer.drum_loop).
+    (Composer.texture), `varied_loops` a percussion song's loop (Composer.drum_loop); `modal_scale` ("mixolydian"
+    with mode "major", "dorian" with "minor"; MODAL_STYLES only) writes the song in that mode.
 
     A composition whose pitch-class histogram does not point at its own key (by correlation with the
-    Krumhansl-Kessler and with Temperley's profiles, each by at least `min_margin` over the runner-up) is rejected and rewritten from the next sub-seed, so the annotated
-    key is the one the notes support. Raises ValueError when no attempt qualifies."""
+    Krumhansl-Kessler and with Temperley's profiles, each by at least `min_margin` over the runner-up; for a modal
+    song, with those profiles turned into the mode's, theory.modal_profiles) is rejected and rewritten from the
+    next sub-seed, so the annotated key is the one the notes support. Raises ValueError when no attempt
+    qualifies."""
     composer_fn, _, meter, alt_factor = STYLES[style]
     keyless = style in KEYLESS_STYLES
+    if modal_scale and (style not in MODAL_STYLES or MODE_OF_SCALE[modal_scale] != mode):
+        raise ValueError(f"{style} is not composed in {modal_scale} {mode}")
+    profile_sets = [modal_profiles(p) if modal_scale else p for p in KEY_PROFILES.values()]
     alt = [round(bpm * alt_factor, 2)] if alt_factor else []
     for attempt in range(max_attempts):
         rng = np.random.default_rng([seed, attempt])
-        song = Song(style, seed, float(bpm), alt, None if keyless else tonic % 12, None if keyless else mode, meter)
+        song = Song(style, seed, float(bpm), alt, None if keyless else tonic % 12, None if keyless else mode, meter,
+                    modal_scale=modal_scale)
         composer_fn(Composer(song, rng, varied_harmony=varied_harmony, varied_texture=varied_texture,
                              varied_loops=varied_loops))
         song.notes.sort(key=lambda n: (n.start, n.channel, n.pitch))
@@ -809,7 +827,7 @@ def compose(style: str, seed: int, tonic: int | None, mode: str | None, bpm: flo
             return song
         hist = pitch_class_histogram(song.notes + song.sub_bass)
         if all(best_key(hist, profiles)[:2] == (song.tonic, song.mode) and best_key(hist, profiles)[2] >= min_margin
-               for profiles in KEY_PROFILES.values()):
+               for profiles in profile_sets):
             return song
     raise ValueError(f"no {style} composition from seed {seed} names {key_name(tonic % 12, mode)} unambiguously")
 

@@ -2,7 +2,7 @@
 
     nice .venv/bin/python -m benchmarks.trainset.generate --out /tmp/essentia-trainset [--songs N] [--seed S]
         [--renderings R] [--jobs J] [--styles S,...] [--keep] [--wide-tempo] [--varied-harmony]
-        [--varied-texture] [--varied-kits] [--varied-loops]
+        [--varied-texture] [--varied-kits] [--varied-loops] [--modal]
 
 Songs are spread evenly over the styles of compose.STYLES; within a style, keys step through all 24 (a fifth and
 a mode change apart from one song to the next) and tempos through the style's range by the golden ratio (its
@@ -15,7 +15,10 @@ rock, punk and metal drummers their groove, instead of playing their usual one (
 --varied-kits each clip's drums are played on a kit drawn from those its style is produced with (render.STYLE_KITS:
 a TR-808 for trap, brushes for a ballad...) instead of the GM standard kit, every other draw of the rendering
 unchanged; with --varied-loops each percussion song plays a loop drawn from compose.DRUM_LOOPS (a rock, funk,
-house, dembow, boom-bap or breakbeat groove alone...) instead of the sparse hand-percussion loop.
+house, dembow, boom-bap or breakbeat groove alone...) instead of the sparse hand-percussion loop; with --modal half
+the songs of the loop styles (compose.MODAL_STYLES), drawn, are written in a mode: a major key's songs in
+mixolydian (I-bVII-IV...), a minor key's in dorian (i-IV...), annotated by their tonic and third ("C major" for C
+mixolydian), as rock, folk and game music often are.
 
 Every run writes its clips into a fresh generation directory under --out and replaces manifest.json atomically
 (temporary file + rename) only when all clips are written; the generation directories the new manifest does not
@@ -38,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.crossval import DEFAULT_TRAINSET_DIR
-from benchmarks.trainset.compose import STYLES, WIDE_TEMPO, annotated_tempo, compose
+from benchmarks.trainset.compose import MODAL_STYLES, STYLES, WIDE_TEMPO, annotated_tempo, compose
 from benchmarks.trainset.render import (CLIP_SECONDS, SOUNDFONTS, Rendering, draw_drum_kit, draw_rendering,
                                         render_clip)
 
@@ -58,6 +61,13 @@ class Variation:
     varied_texture: bool = False  # accompaniment or band drum groove (compose.Composer.texture)
     varied_kits: bool = False     # each clip's drum kit (render.STYLE_KITS)
     varied_loops: bool = False    # a percussion song's loop: kit grooves too (compose.Composer.drum_loop)
+    modal: bool = False           # half the loop styles' songs in mixolydian or dorian (MODAL_SCALE_OF_MODE)
+
+
+#: The mode a modal song of a major or a minor key is written in (--modal).
+MODAL_SCALE_OF_MODE = {"major": "mixolydian", "minor": "dorian"}
+#: Share of the songs of compose.MODAL_STYLES written in a mode with --modal.
+MODAL_SHARE = 0.5
 
 
 def plan(n_songs: int, seed: int, styles: list[str] | None = None, first: dict[str, int] | None = None,
@@ -69,6 +79,7 @@ def plan(n_songs: int, seed: int, styles: list[str] | None = None, first: dict[s
     first = first or {}
     rng = np.random.default_rng(seed)
     phase = {s: rng.random() for s in styles}
+    modal_draws = np.random.default_rng([seed, 17])  # a generator of its own: the other draws stay as without --modal
     songs = []
     for i in range(n_songs):
         s_idx = i % len(styles)
@@ -77,9 +88,11 @@ def plan(n_songs: int, seed: int, styles: list[str] | None = None, first: dict[s
         key_index = (7 * k + 11 * sorted(STYLES).index(style)) % 24  # stride 7: all 24 keys, modes alternating
         lo, hi = WIDE_TEMPO[style] if variation.wide_tempo else STYLES[style][1]
         bpm = round(lo + (hi - lo) * ((phase[style] + k * GOLDEN) % 1.0))
+        mode = MODES[key_index % 2]
+        modal = variation.modal and style in MODAL_STYLES and modal_draws.random() < MODAL_SHARE
         songs.append({"index": i, "style": style, "song": f"{style}-{k:03d}", "tonic": key_index // 2,
-                      "mode": MODES[key_index % 2], "bpm": float(bpm), "seed": seed * 100_000 + i,
-                      "variation": variation})
+                      "mode": mode, "modal_scale": MODAL_SCALE_OF_MODE[mode] if modal else None,
+                      "bpm": float(bpm), "seed": seed * 100_000 + i, "variation": variation})
     return songs
 
 
@@ -90,7 +103,7 @@ def make_song(item: dict):
         try:
             return compose(item["style"], item["seed"] + bump * 1_000_003, item["tonic"], item["mode"], item["bpm"],
                            varied_harmony=variation.varied_harmony, varied_texture=variation.varied_texture,
-                           varied_loops=variation.varied_loops)
+                           varied_loops=variation.varied_loops, modal_scale=item.get("modal_scale"))
         except ValueError:
             continue
     raise ValueError(f"could not compose {item['song']}")
@@ -138,7 +151,7 @@ def render_clips(song, song_id: str, seed: int, renderings: list[Rendering], gen
             "file": f"{Path(gen_dir).name}/{name}", "format": rendering.fmt, "primary": True,
             "bpm": bpm, "alt_bpm": alt_bpm, "key": song.key, "meter": f"{song.meter}/4",
             "style": song.style, "has_drums": song.has_drums, "song": song_id, "variant": rendering.variant,
-            "texture": song.texture,
+            "texture": song.texture, "modal_scale": song.modal_scale,
             "lufs": round(lufs, 2), "duration_s": CLIP_SECONDS, "render": rendering.describe(),
             "seed": seed, "instruments": {str(k): v for k, v in sorted(song.programs.items())},
         })
@@ -264,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--varied-loops", action="store_true",
                         help="draw each percussion song's loop from compose.DRUM_LOOPS (kit grooves alone as well as "
                              "the sparse hand-percussion loop)")
+    parser.add_argument("--modal", action="store_true",
+                        help="write half the loop styles' songs in a mode (mixolydian in a major key, dorian in a "
+                             "minor one), annotated by tonic and third")
     args = parser.parse_args(argv)
     styles = args.styles.split(",") if args.styles else None
     if styles and not set(styles) <= set(STYLES):
@@ -273,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                      "fluid-soundfont-gm, timgm6mb-soundfont, musescore-general-soundfont-small)")
     variation = Variation(wide_tempo=args.wide_tempo, varied_harmony=args.varied_harmony,
                           varied_texture=args.varied_texture, varied_kits=args.varied_kits,
-                          varied_loops=args.varied_loops)
+                          varied_loops=args.varied_loops, modal=args.modal)
     entries = generate(args.out, args.songs, args.seed, args.renderings, args.jobs, styles, args.keep,
                        args.budget_minutes, variation)
     print(summary(entries))

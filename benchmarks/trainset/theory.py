@@ -12,7 +12,12 @@ import numpy as np
 
 PITCH_CLASSES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 
-SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
+SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10),
+          # the church modes rock, folk and game music are written in, named by their tonic and their third
+          "mixolydian": (0, 2, 4, 5, 7, 9, 10), "dorian": (0, 2, 3, 5, 7, 9, 10)}
+#: Modal scale -> the mode its key is annotated in: a song in C mixolydian is "C major" (its tonic and its major
+#: third), D dorian is "D minor", as annotators and DJ software name such songs.
+MODE_OF_SCALE = {"mixolydian": "major", "dorian": "minor"}
 
 QUALITIES = {
     "maj": (0, 4, 7), "min": (0, 3, 7), "dim": (0, 3, 6), "dom7": (0, 4, 7, 10), "maj7": (0, 4, 7, 11),
@@ -65,6 +70,15 @@ LOOPS = {
               ["i", "VI", "iv", "V"], ["i", "i", "VI", "V"], ["i", "III", "VII", "iv"]],
 }
 
+#: Four-chord loops of songs in a mode, each starting on the tonic; the mode's own degree sounds in every loop (the
+#: flat seventh of mixolydian in bVII or v, the raised sixth of dorian in IV or ii).
+MODAL_LOOPS = {
+    "mixolydian": [["I", "bVII", "IV", "I"], ["I", "bVII", "I", "IV"], ["I", "v", "bVII", "IV"],
+                   ["I", "IV", "bVII", "IV"], ["I", "vi", "bVII", "I"]],
+    "dorian": [["i", "IV", "i", "IV"], ["i", "bVII", "IV", "i"], ["i", "ii", "bIII", "IV"], ["i", "IV", "bVII", "i"],
+               ["i", "v", "IV", "i"]],
+}
+
 #: Major and minor key profiles (tonic first) used to check that a composition names its key unambiguously:
 #: Krumhansl-Kessler's probe-tone ratings and Temperley's Kostka-Payne corpus frequencies.
 KEY_PROFILES = {
@@ -73,6 +87,17 @@ KEY_PROFILES = {
     "temperley": (np.array([.748, .060, .488, .082, .670, .460, .096, .715, .104, .366, .057, .400]),
                   np.array([.712, .084, .474, .618, .049, .460, .105, .747, .404, .067, .133, .330])),
 }
+
+
+
+
+def modal_profiles(profiles: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(mixolydian, dorian) versions of (major, minor) key profiles: the weights of the seventh degrees (major) or
+    of the sixth degrees (minor) swapped, so a profile expects the mode's own scale."""
+    mixolydian, dorian = profiles[0].copy(), profiles[1].copy()
+    mixolydian[[10, 11]] = mixolydian[[11, 10]]
+    dorian[[8, 9]] = dorian[[9, 8]]
+    return mixolydian, dorian
 
 
 @dataclass(frozen=True)
@@ -96,8 +121,8 @@ def key_name(tonic: int, mode: str) -> str:
 
 
 def local_scale(tonic: int, mode: str, chord: Chord) -> list[int]:
-    """Pitch classes a melody may use over `chord`: the key's scale with the chord's tones replacing the scale
-    degree each one alters (F# over V/V in C, the raised leading tone over V in minor)."""
+    """Pitch classes a melody may use over `chord`: the scale of `mode` (a key of SCALES) with the chord's tones
+    replacing the scale degree each one alters (F# over V/V in C, the raised leading tone over V in minor)."""
     scale = [(tonic + s) % 12 for s in SCALES[mode]]
     for pc in chord.pcs:
         if pc in scale:
