@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from benchmarks.trainset import drums
-from benchmarks.trainset.compose import (DRUM_CHANNEL, DRUM_LOOPS, KEYLESS_STYLES, STYLES, TEXTURES, WIDE_TEMPO,
-                                         Composer, Song, annotated_tempo, compose, to_midi)
+from benchmarks.trainset.compose import (DRUM_CHANNEL, DRUM_LOOPS, KEYLESS_STYLES, MODAL_STYLES, STYLES, TEXTURES,
+                                         WIDE_TEMPO, Composer, Song, annotated_tempo, compose, to_midi)
 from benchmarks.trainset.generate import Variation, draw_renderings, make_song, plan, summary
 from benchmarks.trainset.render import KITS, STYLE_KITS, style_kits
 from benchmarks.trainset.theory import KEY_PROFILES, PITCH_CLASSES
@@ -282,6 +282,75 @@ def test_wide_tempo_plan_reaches_past_each_styles_centre():
         assert all(lo <= t <= hi for t in tempos)
         assert min(tempos) < STYLES[style][1][0] or max(tempos) > STYLES[style][1][1]
     assert [(s["style"], s["tonic"], s["mode"]) for s in centre] == [(s["style"], s["tonic"], s["mode"]) for s in wide]
+
+
+def _pitch_share(song, degree: int) -> float:
+    """Share of the song's pitched note time on the pitch class `degree` semitones above its tonic."""
+    hist = np.zeros(12)
+    for n in song.notes + song.sub_bass:
+        if n.channel != DRUM_CHANNEL:
+            hist[(n.pitch - song.tonic) % 12] += n.dur
+    return float(hist[degree] / hist.sum())
+
+
+def _first_composed(*args, **kwargs):
+    """The first of a few seeds whose composition names its key (generate.make_song moves on the same way)."""
+    for seed in range(11, 31):
+        try:
+            return compose(args[0], seed, *args[1:], **kwargs)
+        except ValueError:
+            continue
+    raise AssertionError(f"no composition of {args} {kwargs}")
+
+
+@pytest.mark.parametrize("style", sorted(MODAL_STYLES))
+def test_a_modal_song_plays_its_modes_own_degree_and_is_annotated_by_tonic_and_third(style):
+    mixolydian = _first_composed(style, 7, "major", 100, modal_scale="mixolydian")  # G mixolydian: F, no F#
+    assert mixolydian.key == "G major" and mixolydian.modal_scale == "mixolydian"
+    assert _pitch_share(mixolydian, 10) > 0.02 and _pitch_share(mixolydian, 11) == 0.0
+    assert mixolydian.notes and min(n.start for n in mixolydian.notes if n.channel != DRUM_CHANNEL) == 0.0
+    dorian = _first_composed(style, 2, "minor", 100, modal_scale="dorian")          # D dorian: B, no Bb
+    assert dorian.key == "D minor" and _pitch_share(dorian, 9) > 0.02 and _pitch_share(dorian, 8) == 0.0
+    plain = compose(style, 11, 7, "major", 100)
+    assert plain.modal_scale is None and _pitch_share(plain, 10) < _pitch_share(mixolydian, 10)
+
+
+def test_only_loop_styles_are_modal_and_only_in_their_modes_third():
+    with pytest.raises(ValueError):
+        compose("ballad", 1, 0, "major", 70, modal_scale="mixolydian")  # phrase styles cadence in major or minor
+    with pytest.raises(ValueError):
+        compose("rock", 1, 0, "minor", 120, modal_scale="mixolydian")   # mixolydian has a major third
+
+
+def test_modal_plan_writes_half_the_loop_styles_in_a_mode_and_changes_nothing_else():
+    plain = plan(20 * len(STYLES), seed=5)
+    modal = plan(20 * len(STYLES), seed=5, variation=Variation(modal=True))
+    assert all(item["modal_scale"] is None for item in plain)
+    for style in STYLES:
+        scales = [item["modal_scale"] for item in modal if item["style"] == style]
+        if style not in MODAL_STYLES:
+            assert set(scales) == {None}
+            continue
+        assert 4 <= sum(s is not None for s in scales) <= 16
+    assert all(item["modal_scale"] in (None, {"major": "mixolydian", "minor": "dorian"}[item["mode"]])
+               for item in modal)
+    drop = ("variation", "modal_scale")
+    assert [{k: v for k, v in a.items() if k not in drop} for a in plain] == \
+        [{k: v for k, v in b.items() if k not in drop} for b in modal]
+
+
+def test_a_modal_song_no_seed_of_which_names_its_key_is_written_in_the_plain_key(monkeypatch):
+    from benchmarks.trainset import generate
+
+    def plain_only(*args, modal_scale=None, **kwargs):
+        if modal_scale:
+            raise ValueError("never names its key")
+        return compose(*args, **kwargs)
+
+    item = next(i for i in plan(40, seed=5, styles=["rock"], variation=Variation(modal=True)) if i["modal_scale"])
+    monkeypatch.setattr(generate, "compose", plain_only)
+    song = make_song(item)
+    assert song.modal_scale is None and song.key == f"{PITCH_CLASSES[item['tonic']]} {item['mode']}"
 
 
 def test_benchmark_names_the_kind_of_error():

@@ -771,9 +771,10 @@ STYLES: dict[str, tuple] = {
     "synthpop": (_synthpop, (108, 132), 4, None),
 }
 KEYLESS_STYLES = {"percussion"}
-#: Styles whose composer plays a four-chord loop (Composer.plan_loop): the ones that may be written in a mode
-#: (generate.py --modal). The phrase styles' cadences are a major or minor key's.
-MODAL_STYLES = {"pop", "rock", "punk", "metal", "dnb", "house", "funk", "reggaeton", "hiphop", "trap", "synthpop"}
+#: Styles whose composer plays a four-chord loop (Composer.plan_loop) and a third somewhere: the ones that may be
+#: written in a mode (generate.py --modal). The phrase styles' cadences are a major or minor key's; metal plays
+#: power chords alone, whose mode nothing in the notes names.
+MODAL_STYLES = {"pop", "rock", "punk", "dnb", "house", "funk", "reggaeton", "hiphop", "trap", "synthpop"}
 #: style -> the wider tempo range the style is still played at (generate.py --wide-tempo). The ranges above are
 #: each style's centre; a model fitted on them alone can learn "this style, this tempo" and read an unusually slow
 #: ballad or fast rock song an octave off, so part of the training set is composed across these.

@@ -97,15 +97,19 @@ def plan(n_songs: int, seed: int, styles: list[str] | None = None, first: dict[s
 
 
 def make_song(item: dict):
-    """Compose the planned song; a seed whose compositions never name their key gives way to the next seeds."""
+    """Compose the planned song; a seed whose compositions never name their key gives way to the next seeds, and a
+    modal song none of whose seeds names its key (a power-chord rock song whose melody seldom plays the third) is
+    written in the plain major or minor key instead (the manifest's modal_scale says which)."""
     variation = item["variation"]
-    for bump in range(5):
-        try:
-            return compose(item["style"], item["seed"] + bump * 1_000_003, item["tonic"], item["mode"], item["bpm"],
-                           varied_harmony=variation.varied_harmony, varied_texture=variation.varied_texture,
-                           varied_loops=variation.varied_loops, modal_scale=item.get("modal_scale"))
-        except ValueError:
-            continue
+    for modal_scale in dict.fromkeys((item.get("modal_scale"), None)):
+        for bump in range(5):
+            try:
+                return compose(item["style"], item["seed"] + bump * 1_000_003, item["tonic"], item["mode"],
+                               item["bpm"], varied_harmony=variation.varied_harmony,
+                               varied_texture=variation.varied_texture, varied_loops=variation.varied_loops,
+                               modal_scale=modal_scale)
+            except ValueError:
+                continue
     raise ValueError(f"could not compose {item['song']}")
 
 
