@@ -30,6 +30,18 @@ def load_manifest(root: Path | str = DEFAULT_TRAINSET_DIR) -> list[dict]:
     return entries
 
 
+def load_manifests(roots: Sequence[Path | str]) -> list[dict]:
+    """The entries of several training directories' manifests, fitted on together (load_manifest each); with more
+    than one, every `file` and `song` is prefixed with its directory's name, since two generator runs number their
+    songs alike and a song must stay one group in the folds."""
+    out = []
+    for root in roots:
+        prefix = f"{Path(root).name}/" if len(roots) > 1 else ""
+        for entry in load_manifest(root):
+            out.append({**entry, "file": prefix + entry["file"], "song": prefix + str(entry["song"])})
+    return out
+
+
 def _bucket(group: str, k: int) -> int:
     """A stable fold for a group name: the same song lands in the same fold on every machine and run."""
     return int.from_bytes(hashlib.sha256(group.encode()).digest()[:4], "big") % k

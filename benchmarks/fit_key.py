@@ -1,6 +1,6 @@
 """Choose and fit the key model by grouped cross-validation on the rendered training set.
 
-    nice python benchmarks/fit_key.py [--trainset DIR] [--corpus DIR] [--cv-json out.json] [--write-model]
+    nice python benchmarks/fit_key.py [--trainset DIR ...] [--corpus DIR] [--cv-json out.json] [--write-model]
 
 What it does:
 1. Features: per clip, the tuned semitone spectra of the sustained peaks (backend.analysis.chroma.pitch_frames), from
@@ -48,7 +48,7 @@ from scipy.optimize import minimize  # noqa: E402
 from backend.analysis import ANALYSIS_SAMPLE_RATE, chroma as chroma_mod, frontend, key as key_mod  # noqa: E402
 from backend.audio.decode import decode_audio  # noqa: E402
 from benchmarks.accuracy import mirex_score, parse_key  # noqa: E402
-from benchmarks.crossval import DEFAULT_TRAINSET_DIR, folds, load_manifest  # noqa: E402
+from benchmarks.crossval import DEFAULT_TRAINSET_DIR, folds, load_manifests  # noqa: E402
 
 #: Bump when pitch_frames changes: cached features of another version are recomputed.
 FEATURE_VERSION = "2"
@@ -421,7 +421,8 @@ def _fmt(s: dict) -> str:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--trainset", type=Path, default=DEFAULT_TRAINSET_DIR)
+    ap.add_argument("--trainset", type=Path, nargs="+", default=[DEFAULT_TRAINSET_DIR],
+                    help="training set directories (generator output), fitted on together")
     ap.add_argument("--corpus", type=Path, default=REPO_ROOT.parent / "shared" / "corpus",
                     help="dev corpus, scored as validation only (default ../shared/corpus)")
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
@@ -439,7 +440,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def load_sets(args: argparse.Namespace) -> tuple[list[dict], list[dict], list[dict]]:
     """(keyed training clips, training clips without a key, keyed dev-corpus clips), features loaded."""
-    entries = load_manifest(args.trainset)
+    entries = load_manifests(args.trainset)
     if args.limit:
         entries = entries[:args.limit]
     train = load_set(entries, args.cache, "trainset")

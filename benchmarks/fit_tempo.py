@@ -407,26 +407,23 @@ def annotation(entry: dict) -> tuple[float, list[float]]:
 
 
 def trainset_samples(roots: list[Path]) -> list[Sample]:
-    """Samples of every clip with a tempo in the training directories; with more than one, each song is named
-    after its directory too (two generator runs number their songs alike)."""
+    """Samples of every clip with a tempo in the training directories (crossval.load_manifests: with more than
+    one, each song is named after its directory too)."""
     out = []
     t0 = time.time()
-    for root in roots:
-        entries = crossval.load_manifest(root)
-        prefix = f"{root.name}/" if len(roots) > 1 else ""
-        for k, e in enumerate(entries):
-            if not e.get("bpm"):
-                continue
-            try:
-                env = cached_bands(e["path"])
-            except Exception as exc:  # an unreadable clip is reported and skipped, not fatal for the fit
-                print(f"  skip {e['file']}: {exc}", file=sys.stderr)
-                continue
-            bpm, alts = annotation(e)
-            out += samples_of_clip(env, name=prefix + e["file"], song=prefix + str(e["song"]),
-                                   style=str(e["style"]), bpm=bpm, alts=alts)
-            if k % 100 == 99:
-                print(f"  {root.name}: {k + 1}/{len(entries)} clips ({time.time() - t0:.0f} s)", file=sys.stderr)
+    entries = crossval.load_manifests(roots)
+    for k, e in enumerate(entries):
+        if not e.get("bpm"):
+            continue
+        try:
+            env = cached_bands(e["path"])
+        except Exception as exc:  # an unreadable clip is reported and skipped, not fatal for the fit
+            print(f"  skip {e['file']}: {exc}", file=sys.stderr)
+            continue
+        bpm, alts = annotation(e)
+        out += samples_of_clip(env, name=e["file"], song=str(e["song"]), style=str(e["style"]), bpm=bpm, alts=alts)
+        if k % 100 == 99:
+            print(f"  trainset: {k + 1}/{len(entries)} clips ({time.time() - t0:.0f} s)", file=sys.stderr)
     return out
 
 
@@ -476,8 +473,8 @@ def score_before(mod, roots: list[Path], corpus: Path | None) -> dict:
     out = {}
     sets = []
     if roots:
-        sets.append(("trainset", [(e["path"], e["style"], *annotation(e)) for root in roots
-                                  for e in crossval.load_manifest(root) if e.get("bpm")]))
+        sets.append(("trainset", [(e["path"], e["style"], *annotation(e)) for e in crossval.load_manifests(roots)
+                                  if e.get("bpm")]))
     if corpus is not None:
         truth = json.loads((corpus / "truth.json").read_text())
         sets.append(("dev", [(str(corpus / e["file"]), e["style"], float(e["bpm"]), [float(a) for a in e["alt_bpm"]])
