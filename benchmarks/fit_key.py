@@ -78,7 +78,7 @@ def clip_features(audio: Path, cache: Path) -> chroma_mod.PitchFrames | None:
     S = frontend.stft_magnitude(y)
     pf = chroma_mod.pitch_frames(S, frontend.bin_frequencies(sr), sr / frontend.HOP)
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # two fits filling one cache must not share a temporary file
     if pf is None:
         np.savez(tmp, semitones=np.zeros((0, 0), np.float16), tuning=0.0, frame_rate=0.0, sustained_share=0.0)
     else:
