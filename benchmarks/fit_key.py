@@ -51,7 +51,7 @@ from benchmarks.accuracy import mirex_score, parse_key  # noqa: E402
 from benchmarks.crossval import DEFAULT_TRAINSET_DIR, folds, load_manifests  # noqa: E402
 
 #: Bump when pitch_frames changes: cached features of another version are recomputed.
-FEATURE_VERSION = "2"
+FEATURE_VERSION = "3"
 DEFAULT_CACHE = Path("/tmp/key-features")
 
 
@@ -72,7 +72,8 @@ def clip_features(audio: Path, cache: Path) -> chroma_mod.PitchFrames | None:
                 return None
             return chroma_mod.PitchFrames(semitones=z["semitones"].astype(np.float32), tuning=float(z["tuning"]),
                                           frame_rate=float(z["frame_rate"]),
-                                          sustained_share=float(z["sustained_share"]))
+                                          sustained_share=float(z["sustained_share"]),
+                                          tuning_strength=float(z["tuning_strength"]))
     sr = ANALYSIS_SAMPLE_RATE
     y = decode_audio(audio.read_bytes(), target_sr=sr).mono()  # the downmix the analysis makes
     S = frontend.stft_magnitude(y)
@@ -80,10 +81,11 @@ def clip_features(audio: Path, cache: Path) -> chroma_mod.PitchFrames | None:
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # two fits filling one cache must not share a temporary file
     if pf is None:
-        np.savez(tmp, semitones=np.zeros((0, 0), np.float16), tuning=0.0, frame_rate=0.0, sustained_share=0.0)
+        np.savez(tmp, semitones=np.zeros((0, 0), np.float16), tuning=0.0, frame_rate=0.0, sustained_share=0.0,
+                 tuning_strength=0.0)
     else:
         np.savez(tmp, semitones=pf.semitones.astype(np.float16), tuning=pf.tuning, frame_rate=pf.frame_rate,
-                 sustained_share=pf.sustained_share)
+                 sustained_share=pf.sustained_share, tuning_strength=pf.tuning_strength)
     tmp.replace(path)
     return pf
 
@@ -303,11 +305,13 @@ def summary(items: list[dict], scores: np.ndarray) -> dict:
 
 
 def fit_calibration(terms: np.ndarray, correct: np.ndarray, weights: np.ndarray) -> tuple[float, ...]:
-    """Logistic regression of correctness on the calibration terms (a, b, c, d, e, f), by weighted maximum likelihood
+    """Logistic regression of correctness on the calibration terms (a, b, c, ... g), by weighted maximum likelihood
     (an excerpt counts as much as in the profiles' fit: whole clips, what users mostly send, set the scale). Two
     pseudo-observations at margin 0 (pitch evidence at its centres), one right and one wrong, anchor the tie (two
     keys scoring the same are at best a coin toss) so a training set with few errors cannot push the confidence of
-    every answer to 1."""
+    every answer to 1. Every weight but the intercept's is at least 0: more margin, sustained pitch, triads, seconds,
+    movement or tuning is never less evidence for the key (unbounded, the in-tune and triad terms, which go
+    together, took +8.2 and -8.4 and a tom groove's lack of triads raised its confidence, 2026-12-02)."""
     tie = key_mod.calibration_terms(0.0, key_mod.SUSTAINED_CENTRE, key_mod.TRIAD_CENTRE)
     terms = np.vstack([terms, tie, tie])
     correct = np.concatenate([correct, [1.0, 0.0]])
@@ -318,12 +322,18 @@ def fit_calibration(terms: np.ndarray, correct: np.ndarray, weights: np.ndarray)
         z = terms @ p
         ll = correct * -np.logaddexp(0, -z) + (1 - correct) * -np.logaddexp(0, z)
         return -np.sum(weights * ll) + 1e-6 * p[0] * p[0]
-    res = minimize(loss, np.eye(terms.shape[1])[0], method="L-BFGS-B")  # start from the margin alone
+    bounds = [(0.0, None), (None, None)] + [(0.0, None)] * (terms.shape[1] - 2)
+    res = minimize(loss, np.eye(terms.shape[1])[0], method="L-BFGS-B", bounds=bounds)  # start: the margin alone
     return tuple(float(v) for v in res.x)
 
 
 def _sustained(items: list[dict]) -> np.ndarray:
     return np.array([it["pf"].sustained_share if it["pf"] else 0.0 for it in items])
+
+
+def _in_tune(items: list[dict]) -> np.ndarray:
+    """Each clip's tuning strength (an excerpt has its clip's, measured on the whole clip like the tuning)."""
+    return np.array([it["pf"].tuning_strength if it["pf"] else 0.0 for it in items])
 
 
 def through_gate(items: list[dict], segs: list) -> np.ndarray:
@@ -340,8 +350,9 @@ def calibration_set(train: list[dict], oof: np.ndarray, labels: np.ndarray, segs
     fitted on them)."""
     def terms_of(scores: np.ndarray, items: list[dict], item_segs: list) -> np.ndarray:
         top2 = np.sort(scores, axis=1)[:, -2:]
-        evidence = np.array([key_mod.clip_evidence(w, s, model.segment_seconds)
-                             for (w, _), s in zip(item_segs, _sustained(items))]).reshape(len(items), -1)
+        evidence = np.array([key_mod.clip_evidence(w, s, model.segment_seconds, t)
+                             for (w, _), s, t in zip(item_segs, _sustained(items), _in_tune(items))]
+                            ).reshape(len(items), -1)
         return key_mod.calibration_terms(top2[:, 1] - top2[:, 0], *evidence.T)
 
     correct = (np.argmax(oof, axis=1) == labels).astype(float)
@@ -542,14 +553,15 @@ def calibrated_final(report: dict, train: list[dict], fit_items: list[dict], key
     whole_keyless = np.array([not it.get("excerpt") for it in keyless_through], dtype=bool)
     keyless_conf = 1.0 / (1.0 + np.exp(-(keyless_terms[whole_keyless] @ np.asarray(calib))))
     report["calibration"] = {"a": calib[0], "b": calib[1], "c_sustained": calib[2], "d_triads": calib[3],
-                             "e_seconds": calib[4], "f_change": calib[5],
+                             "e_seconds": calib[4], "f_change": calib[5], "g_in_tune": calib[6],
                              "table_oof": calibration_table(conf[:len(train)], correct[:len(train)]),
                              "table_oof_excerpts": calibration_table(conf[len(train):], correct[len(train):]),
                              "keyless_passing_gate": int(whole_keyless.sum()),
                              "keyless_median_confidence": float(np.median(keyless_conf)) if len(keyless_conf) else None}
     print(f"  confidence = sigmoid({calib[0]:.3f} * margin + {calib[1]:.3f} + {calib[2]:.3f} * ln(sustained / "
           f"{key_mod.SUSTAINED_CENTRE}) + {calib[3]:.3f} * (triads - {key_mod.TRIAD_CENTRE}) + {calib[4]:.3f} * "
-          f"ln(seconds / {key_mod.SECONDS_CENTRE:g}) + {calib[5]:.3f} * (change - {key_mod.CHANGE_CENTRE})); "
+          f"ln(seconds / {key_mod.SECONDS_CENTRE:g}) + {calib[5]:.3f} * (change - {key_mod.CHANGE_CENTRE}) + "
+          f"{calib[6]:.3f} * (in tune - {key_mod.IN_TUNE_CENTRE})); "
           "out-of-fold, whole clips then excerpts:")
     for row in report["calibration"]["table_oof"] + report["calibration"]["table_oof_excerpts"]:
         print(f"      {row}")

@@ -119,6 +119,30 @@ def test_detuned_progression(cents):
     assert perform_audio_analysis(shifted, SR).key == "D Minor"
 
 
+def _tuning_strength(y) -> float:
+    from backend.analysis import chroma, frontend
+
+    S = frontend.stft_magnitude(np.asarray(y, dtype=np.float32))
+    return chroma.pitch_frames(S, frontend.bin_frequencies(SR), SR / frontend.HOP).tuning_strength
+
+
+def test_a_band_in_one_tuning_is_in_tune_and_tuned_drums_are_not():
+    """chroma.PitchFrames.tuning_strength: the peaks of instruments playing together sit at one deviation from the
+    A440 grid, wherever that is (a band 40 cents flat is as much in tune with itself); tom heads ring at pitches no
+    scale chose, so their deviations point every way."""
+    y = progression(2, "minor")
+    ratio = 2 ** (-40 / 1200)
+    flat = np.interp(np.arange(int(len(y) / ratio)) * ratio, np.arange(len(y)), y)
+    rng = np.random.default_rng(1)
+    toms = []
+    for i in range(6):
+        low = rng.uniform(70, 110)
+        tuning = (low, low * rng.uniform(1.25, 1.5), low * rng.uniform(1.6, 2.1))
+        toms.append(_tuning_strength(synth.tom_groove(100 + 5 * i, tuning, seconds=15, sr=SR, seed=i)))
+    assert _tuning_strength(y) > 0.75 and _tuning_strength(flat) > 0.75
+    assert np.median(toms) < 0.45 and max(toms) < 0.6  # measured: 0.20-0.50 (three toms); rendered kits 0.02-0.12
+
+
 def test_song_with_drums_key():
     assert perform_audio_analysis(synth.song(124, "F", "minor", seconds=12), SR).key == "F Minor"
 
@@ -146,20 +170,24 @@ def test_drums_with_tuned_toms_get_no_key_or_a_low_confidence():
 
 
 def test_committed_confidence_rises_with_the_margin_and_with_pitch_evidence():
-    def conf(margin, sustained, triads, calibration=default_model().calibration):
+    def conf(margin, sustained, triads, in_tune=0.6, calibration=default_model().calibration):
         scores = np.zeros(24)
         scores[5] = margin
-        return confidence(scores, calibration, sustained, triads)
+        return confidence(scores, calibration, sustained, triads, 30.0, 0.5, in_tune)
 
-    song, drums = (0.25, 0.6), (0.08, 0.35)  # sustained share, triad share (key.py: songs vs drum loops)
+    # sustained share, triad share, tuning strength (key.py, chroma.estimate_tuning: songs vs drum loops)
+    song, drums = (0.25, 0.6, 0.6), (0.08, 0.35, 0.05)
     assert conf(3.0, *song) > conf(1.0, *song)
-    assert conf(3.0, *song) > conf(3.0, 0.08, 0.6) and conf(3.0, *song) > conf(3.0, 0.25, 0.35)
+    assert conf(3.0, *song) > conf(3.0, 0.08, 0.6, 0.6) and conf(3.0, *song) > conf(3.0, 0.25, 0.6, 0.05)
+    assert conf(3.0, *song) >= conf(3.0, 0.25, 0.35, 0.6)  # no weight is negative (fit_key.fit_calibration)
     assert conf(3.0, *drums) < 0.5 < conf(3.0, *song)
-    # chords that move from one second to the next are surer than a bar of tuned drums repeated (key.chroma_change)
+    # chords that move from one second to the next are no less sure than a bar of tuned drums repeated
     scores = np.zeros(24)
     scores[5] = 3.0
     calibration = default_model().calibration
-    assert confidence(scores, calibration, *drums, 30.0, 0.2) < confidence(scores, calibration, *drums, 30.0, 0.6)
+    assert confidence(scores, calibration, *drums[:2], 30.0, 0.2, drums[2]) \
+        <= confidence(scores, calibration, *drums[:2], 30.0, 0.6, drums[2])
+    assert all(w >= 0 for i, w in enumerate(calibration) if i != 1)
     # a calibration of two numbers is the margin alone, whatever the pitch evidence
     assert conf(2.0, *drums, calibration=(1.5, 0.5)) == pytest.approx(1 / (1 + np.exp(-3.5)))
 

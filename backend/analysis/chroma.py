@@ -56,16 +56,21 @@ class PitchFrames:
     tuning: float             # semitones relative to A440 equal temperament, -0.5..0.5
     frame_rate: float         # analysed frames per second
     sustained_share: float    # share of the band's spectral magnitude that is in sustained peaks (0..1)
+    tuning_strength: float    # how consistently the peaks sit at that tuning (0..1; estimate_tuning)
 
 
-def estimate_tuning(f: np.ndarray, mag: np.ndarray) -> float:
-    """Deviation of the peaks from the A440 equal-tempered grid, in semitones (-0.5..0.5), magnitude-weighted."""
-    if f.size == 0:
-        return 0.0
+def estimate_tuning(f: np.ndarray, mag: np.ndarray) -> tuple[float, float]:
+    """(deviation of the peaks from the A440 equal-tempered grid in semitones, -0.5..0.5; how consistently they sit
+    there, 0..1), magnitude-weighted: the angle and the length of the mean of the peaks' deviations as unit vectors
+    on the semitone circle. Instruments and voices playing in one tuning line up (rendered songs 0.24-0.75, 10th to
+    90th percentile); tuned drums ring at pitches no scale chose (drum loops 0.02-0.12)."""
+    total = float(mag.sum()) if f.size else 0.0
+    if total <= 0:
+        return 0.0, 0.0
     z = np.sum(mag * np.exp(2j * np.pi * 12.0 * np.log2(f / 440.0)))
     if abs(z) <= 1e-12:
-        return 0.0
-    return float(np.angle(z) / (2 * np.pi))
+        return 0.0, 0.0
+    return float(np.angle(z) / (2 * np.pi)), min(float(abs(z)) / total, 1.0)
 
 
 def _peaks(X: np.ndarray, lo: int, df: float, floor: np.ndarray):
@@ -99,14 +104,15 @@ def pitch_frames(S: np.ndarray, freqs: np.ndarray, frame_rate: float) -> PitchFr
     sustained_share = float(mag.sum() / max(float(X[1:-1].sum(dtype=np.float64)), 1e-12))
     # one tuning for the clip: the peaks of every 4th analysed frame are thousands, plenty for it
     sub = (frames % 4) == 0
-    tuning = estimate_tuning(f[sub], mag[sub]) if np.count_nonzero(sub) >= 12 else estimate_tuning(f, mag)
+    tuning, strength = estimate_tuning(f[sub], mag[sub]) if np.count_nonzero(sub) >= 12 else estimate_tuning(f, mag)
     pitch = 12.0 * np.log2(f / 440.0) + 69.0 - tuning
     idx = np.round(pitch).astype(np.int64) - LOWEST_PITCH
     ok = (idx >= 0) & (idx < N_PITCHES)
     n = X.shape[1]
     semis = np.bincount(frames[ok] * N_PITCHES + idx[ok], weights=mag[ok], minlength=n * N_PITCHES)
     return PitchFrames(semitones=semis.reshape(n, N_PITCHES).astype(np.float32), tuning=tuning,
-                       frame_rate=frame_rate / FRAME_STEP, sustained_share=min(sustained_share, 1.0))
+                       frame_rate=frame_rate / FRAME_STEP, sustained_share=min(sustained_share, 1.0),
+                       tuning_strength=strength)
 
 
 def segment_spectra(pf: PitchFrames, *, compression: float, segment_seconds: float) -> np.ndarray:
