@@ -310,8 +310,9 @@ def fit_calibration(terms: np.ndarray, correct: np.ndarray, weights: np.ndarray)
     pseudo-observations at margin 0 (pitch evidence at its centres), one right and one wrong, anchor the tie (two
     keys scoring the same are at best a coin toss) so a training set with few errors cannot push the confidence of
     every answer to 1. Every weight but the intercept's is at least 0: more margin, sustained pitch, triads, seconds,
-    movement or tuning is never less evidence for the key (unbounded, the in-tune and triad terms, which go
-    together, took +8.2 and -8.4 and a tom groove's lack of triads raised its confidence, 2026-12-02)."""
+    movement or tuning is never less evidence for the key (unbounded, on the committed recipe the in-tune and triad
+    terms, which go together, took +8.5 and -6.8, and a tom groove's lack of triads raised its confidence,
+    2026-12-02)."""
     tie = key_mod.calibration_terms(0.0, key_mod.SUSTAINED_CENTRE, key_mod.TRIAD_CENTRE)
     terms = np.vstack([terms, tie, tie])
     correct = np.concatenate([correct, [1.0, 0.0]])
@@ -327,20 +328,17 @@ def fit_calibration(terms: np.ndarray, correct: np.ndarray, weights: np.ndarray)
     return tuple(float(v) for v in res.x)
 
 
-def _sustained(items: list[dict]) -> np.ndarray:
-    return np.array([it["pf"].sustained_share if it["pf"] else 0.0 for it in items])
-
-
-def _in_tune(items: list[dict]) -> np.ndarray:
-    """Each clip's tuning strength (an excerpt has its clip's, measured on the whole clip like the tuning)."""
-    return np.array([it["pf"].tuning_strength if it["pf"] else 0.0 for it in items])
+def _clip_measure(items: list[dict], name: str) -> np.ndarray:
+    """Each clip's PitchFrames field `name` (sustained_share, tuning_strength), 0 without features; an excerpt has
+    its clip's, measured on the whole clip like the tuning."""
+    return np.array([getattr(it["pf"], name) if it["pf"] else 0.0 for it in items])
 
 
 def through_gate(items: list[dict], segs: list) -> np.ndarray:
     """Which clips key.has_pitch lets through (`segs` as views gives them: a clip without features has one silent
     segment and no spectrum, which it does not)."""
     return np.array([key_mod.has_pitch(w, s, key_mod.spectrum_chroma(it["pf"]) if it["pf"] else np.zeros(12))
-                     for it, (w, _), s in zip(items, segs, _sustained(items))], dtype=bool)
+                     for it, (w, _), s in zip(items, segs, _clip_measure(items, "sustained_share"))], dtype=bool)
 
 
 def calibration_set(train: list[dict], oof: np.ndarray, labels: np.ndarray, segs: list, keyless: list[dict],
@@ -351,7 +349,8 @@ def calibration_set(train: list[dict], oof: np.ndarray, labels: np.ndarray, segs
     def terms_of(scores: np.ndarray, items: list[dict], item_segs: list) -> np.ndarray:
         top2 = np.sort(scores, axis=1)[:, -2:]
         evidence = np.array([key_mod.clip_evidence(w, s, model.segment_seconds, t)
-                             for (w, _), s, t in zip(item_segs, _sustained(items), _in_tune(items))]
+                             for (w, _), s, t in zip(item_segs, _clip_measure(items, "sustained_share"),
+                                                     _clip_measure(items, "tuning_strength"))]
                             ).reshape(len(items), -1)
         return key_mod.calibration_terms(top2[:, 1] - top2[:, 0], *evidence.T)
 

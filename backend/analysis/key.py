@@ -334,7 +334,7 @@ N_CALIBRATION_TERMS = 7
 
 
 def clip_evidence(whole_seg: np.ndarray, sustained_share: float, segment_seconds: float,
-                  tuning_strength: float = IN_TUNE_CENTRE) -> tuple[float, ...]:
+                  tuning_strength: float) -> tuple[float, ...]:
     """What the confidence weighs besides the score margin, in calibration_terms' order: the sustained share, the
     triad share, the seconds heard (segments that sound), the chroma change of a clip's segment chroma and how
     consistently its peaks sit on one tuning (chroma.PitchFrames.tuning_strength)."""

@@ -44,6 +44,7 @@ from benchmarks.crossval import DEFAULT_TRAINSET_DIR
 from benchmarks.trainset.compose import MODAL_STYLES, STYLES, WIDE_TEMPO, annotated_tempo, compose
 from benchmarks.trainset.render import (CLIP_SECONDS, SOUNDFONTS, Rendering, draw_drum_kit, draw_rendering,
                                         render_clip)
+from benchmarks.trainset.theory import MODE_OF_SCALE
 
 MODES = ("major", "minor")
 FORMAT_WEIGHTS = {"m4a": 0.5, "mp3": 0.35, "wav": 0.15}
@@ -64,8 +65,8 @@ class Variation:
     modal: bool = False           # half the loop styles' songs in mixolydian or dorian (MODAL_SCALE_OF_MODE)
 
 
-#: The mode a modal song of a major or a minor key is written in (--modal).
-MODAL_SCALE_OF_MODE = {"major": "mixolydian", "minor": "dorian"}
+#: The mode a modal song of a major or a minor key is written in (--modal): theory.MODE_OF_SCALE turned around.
+MODAL_SCALE_OF_MODE = {mode: scale for scale, mode in MODE_OF_SCALE.items()}
 #: Share of the songs of compose.MODAL_STYLES written in a mode with --modal.
 MODAL_SHARE = 0.5
 

@@ -89,8 +89,6 @@ KEY_PROFILES = {
 }
 
 
-
-
 def modal_profiles(profiles: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(mixolydian, dorian) versions of (major, minor) key profiles: the weights of the seventh degrees (major) or
     of the sixth degrees (minor) swapped, so a profile expects the mode's own scale."""
