@@ -33,12 +33,13 @@ def load_manifest(root: Path | str = DEFAULT_TRAINSET_DIR) -> list[dict]:
 def load_manifests(roots: Sequence[Path | str]) -> list[dict]:
     """The entries of several training directories' manifests, fitted on together (load_manifest each); with more
     than one, every `file` and `song` is prefixed with its directory's name, since two generator runs number their
-    songs alike and a song must stay one group in the folds."""
+    songs alike and a song must stay one group in the folds. Each entry names its directory in `trainset`."""
     out = []
     for root in roots:
         prefix = f"{Path(root).name}/" if len(roots) > 1 else ""
         for entry in load_manifest(root):
-            out.append({**entry, "file": prefix + entry["file"], "song": prefix + str(entry["song"])})
+            out.append({**entry, "file": prefix + entry["file"], "song": prefix + str(entry["song"]),
+                        "trainset": Path(root).name})
     return out
 
 

@@ -433,6 +433,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trainset", type=Path, nargs="+", default=[DEFAULT_TRAINSET_DIR],
                     help="training set directories (generator output), fitted on together")
+    ap.add_argument("--decision-only", type=Path, nargs="+", default=[], metavar="DIR",
+                    help="more training directories whose clips the profiles are fitted and cross-validated on, "
+                    "but which do not calibrate the confidence (e.g. a batch of songs in a mode: see calibrated_final)")
+    ap.add_argument("--keyless-weight", type=float, default=1.0,
+                    help="weight of each clip without a key (drums alone) through the no-key gate in the confidence's "
+                    "calibration, against 1 for a keyed clip")
     ap.add_argument("--corpus", type=Path, default=REPO_ROOT.parent / "shared" / "corpus",
                     help="dev corpus, scored as validation only (default ../shared/corpus)")
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
@@ -450,7 +456,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def load_sets(args: argparse.Namespace) -> tuple[list[dict], list[dict], list[dict]]:
     """(keyed training clips, training clips without a key, keyed dev-corpus clips), features loaded."""
-    entries = load_manifests(args.trainset)
+    entries = load_manifests([*args.trainset, *args.decision_only])
+    decision_only = {Path(d).name for d in args.decision_only}
+    entries = [{**e, "calibrates": e["trainset"] not in decision_only} for e in entries]
     if args.limit:
         entries = entries[:args.limit]
     train = load_set(entries, args.cache, "trainset")
@@ -534,9 +542,12 @@ def report_chosen_cv(report: dict, train: list[dict], fit_items: list[dict], bes
 
 def calibrated_final(report: dict, train: list[dict], fit_items: list[dict], keyless: list[dict], best: Candidate,
                      clip_views: tuple, segs: list, l2: float, excerpt_weight: float,
-                     oof: np.ndarray) -> key_mod.KeyModel:
+                     oof: np.ndarray, keyless_weight: float = 1.0) -> key_mod.KeyModel:
     """The chosen candidate fitted on every clip, its confidence calibrated on the out-of-fold answers and the
-    drum-only clips through the gate (figures into `report`, printed)."""
+    drum-only clips through the gate (figures into `report`, printed). Clips of --decision-only directories teach
+    the profiles but not the confidence: songs in a mode are right at lower triad shares than major and minor ones,
+    and calibrated on, they taught the confidence that triads matter less, which lifted tuned drum loops to 0.8
+    (2026-12-02); left out, their own confidence errs low, the safe side."""
     zw, zb, zc = clip_views
     labels = np.asarray([key_label(it["ref"]) for it in fit_items])
     if best.rule.startswith("fitted"):
@@ -546,15 +557,23 @@ def calibrated_final(report: dict, train: list[dict], fit_items: list[dict], key
     else:
         final = published(best.model, best.rule, best.bass_weight)
     terms, correct, keyless_through, keyless_terms = calibration_set(fit_items, oof, labels, segs, keyless, final)
-    calib = fit_calibration(np.vstack([terms, keyless_terms]), np.concatenate([correct, np.zeros(len(keyless_terms))]),
-                            fit_weights(fit_items + keyless_through, excerpt_weight))
+    calibrates = np.array([it.get("calibrates", True) for it in fit_items], dtype=bool)
+    calib = fit_calibration(np.vstack([terms[calibrates], keyless_terms]),
+                            np.concatenate([correct[calibrates], np.zeros(len(keyless_terms))]),
+                            np.concatenate([fit_weights([it for it, c in zip(fit_items, calibrates) if c],
+                                                        excerpt_weight),
+                                            keyless_weight * fit_weights(keyless_through, excerpt_weight)]))
     conf = 1.0 / (1.0 + np.exp(-(terms @ np.asarray(calib))))
+    whole = np.arange(len(fit_items)) < len(train)
     whole_keyless = np.array([not it.get("excerpt") for it in keyless_through], dtype=bool)
     keyless_conf = 1.0 / (1.0 + np.exp(-(keyless_terms[whole_keyless] @ np.asarray(calib))))
     report["calibration"] = {"a": calib[0], "b": calib[1], "c_sustained": calib[2], "d_triads": calib[3],
                              "e_seconds": calib[4], "f_change": calib[5], "g_in_tune": calib[6],
-                             "table_oof": calibration_table(conf[:len(train)], correct[:len(train)]),
-                             "table_oof_excerpts": calibration_table(conf[len(train):], correct[len(train):]),
+                             "table_oof": calibration_table(conf[whole & calibrates], correct[whole & calibrates]),
+                             "table_oof_excerpts": calibration_table(conf[~whole & calibrates],
+                                                                     correct[~whole & calibrates]),
+                             "table_oof_decision_only": calibration_table(conf[whole & ~calibrates],
+                                                                          correct[whole & ~calibrates]),
                              "keyless_passing_gate": int(whole_keyless.sum()),
                              "keyless_median_confidence": float(np.median(keyless_conf)) if len(keyless_conf) else None}
     print(f"  confidence = sigmoid({calib[0]:.3f} * margin + {calib[1]:.3f} + {calib[2]:.3f} * ln(sustained / "
@@ -564,6 +583,10 @@ def calibrated_final(report: dict, train: list[dict], fit_items: list[dict], key
           "out-of-fold, whole clips then excerpts:")
     for row in report["calibration"]["table_oof"] + report["calibration"]["table_oof_excerpts"]:
         print(f"      {row}")
+    if not calibrates.all():
+        print("    the clips it was not calibrated on (--decision-only), whole clips:")
+        for row in report["calibration"]["table_oof_decision_only"]:
+            print(f"      {row}")
     print(f"      clips without a key through the gate: {int(whole_keyless.sum())}, median confidence "
           f"{report['calibration']['keyless_median_confidence']}")
     return replace(final, calibration=calib)
@@ -583,6 +606,9 @@ def write_outputs(args: argparse.Namespace, report: dict, final: key_mod.KeyMode
         key_mod.MODEL_PATH.write_text(json.dumps({
             "model": final.to_dict(),
             "provenance": {"candidate": best.name, "l2": l2, "training_clips": clips,
+                           "training_sets": [Path(d).name for d in args.trainset],
+                           "decision_only_sets": [Path(d).name for d in args.decision_only],
+                           "keyless_weight": args.keyless_weight,
                            "excerpts_seconds": list(EXCERPT_SECONDS), "excerpt_weight": args.excerpt_weight,
                            "cv_song": {k: report["cv_song"][k] for k in ("exact", "mirex")},
                            "cv_style": {k: report["cv_style"][k] for k in ("exact", "mirex")},
@@ -612,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in report_top[:5]))
     oof = report_chosen_cv(report, train, fit_items, best, (zw, zb, zc), l2, args.excerpt_weight, bool(short))
     final = calibrated_final(report, train, fit_items, keyless, best, (zw, zb, zc), segs, l2, args.excerpt_weight,
-                             oof)
+                             oof, args.keyless_weight)
     report["halves_agreement_train"] = halves_agreement(segs[:len(train)], final)
     print(f"  label-free: the two halves of a training clip agree on {report['halves_agreement_train']:.1%}")
     if dev:

@@ -87,3 +87,47 @@ def test_several_training_directories_are_fitted_together_and_keep_their_songs_a
     train_one, _, _ = load_sets(_parse_args(["--trainset", one, "--corpus", str(tmp_path / "no-corpus"),
                                              "--cache", str(tmp_path / "cache")]))
     assert [it["song"] for it in train_one] == ["pop-000"]
+
+
+def test_a_decision_only_directory_teaches_the_profiles_but_not_the_confidence(tmp_path):
+    import json
+
+    from benchmarks.fit_key import Candidate, _parse_args, base_model, calibrated_final, key_label, load_sets, views
+    from tests import synth
+
+    def training_dir(name, keys):
+        root = tmp_path / name
+        root.mkdir()
+        manifest = []
+        for i, (tonic, mode) in enumerate(keys):
+            audio = synth.chord_progression(tonic, mode, seconds=8.0)
+            (root / f"pop-{i:03d}-r0.wav").write_bytes(synth.wav_bytes(audio))
+            manifest.append({"file": f"pop-{i:03d}-r0.wav", "song": f"pop-{i:03d}", "style": "pop",
+                             "key": f"{tonic} {mode}"})
+        (root / "manifest.json").write_text(json.dumps(manifest))
+        return str(root)
+
+    plain = training_dir("plain", [("C", "major"), ("A", "minor"), ("E", "major"), ("D", "minor")])
+    modal = training_dir("modal", [("G", "major"), ("F", "minor"), ("B", "major")])
+    args = _parse_args(["--trainset", plain, "--decision-only", modal, "--corpus", str(tmp_path / "no-corpus"),
+                        "--cache", str(tmp_path / "cache")])
+    train, keyless, _ = load_sets(args)
+    assert [it["calibrates"] for it in train] == [True] * 4 + [False] * 3
+    best = Candidate(base_model(compression=0.5, partial_decay=0.9, n_partials=10, bass_below=52), "fitted")
+    zw, zb, zc, segs = views(train, best.model)
+    labels = np.array([key_label(it["ref"]) for it in train])
+    right = np.eye(24)[labels] * 3.0              # out-of-fold scores that name every true key
+    modal_wrong = right.copy()
+    modal_wrong[4:] = np.eye(24)[(labels[4:] + 7) % 24] * 3.0  # ...but a fifth away on the modal songs
+
+    def calibration(oof, items):
+        report = {}
+        model = calibrated_final(report, items, items, keyless, best, (zw, zb, zc), segs, 1e-3, 0.0, oof)
+        return np.array(model.calibration), report["calibration"]
+
+    calib, report = calibration(right, train)
+    np.testing.assert_allclose(calibration(modal_wrong, train)[0], calib)  # their answers do not move it
+    assert sum(row["n"] for row in report["table_oof_decision_only"]) == 3
+    assert sum(row["n"] for row in report["table_oof"]) == 4
+    everything = [{**it, "calibrates": True} for it in train]
+    assert not np.allclose(calibration(modal_wrong, everything)[0], calib)  # calibrated on, they would
