@@ -131,3 +131,37 @@ def test_a_decision_only_directory_teaches_the_profiles_but_not_the_confidence(t
     assert sum(row["n"] for row in report["table_oof"]) == 4
     everything = [{**it, "calibrates": True} for it in train]
     assert not np.allclose(calibration(modal_wrong, everything)[0], calib)  # calibrated on, they would
+
+
+def test_drum_loops_weighed_more_in_the_calibration_get_a_lower_confidence(tmp_path):
+    import json
+
+    from benchmarks.fit_key import Candidate, _parse_args, base_model, calibrated_final, key_label, load_sets, views
+    from tests import synth
+
+    root = tmp_path / "set"
+    root.mkdir()
+    manifest = []
+    for i, (tonic, mode) in enumerate([("C", "major"), ("A", "minor"), ("E", "major"), ("D", "minor")]):
+        (root / f"pop-{i}.wav").write_bytes(synth.wav_bytes(synth.chord_progression(tonic, mode, seconds=8.0)))
+        manifest.append({"file": f"pop-{i}.wav", "song": f"pop-{i}", "style": "pop", "key": f"{tonic} {mode}"})
+    for i in range(3):  # drums alone with tuned toms: no key, though some pass the no-key gate
+        toms = (80.0 + 9 * i, 110.0 + 9 * i, 150.0 + 9 * i)
+        drums = synth.tom_groove(100 + 10 * i, toms, seconds=12, seed=i)
+        (root / f"drums-{i}.wav").write_bytes(synth.wav_bytes(drums))
+        manifest.append({"file": f"drums-{i}.wav", "song": f"drums-{i}", "style": "percussion", "key": None})
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    train, keyless, _ = load_sets(_parse_args(["--trainset", str(root), "--corpus", str(tmp_path / "no-corpus"),
+                                               "--cache", str(tmp_path / "cache")]))
+    best = Candidate(base_model(compression=0.5, partial_decay=0.9, n_partials=10, bass_below=52), "fitted")
+    zw, zb, zc, segs = views(train, best.model)
+    labels = np.array([key_label(it["ref"]) for it in train])
+    oof = np.eye(24)[labels] * 3.0
+
+    def loops_confidence(keyless_weight):
+        report = {}
+        calibrated_final(report, train, train, keyless, best, (zw, zb, zc), segs, 1e-3, 0.0, oof, keyless_weight)
+        assert report["calibration"]["keyless_passing_gate"] > 0  # else there is nothing to weigh
+        return report["calibration"]["keyless_median_confidence"]
+
+    assert loops_confidence(3.0) < loops_confidence(1.0)
