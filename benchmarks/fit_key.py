@@ -560,8 +560,7 @@ def calibrated_final(report: dict, train: list[dict], fit_items: list[dict], key
     calibrates = np.array([it.get("calibrates", True) for it in fit_items], dtype=bool)
     calib = fit_calibration(np.vstack([terms[calibrates], keyless_terms]),
                             np.concatenate([correct[calibrates], np.zeros(len(keyless_terms))]),
-                            np.concatenate([fit_weights([it for it, c in zip(fit_items, calibrates) if c],
-                                                        excerpt_weight),
+                            np.concatenate([fit_weights(fit_items, excerpt_weight)[calibrates],
                                             keyless_weight * fit_weights(keyless_through, excerpt_weight)]))
     conf = 1.0 / (1.0 + np.exp(-(terms @ np.asarray(calib))))
     whole = np.arange(len(fit_items)) < len(train)

@@ -1,10 +1,38 @@
 """benchmarks/fit_key.py: the excerpts it fits and scores beside each clip are what an analysis of a short clip
 sees, they stay in their song's group, and a zero weight leaves a clip out of the fit."""
+import json
+
 import numpy as np
 
 from backend.analysis import key as key_mod
 from benchmarks.crossval import folds
-from benchmarks.fit_key import EXCERPT_SECONDS, _design, excerpts, fit_profiles, fit_weights
+from benchmarks.fit_key import (EXCERPT_SECONDS, Candidate, _design, _parse_args, base_model, calibrated_final,
+                                excerpts, fit_profiles, fit_weights, key_label, load_sets, views)
+from tests import synth
+
+#: The candidate the committed key model is fitted as (fit_key --only c0.5-d0.9-p10-b52/fitted).
+COMMITTED = Candidate(base_model(compression=0.5, partial_decay=0.9, n_partials=10, bass_below=52), "fitted")
+
+
+def _training_dir(root, clips):
+    """A generator-like training directory: `clips` as (song name, audio, key or None), one clip per song."""
+    root.mkdir()
+    manifest = []
+    for song, audio, key in clips:
+        (root / f"{song}-r0.wav").write_bytes(synth.wav_bytes(audio))
+        manifest.append({"file": f"{song}-r0.wav", "song": song, "style": song.split("-")[0], "key": key})
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return str(root)
+
+
+def _songs(keys):
+    """(song name, 8 s of I-IV-V-I in the key, "<tonic> <mode>") for each (tonic, mode)."""
+    return [(f"pop-{i:03d}", synth.chord_progression(tonic, mode, seconds=8.0), f"{tonic} {mode}")
+            for i, (tonic, mode) in enumerate(keys)]
+
+
+def _load(tmp_path, *argv):
+    return load_sets(_parse_args([*argv, "--corpus", str(tmp_path / "no-corpus"), "--cache", str(tmp_path / "cache")]))
 
 
 def _clip(name, song, n_segments):
@@ -63,58 +91,23 @@ def test_the_length_term_is_zero_for_a_preview_and_longer_and_negative_below():
 
 
 def test_several_training_directories_are_fitted_together_and_keep_their_songs_apart(tmp_path):
-    import json
-
-    from benchmarks.fit_key import _parse_args, load_sets
-    from tests import synth
-
-    def training_dir(name, key, tonic, mode):
-        root = tmp_path / name
-        root.mkdir()
-        (root / "pop-000-r0.wav").write_bytes(synth.wav_bytes(synth.chord_progression(tonic, mode, seconds=8.0)))
-        (root / "manifest.json").write_text(json.dumps([{"file": "pop-000-r0.wav", "song": "pop-000", "style": "pop",
-                                                         "key": key}]))
-        return str(root)
-
-    one, two = training_dir("run-a", "A minor", "A", "minor"), training_dir("run-b", "D major", "D", "major")
-    args = _parse_args(["--trainset", one, two, "--corpus", str(tmp_path / "no-corpus"),
-                        "--cache", str(tmp_path / "cache")])
-    train, keyless, dev = load_sets(args)
+    one = _training_dir(tmp_path / "run-a", _songs([("A", "minor")]))
+    two = _training_dir(tmp_path / "run-b", _songs([("D", "major")]))
+    train, keyless, dev = _load(tmp_path, "--trainset", one, two)
     assert sorted((it["song"], it["ref"]) for it in train) == [("run-a/pop-000", (9, "minor")),
                                                                ("run-b/pop-000", (2, "major"))]
     assert keyless == [] and dev == [] and all(it["pf"] is not None for it in train)
     # one directory keeps its songs' own names, as fits before several directories were possible did
-    train_one, _, _ = load_sets(_parse_args(["--trainset", one, "--corpus", str(tmp_path / "no-corpus"),
-                                             "--cache", str(tmp_path / "cache")]))
+    train_one, _, _ = _load(tmp_path, "--trainset", one)
     assert [it["song"] for it in train_one] == ["pop-000"]
 
 
 def test_a_decision_only_directory_teaches_the_profiles_but_not_the_confidence(tmp_path):
-    import json
-
-    from benchmarks.fit_key import Candidate, _parse_args, base_model, calibrated_final, key_label, load_sets, views
-    from tests import synth
-
-    def training_dir(name, keys):
-        root = tmp_path / name
-        root.mkdir()
-        manifest = []
-        for i, (tonic, mode) in enumerate(keys):
-            audio = synth.chord_progression(tonic, mode, seconds=8.0)
-            (root / f"pop-{i:03d}-r0.wav").write_bytes(synth.wav_bytes(audio))
-            manifest.append({"file": f"pop-{i:03d}-r0.wav", "song": f"pop-{i:03d}", "style": "pop",
-                             "key": f"{tonic} {mode}"})
-        (root / "manifest.json").write_text(json.dumps(manifest))
-        return str(root)
-
-    plain = training_dir("plain", [("C", "major"), ("A", "minor"), ("E", "major"), ("D", "minor")])
-    modal = training_dir("modal", [("G", "major"), ("F", "minor"), ("B", "major")])
-    args = _parse_args(["--trainset", plain, "--decision-only", modal, "--corpus", str(tmp_path / "no-corpus"),
-                        "--cache", str(tmp_path / "cache")])
-    train, keyless, _ = load_sets(args)
+    plain = _training_dir(tmp_path / "plain", _songs([("C", "major"), ("A", "minor"), ("E", "major"), ("D", "minor")]))
+    modal = _training_dir(tmp_path / "modal", _songs([("G", "major"), ("F", "minor"), ("B", "major")]))
+    train, keyless, _ = _load(tmp_path, "--trainset", plain, "--decision-only", modal)
     assert [it["calibrates"] for it in train] == [True] * 4 + [False] * 3
-    best = Candidate(base_model(compression=0.5, partial_decay=0.9, n_partials=10, bass_below=52), "fitted")
-    zw, zb, zc, segs = views(train, best.model)
+    zw, zb, zc, segs = views(train, COMMITTED.model)
     labels = np.array([key_label(it["ref"]) for it in train])
     right = np.eye(24)[labels] * 3.0              # out-of-fold scores that name every true key
     modal_wrong = right.copy()
@@ -122,7 +115,7 @@ def test_a_decision_only_directory_teaches_the_profiles_but_not_the_confidence(t
 
     def calibration(oof, items):
         report = {}
-        model = calibrated_final(report, items, items, keyless, best, (zw, zb, zc), segs, 1e-3, 0.0, oof)
+        model = calibrated_final(report, items, items, keyless, COMMITTED, (zw, zb, zc), segs, 1e-3, 0.0, oof)
         return np.array(model.calibration), report["calibration"]
 
     calib, report = calibration(right, train)
@@ -134,33 +127,18 @@ def test_a_decision_only_directory_teaches_the_profiles_but_not_the_confidence(t
 
 
 def test_drum_loops_weighed_more_in_the_calibration_get_a_lower_confidence(tmp_path):
-    import json
-
-    from benchmarks.fit_key import Candidate, _parse_args, base_model, calibrated_final, key_label, load_sets, views
-    from tests import synth
-
-    root = tmp_path / "set"
-    root.mkdir()
-    manifest = []
-    for i, (tonic, mode) in enumerate([("C", "major"), ("A", "minor"), ("E", "major"), ("D", "minor")]):
-        (root / f"pop-{i}.wav").write_bytes(synth.wav_bytes(synth.chord_progression(tonic, mode, seconds=8.0)))
-        manifest.append({"file": f"pop-{i}.wav", "song": f"pop-{i}", "style": "pop", "key": f"{tonic} {mode}"})
-    for i in range(3):  # drums alone with tuned toms: no key, though some pass the no-key gate
-        toms = (80.0 + 9 * i, 110.0 + 9 * i, 150.0 + 9 * i)
-        drums = synth.tom_groove(100 + 10 * i, toms, seconds=12, seed=i)
-        (root / f"drums-{i}.wav").write_bytes(synth.wav_bytes(drums))
-        manifest.append({"file": f"drums-{i}.wav", "song": f"drums-{i}", "style": "percussion", "key": None})
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    train, keyless, _ = load_sets(_parse_args(["--trainset", str(root), "--corpus", str(tmp_path / "no-corpus"),
-                                               "--cache", str(tmp_path / "cache")]))
-    best = Candidate(base_model(compression=0.5, partial_decay=0.9, n_partials=10, bass_below=52), "fitted")
-    zw, zb, zc, segs = views(train, best.model)
-    labels = np.array([key_label(it["ref"]) for it in train])
-    oof = np.eye(24)[labels] * 3.0
+    # drums alone with tuned toms: no key, though some pass the no-key gate
+    drums = [(f"percussion-{i:03d}", synth.tom_groove(100 + 10 * i, (80.0 + 9 * i, 110.0 + 9 * i, 150.0 + 9 * i),
+                                                       seconds=12, seed=i), None) for i in range(3)]
+    root = _training_dir(tmp_path / "set", _songs([("C", "major"), ("A", "minor"), ("E", "major"), ("D", "minor")])
+                         + drums)
+    train, keyless, _ = _load(tmp_path, "--trainset", root)
+    zw, zb, zc, segs = views(train, COMMITTED.model)
+    oof = np.eye(24)[np.array([key_label(it["ref"]) for it in train])] * 3.0
 
     def loops_confidence(keyless_weight):
         report = {}
-        calibrated_final(report, train, train, keyless, best, (zw, zb, zc), segs, 1e-3, 0.0, oof, keyless_weight)
+        calibrated_final(report, train, train, keyless, COMMITTED, (zw, zb, zc), segs, 1e-3, 0.0, oof, keyless_weight)
         assert report["calibration"]["keyless_passing_gate"] > 0  # else there is nothing to weigh
         return report["calibration"]["keyless_median_confidence"]
 
