@@ -92,12 +92,17 @@ def test_mma_grooves_in_quarters_are_kept_and_the_rest_left_out(tmp_path):
 
 
 def test_a_groove_chart_plays_the_groove_long_enough_at_its_tempo():
-    chart = groove_chart(Groove("stdlib/rumba", "Rumba", 3), 120.0, np.random.default_rng(0)).splitlines()
+    text, tonic = groove_chart(Groove("stdlib/rumba", "Rumba", 3), 120.0, np.random.default_rng(0))
+    chart = text.splitlines()
     assert chart[:2] == ["Tempo 120", "Groove Rumba"]
     bars = [line.split() for line in chart[2:]]
     assert [int(n) for n, _ in bars] == list(range(1, len(bars) + 1))
     assert (len(bars) - 1) * 3 >= RENDERED_SECONDS * 120 / 60
-    assert all(chord[0] in "ABCDEFG" for _, chord in bars)
+    names = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
+    chords = [chord for _, chord in bars]
+    # the key is the major key of the chart's I: its tonic chord is played, and its V7 leads to it
+    assert names[tonic] in chords and f"{names[(tonic + 7) % 12]}7" in chords
+    assert all(chord.rstrip("m7") in names for chord in chords)
 
 
 def test_at_most_the_asked_grooves_of_each_file_are_drawn():

@@ -22,9 +22,10 @@ Four sources, all free software that Debian packages, none committed:
 Annotated only where it is unambiguous: the tempo the composer set, as the quarter-note rate of a meter in
 quarters (2/4, 3/4, 4/4; other meters left out), and only over a stretch where the tempo does not change.
 Whether the quarter is the beat a listener taps is the composer's notation, not a listening test, so a reading
-at its half or double is an octave error here as in the issue's sets and is reported apart (Acc2). No key is
-annotated: a MIDI key signature is often missing or wrong, and a project states none. Each file is one song in
-the manifest (its windows share a group in cross-validation); style names the source.
+at its half or double is an octave error here as in the issue's sets and is reported apart (Acc2). The key is
+annotated only for the MMA grooves, whose chord chart is drawn here (the major key of its I, CHARTS): a MIDI key
+signature is often missing or wrong, and a project states none. Each file is one song in the manifest (its
+windows share a group in cross-validation); style names the source.
 """
 from __future__ import annotations
 
@@ -151,9 +152,13 @@ def render_midi(task: tuple[str, int, int, str, int]) -> list[dict]:
 
 
 def _render_windows(path: Path, index: int, seed: int, gen_dir: str, most: int, *, style: str, song_id: str,
-                    source: str, name: str | None = None) -> list[dict]:
+                    source: str, name: str | None = None, tonic: int | None = None) -> list[dict]:
+    """Render up to `most` windows of a MIDI file (midi_windows) as clips of `song_id`; `tonic` names the major key
+    they are in, when the file's maker knows it."""
     entries = []
     for w, (start, song) in enumerate(midi_windows(path, most, style)):
+        if tonic is not None:
+            song.tonic, song.mode = tonic, "major"
         item = {"seed": seed * 100_000 + index * 10 + w, "index": index + w, "variation": Variation()}
         song.seed = item["seed"]
         clips = render_clips(song, f"{name or song_id}-w{w}", item["seed"], draw_renderings(item, song, 1), gen_dir)
@@ -179,8 +184,10 @@ NOT_A_GROOVE = ("intro", "end", "fill", "break")
 #: Quarter-note tempos a groove is rendered at (drawn per groove): where the quarter is the beat a listener taps.
 GROOVE_TEMPO = {4: (76.0, 152.0), 3: (84.0, 168.0)}
 #: Chord charts (scale degrees of the major scale, lower case for minor chords), one chord per bar.
+#: Each has the tonic chord on its strong bars and its dominant seventh leading back to it, so the key is the major
+#: key of its I (a loop starting on vi, which a listener may hear in the relative minor, is not one of them).
 CHARTS = (("I", "vi", "IV", "V7"), ("I", "IV", "I", "V7"), ("ii7", "V7", "I", "I"), ("I", "V7", "vi", "IV"),
-          ("I", "I", "IV", "IV", "I", "I", "V7", "V7"), ("vi", "IV", "I", "V7"))
+          ("I", "I", "IV", "IV", "I", "I", "V7", "V7"))
 
 
 def mma_grooves(library: Path) -> list[Groove]:
@@ -214,9 +221,9 @@ def mma_grooves(library: Path) -> list[Groove]:
     return grooves
 
 
-def groove_chart(groove: Groove, bpm: float, rng: np.random.Generator) -> str:
+def groove_chart(groove: Groove, bpm: float, rng: np.random.Generator) -> tuple[str, int]:
     """An MMA file playing `groove` at `bpm` over a drawn chord chart in a drawn major key, long enough for a
-    RENDERED_SECONDS window after its first bar."""
+    RENDERED_SECONDS window after its first bar; and that key's tonic pitch class."""
     names = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
     steps = {"i": 0, "ii": 2, "iii": 4, "iv": 5, "v": 7, "vi": 9}
     tonic, chart = int(rng.integers(12)), CHARTS[int(rng.integers(len(CHARTS)))]
@@ -228,7 +235,7 @@ def groove_chart(groove: Groove, bpm: float, rng: np.random.Generator) -> str:
         root = names[(tonic + steps[numeral.lower()]) % 12]
         quality = ("m" if numeral.islower() else "") + ("7" if degree.endswith("7") else "")
         lines.append(f"{bar + 1} {root}{quality}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n", tonic
 
 
 def render_groove(task: tuple[str, str, int, int, str, str]) -> list[dict]:
@@ -239,14 +246,15 @@ def render_groove(task: tuple[str, str, int, int, str, str]) -> list[dict]:
     bpm = float(round(rng.uniform(*GROOVE_TEMPO[meter])))
     with tempfile.TemporaryDirectory(prefix="mma-") as tmp:
         source, midi = Path(tmp) / "song.mma", Path(tmp) / "song.mid"
-        source.write_text(groove_chart(groove, bpm, rng))
+        chart, tonic = groove_chart(groove, bpm, rng)
+        source.write_text(chart)
         try:
             subprocess.run(["mma", str(source), "-f", str(midi)], check=True, cwd=tmp, timeout=120,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         except (OSError, subprocess.SubprocessError) as exc:
             print(f"mma failed: {name}: {exc!r}", file=sys.stderr)
             return []
-        return _render_windows(midi, index, seed, gen_dir, 1, style="mma", song_id=f"mma-{library}",
+        return _render_windows(midi, index, seed, gen_dir, 1, style="mma", song_id=f"mma-{library}", tonic=tonic,
                                source=f"mma library: {library}.mma, groove {name} at {bpm:g} BPM",
                                name=f"mma-{index:04d}-{name}")
 
