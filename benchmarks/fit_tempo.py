@@ -603,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
             model["hidden"] = {"W": w_in.round(6).tolist(), "b": bias.round(6).tolist(), "v": w_out.round(6).tolist()}
         tempo.MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)
         tempo.MODEL_PATH.write_text(json.dumps(model, indent=1) + "\n")
-        print(f"wrote {tempo.MODEL_PATH}")
+        print(f"wrote {tempo.MODEL_PATH} (no prior shift: benchmarks/fit_tempo_prior.py fits it for this network)")
     if args.cv_json:
         def brief(s):
             return {"acc1": s["acc1"], "acc1_or_alt": s["acc1_or_alt"], "acc2": s["acc2"], "n": s["n"],

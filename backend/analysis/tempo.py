@@ -35,6 +35,11 @@ Pipeline (all on the shared front end's onset bands, 86 frames/s):
    weights, feature means and scales live in models/tempo_level.json, fitted by benchmarks/fit_tempo.py on a
    rendered training set with grouped cross-validation (its figures are in that file's "fit" record and in
    benchmarks/ANALYSIS_RESULTS.md).
+   One number is fitted afterwards, on other material: the prior's shift (`LevelModel.prior_shift`, a score per
+   octave of tempo). The training set's tempos are the composer's, and music people wrote (tempos their files
+   state: benchmarks/trainset/human.py), held out from that fit, was read at the half too often; the shift is the
+   maximum-likelihood one on that music with the network fixed (benchmarks/fit_tempo_prior.py), checked on sets
+   it never saw (benchmarks/ANALYSIS_RESULTS.md, sixteenth session).
 4. Precision: the chosen period is refined on the ACF peak at 4 (or 3, 2) beats with parabolic interpolation.
 
 Confidence. Every candidate's `score` is the calibrated probability that it is the annotated tempo (the level a
@@ -309,6 +314,9 @@ FEATURES = (
 )
 
 
+_LOG2_TEMPO = FEATURES.index("log2_tempo")
+
+
 def level_features(per: Periodicity, bpms: list[float] | np.ndarray) -> np.ndarray:
     """(len(bpms), len(FEATURES)) cue matrix of the candidate tempi (see the module docstring)."""
     t = np.asarray(bpms, dtype=np.float64)
@@ -374,6 +382,7 @@ class LevelModel:
     weights: np.ndarray                    # (features,) linear term
     calibration: tuple[float, float, float]  # a, b, c in sigmoid(a * logit(p) + b * log(clarity) + c)
     hidden: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # W (units, features), b (units,), v (units,)
+    prior_shift: float = 0.0  # score per octave above PRIOR_REF_BPM, fitted afterwards on music people wrote
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         z = (x - self.mean) / self.scale
@@ -381,7 +390,7 @@ class LevelModel:
         if self.hidden is not None:
             w_in, bias, w_out = self.hidden
             s = s + np.tanh(z @ w_in.T + bias) @ w_out
-        return s
+        return s + self.prior_shift * x[:, _LOG2_TEMPO]
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         s = self.scores(x)
@@ -406,7 +415,8 @@ def load_model(path: str | None = None) -> LevelModel:
     return LevelModel(mean=np.array(data["mean"]), scale=np.array(data["scale"]), weights=np.array(data["weights"]),
                       calibration=(float(cal["a"]), float(cal["b"]), float(cal["c"])),
                       hidden=None if hidden is None else (np.array(hidden["W"]), np.array(hidden["b"]),
-                                                          np.array(hidden["v"])))
+                                                          np.array(hidden["v"])),
+                      prior_shift=float(data.get("prior_shift", {}).get("value", 0.0)))
 
 
 def _refine(acf: np.ndarray, period: float) -> float:
