@@ -58,10 +58,10 @@ def fit_shift(samples: list[Sample], model: tempo.LevelModel) -> float:
 
 
 def figures(samples: list[Sample], model: tempo.LevelModel) -> dict:
-    """Acc1 / or-alt / Acc2 over the full clips (excerpts apart) and the misses, as fit_tempo.py scores them."""
+    """Acc1 / or-alt / Acc2 over the full clips (excerpts apart) as fit_tempo.py scores them, and the misses by clip."""
     summary, rows = score_fixed(samples, model)
-    summary["misses"] = [f"{r['name']}: {r['truth']:g} read {r['bpm']:.1f}" for r in rows
-                         if not r["acc1"] and not r["excerpt"]]
+    summary["misses"] = {r["name"]: f"{r['name']}: {r['truth']:g} read {r['bpm']:.1f}" for r in rows
+                         if not r["acc1"] and not r["excerpt"]}
     return summary
 
 
@@ -93,10 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, samples in checks.items():
         before, after = figures(samples, model), figures(samples, shifted)
         print(_line(name, before, after))
-        for miss in sorted(set(after["misses"]) - set(before["misses"])):
-            print(f"      now missed: {miss}")
-        for miss in sorted(set(before["misses"]) - set(after["misses"])):
-            print(f"      now right:  {miss}")
+        for name in sorted(after["misses"].keys() - before["misses"].keys()):
+            print(f"      now missed: {after['misses'][name]}")
+        for name in sorted(before["misses"].keys() - after["misses"].keys()):
+            print(f"      now right:  {before['misses'][name]}")
         record[name] = {k: [round(before[k], 4), round(after[k], 4)] for k in ("n", "acc1", "acc1_or_alt", "acc2")}
     if args.write:
         data = json.loads(tempo.MODEL_PATH.read_text())
