@@ -7,6 +7,7 @@ import pytest
 
 import numpy as np
 
+from benchmarks.trainset import human
 from benchmarks.trainset.human import (RENDERED_SECONDS, Groove, groove_chart, midi_windows, mma_grooves, pick_grooves,
                                        project_tempo, read_midi)
 
@@ -110,3 +111,18 @@ def test_at_most_the_asked_grooves_of_each_file_are_drawn():
     picked = pick_grooves(grooves, 2, seed=1)
     assert [g.library_file for g in picked] == ["lib/a", "lib/a", "lib/b", "lib/b", "lib/c"]
     assert picked == pick_grooves(grooves, 2, seed=1) and len(set(picked)) == 5
+
+
+@pytest.mark.parametrize("drums_only", [False, True])
+def test_a_groove_window_has_its_charts_key_unless_it_is_drums_alone(tmp_path, monkeypatch, drums_only):
+    path = _midi(tmp_path / "groove.mid", [(120, (4, 4), 80)])
+    if drums_only:
+        midi = mido.MidiFile(path)
+        for message in midi.tracks[1]:  # the piano falls silent (its events keep their times)
+            if message.type == "note_on" and message.channel == 0:
+                message.velocity = 0
+        midi.save(path)
+    keys = []
+    monkeypatch.setattr(human, "render_clips", lambda song, *args: keys.append(song.key) or [])
+    human._render_windows(path, 0, 1, str(tmp_path), 1, style="mma", song_id="mma-x", source="test", tonic=2)
+    assert keys == [None if drums_only else "D major"]

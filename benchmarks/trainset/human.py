@@ -48,7 +48,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from benchmarks.trainset.compose import Note, Song
+from benchmarks.trainset.compose import DRUM_CHANNEL, Note, Song
 from benchmarks.trainset.generate import (FORMAT_WEIGHTS, Variation, _commit, _worker_init, draw_renderings,
                                           render_clips, write_manifest)
 from benchmarks.trainset.render import CLIP_SECONDS, SAMPLE_RATE, encode
@@ -136,7 +136,7 @@ def midi_windows(path: Path, most: int, style: str = "openmsx") -> list[tuple[fl
                 channels = {n.channel for n in window}
                 song = Song(style=style, seed=0, bpm=stretch.bpm, alt_bpm=[], tonic=None, mode=None,
                             meter=numerator, notes=window,
-                            programs={c: programs.get(c, 0) for c in sorted(channels) if c != 9})
+                            programs={c: programs.get(c, 0) for c in sorted(channels) if c != DRUM_CHANNEL})
                 out.append((start, song))
                 start += beats
             else:
@@ -154,10 +154,10 @@ def render_midi(task: tuple[str, int, int, str, int]) -> list[dict]:
 def _render_windows(path: Path, index: int, seed: int, gen_dir: str, most: int, *, style: str, song_id: str,
                     source: str, name: str | None = None, tonic: int | None = None) -> list[dict]:
     """Render up to `most` windows of a MIDI file (midi_windows) as clips of `song_id`; `tonic` names the major key
-    they are in, when the file's maker knows it."""
+    they are in, when the file's maker knows it (a window of drums alone gets none)."""
     entries = []
     for w, (start, song) in enumerate(midi_windows(path, most, style)):
-        if tonic is not None:
+        if tonic is not None and any(n.channel != DRUM_CHANNEL for n in song.notes):  # a metronome has no key
             song.tonic, song.mode = tonic, "major"
         item = {"seed": seed * 100_000 + index * 10 + w, "index": index + w, "variation": Variation()}
         song.seed = item["seed"]
