@@ -12,9 +12,9 @@
     nice .venv/bin/python benchmarks/accuracy.py --trainset /tmp/essentia-human --skip-dev --repeat 1
 
 Four sources, all free software that Debian packages, none committed:
-- MIDI files (OpenMSX, OpenTTD's music: blues, ragtime, boogie, marches, pop), rendered like the training set
+- MIDI files (OpenMSX, OpenTTD's music: blues, boogie, train songs), rendered like the training set
   (soundfont, mix, room, mastering and encoder drawn by generate.draw_renderings from the window's seed);
-- LMMS projects (its demo songs: house, trance, reggaeton, chiptune, rock) and Hydrogen songs (drum machine
+- LMMS projects (its demo songs: house, reggae, reggaeton, chiptune, rock) and Hydrogen songs (drum machine
   demos), rendered by their own engines and samples, cut into windows and encoded as the training set is;
 - the grooves of MMA's accompaniment library (rhythms people wrote for rumba, foxtrot, bluegrass, ska, western
   swing...), each played over a drawn chord chart at a drawn tempo; `mma` writes the MIDI, rendered as the first.
