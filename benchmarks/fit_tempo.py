@@ -13,6 +13,7 @@ Training material:
   lacks. They form their own style ("synth_loop") and songs (one per pattern). `--synth-noise N` beatless clips
   teach the calibration only.
 The dev corpus (--dev, default ../shared/corpus) is never fitted on: it is scored with the final model only.
+The model written has no prior shift: benchmarks/fit_tempo_prior.py fits that afterwards, on music people wrote.
 
 Method: for every clip the front end is computed once and its onset bands cached (/tmp/tempo-features/*.npz);
 candidates and their feature rows (backend.analysis.tempo.level_features) are computed once per clip. The level

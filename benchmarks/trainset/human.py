@@ -7,7 +7,7 @@
     nice .venv/bin/python -m benchmarks.trainset.human --out /tmp/essentia-human /tmp/human/openttd-openmsx \
         $P/demos $P/shorties /tmp/human/hydrogen-data/usr/share/hydrogen/data/demo_songs
     L=/usr/share/mma/lib
-    nice .venv/bin/python -m benchmarks.trainset.human --out /tmp/essentia-mma --mma-library $L/stdlib \
+    nice .venv/bin/python -m benchmarks.trainset.human --out /tmp/essentia-mma2 --mma-library $L/stdlib \
         --mma-library $L/casio --mma-library $L/yamaha --mma-library $L/kara --mma-library $L/pflib
     nice .venv/bin/python benchmarks/accuracy.py --trainset /tmp/essentia-human --skip-dev --repeat 1
 
