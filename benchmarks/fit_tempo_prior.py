@@ -93,10 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, samples in checks.items():
         before, after = figures(samples, model), figures(samples, shifted)
         print(_line(name, before, after))
-        for name in sorted(after["misses"].keys() - before["misses"].keys()):
-            print(f"      now missed: {after['misses'][name]}")
-        for name in sorted(before["misses"].keys() - after["misses"].keys()):
-            print(f"      now right:  {before['misses'][name]}")
+        for clip in sorted(after["misses"].keys() - before["misses"].keys()):
+            print(f"      now missed: {after['misses'][clip]}")
+        for clip in sorted(before["misses"].keys() - after["misses"].keys()):
+            print(f"      now right:  {before['misses'][clip]}")
         record[name] = {k: [round(before[k], 4), round(after[k], 4)] for k in ("n", "acc1", "acc1_or_alt", "acc2")}
     if args.write:
         data = json.loads(tempo.MODEL_PATH.read_text())
