@@ -3,13 +3,13 @@ where that tempo holds in a meter of quarters, and only where notes fill the win
 import zlib
 
 import mido
-import pytest
-
 import numpy as np
+import pytest
 
 from benchmarks.trainset import human
 from benchmarks.trainset.human import (RENDERED_SECONDS, Groove, groove_chart, midi_windows, mma_grooves, pick_grooves,
                                        project_tempo, read_midi)
+from benchmarks.trainset.theory import PITCH_CLASSES
 
 
 def _midi(path, sections, ticks_per_beat=480):
@@ -99,7 +99,7 @@ def test_a_groove_chart_plays_the_groove_long_enough_at_its_tempo():
     bars = [line.split() for line in chart[2:]]
     assert [int(n) for n, _ in bars] == list(range(1, len(bars) + 1))
     assert (len(bars) - 1) * 3 >= RENDERED_SECONDS * 120 / 60
-    names = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
+    names = PITCH_CLASSES
     chords = [chord for _, chord in bars]
     # the key is the major key of the chart's I: its tonic chord is played, and its V7 leads to it
     assert names[tonic] in chords and f"{names[(tonic + 7) % 12]}7" in chords

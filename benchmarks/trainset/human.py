@@ -52,6 +52,7 @@ from benchmarks.trainset.compose import DRUM_CHANNEL, Note, Song
 from benchmarks.trainset.generate import (FORMAT_WEIGHTS, Variation, _commit, _worker_init, draw_renderings,
                                           render_clips, write_manifest)
 from benchmarks.trainset.render import CLIP_SECONDS, SAMPLE_RATE, encode
+from benchmarks.trainset.theory import PITCH_CLASSES
 
 #: Seconds of music a MIDI window renders: the clip and the longest offset render.draw_rendering draws.
 RENDERED_SECONDS = CLIP_SECONDS + 6.0
@@ -224,7 +225,6 @@ def mma_grooves(library: Path) -> list[Groove]:
 def groove_chart(groove: Groove, bpm: float, rng: np.random.Generator) -> tuple[str, int]:
     """An MMA file playing `groove` at `bpm` over a drawn chord chart in a drawn major key, long enough for a
     RENDERED_SECONDS window after its first bar; and that key's tonic pitch class."""
-    names = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
     steps = {"i": 0, "ii": 2, "iii": 4, "iv": 5, "v": 7, "vi": 9}
     tonic, chart = int(rng.integers(12)), CHARTS[int(rng.integers(len(CHARTS)))]
     bars = int(np.ceil(RENDERED_SECONDS * bpm / 60.0 / groove.meter)) + 2
@@ -232,7 +232,7 @@ def groove_chart(groove: Groove, bpm: float, rng: np.random.Generator) -> tuple[
     for bar in range(bars):
         degree = chart[bar % len(chart)]
         numeral = degree.rstrip("7")
-        root = names[(tonic + steps[numeral.lower()]) % 12]
+        root = PITCH_CLASSES[(tonic + steps[numeral.lower()]) % 12]
         quality = ("m" if numeral.islower() else "") + ("7" if degree.endswith("7") else "")
         lines.append(f"{bar + 1} {root}{quality}")
     return "\n".join(lines) + "\n", tonic
